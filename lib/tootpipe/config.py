@@ -1,0 +1,242 @@
+"""Parameters: one YAML file per run, validated on load, with the seed's `.env` variables as overrides.
+
+Guarantees: an unknown key or a wrong type raises :class:`ParamsError` naming the key (``kafka.partitons:
+unknown key``), never a stack trace from deep inside. Secrets (Mastodon token, database password) are never
+parameters: they come from the environment or `.env` through :func:`secret`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "Params", "ParamsError", "load", "project_root", "secret", "ENV_OVERRIDES",
+]
+
+
+class ParamsError(ValueError):
+    """A parameter file that cannot be used; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True)
+
+
+class RunParams(_Strict):
+    name: str = "default"
+
+
+class KafkaParams(_Strict):
+    bootstrap_servers: str | None = None  # None: start the embedded Tansu broker
+    topic: str = "mastodon_stream"
+    dlq_topic: str = "mastodon_stream_dlq"
+    partitions: int = Field(3, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    spark_format: Literal["tootkafka", "kafka"] = "tootkafka"
+
+
+class DatabaseParams(_Strict):
+    url: str | None = None  # None: start the embedded PostgreSQL; password from DB_PASSWORD
+    user: str | None = None
+
+
+class SourceParams(_Strict):
+    kind: Literal["sample", "replay", "poll", "stream"] = "sample"
+    sample_n: int = Field(2000, ge=0)
+    sample_seed: int = 42
+    replay_path: str | None = None
+    instances: list[str] = ["https://mastodon.social"]
+    timeline: str = "public"
+    max_toots: int | None = Field(None, ge=1)
+    duration_s: float | None = Field(None, gt=0)
+
+
+class FilterParams(_Strict):
+    languages: list[str] = []
+    keywords: list[str] = []
+    exclude_reblogs: bool = True
+    exclude_replies: bool = False
+    public_only: bool = True
+    respect_opt_out: bool = True
+
+
+class SparkParams(_Strict):
+    master: str = "local[*]"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = Field(4, ge=1)
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "ERROR"
+
+
+class StreamParams(_Strict):
+    query_name: str = "toots_to_postgres"
+    trigger: Literal["available_now", "processing_time"] = "available_now"
+    processing_time: str = "5 seconds"
+    max_offsets_per_trigger: int = Field(20000, ge=1)
+    watermark_minutes: int = Field(10, ge=0)
+    checkpoint_dir: str = ".tootpipe/checkpoints"
+
+
+class BatchParams(_Strict):
+    active_min: int = Field(5, ge=1)
+
+
+class SentimentParams(_Strict):
+    train_path: str = "data/sentiment/semeval_2013_2016_train.tsv.gz"
+    dev_path: str = "data/sentiment/semeval2017_dev.tsv"
+    val_path: str = "data/sentiment/tweeteval_val.tsv"
+    model_dir: str = "models/sentiment"
+    train_limit: int | None = Field(None, ge=100)
+    languages: list[str] = ["en"]
+
+
+class ReportParams(_Strict):
+    dir: str = "reports"
+
+
+class Params(_Strict):
+    run: RunParams = RunParams()
+    kafka: KafkaParams = KafkaParams()
+    database: DatabaseParams = DatabaseParams()
+    source: SourceParams = SourceParams()
+    filters: FilterParams = FilterParams()
+    spark: SparkParams = SparkParams()
+    stream: StreamParams = StreamParams()
+    batch: BatchParams = BatchParams()
+    sentiment: SentimentParams = SentimentParams()
+    reports: ReportParams = ReportParams()
+
+    def path(self, relative: str) -> Path:
+        """A project-relative path from the parameters, made absolute."""
+        p = Path(relative)
+        return p if p.is_absolute() else project_root() / p
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _bool(value: str) -> bool:
+    if value.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if value.strip().lower() in {"0", "false", "no", "off", ""}:
+        return False
+    raise ParamsError(f"cannot read {value!r} as true/false")
+
+
+# The seed's .env variables, honoured as overrides of the parameters: NAME -> (dotted key, converter).
+ENV_OVERRIDES: dict[str, tuple[str, Any]] = {
+    "KAFKA_BOOTSTRAP": ("kafka.bootstrap_servers", str),
+    "KAFKA_TOPIC": ("kafka.topic", str),
+    "JDBC_URL": ("database.url", str),
+    "DATABASE_URL": ("database.url", str),
+    "DB_USER": ("database.user", str),
+    "EXCLUDE_REBLOGS": ("filters.exclude_reblogs", _bool),
+    "FILTER_LANGUAGE": ("filters.languages", _csv),
+    "FILTER_KEYWORDS": ("filters.keywords", _csv),
+    "ACTIVE_MIN": ("batch.active_min", int),
+    "MASTODON_BASE_URL": ("source.instances", lambda v: _csv(v)),
+}
+
+_SECRETS = {"MASTODON_ACCESS_TOKEN", "DB_PASSWORD"}
+
+
+def project_root() -> Path:
+    """The folder holding pyproject.toml (works from notebooks/, tests/ and the root)."""
+    env = os.environ.get("TOOTPIPE_HOME")
+    if env:
+        return Path(env).resolve()
+    for start in (Path.cwd(), Path(__file__).resolve().parent):
+        for p in (start, *start.parents):
+            if (p / "pyproject.toml").exists() and (p / "lib" / "tootpipe").is_dir():
+                return p
+    return Path.cwd()
+
+
+def _load_dotenv() -> None:
+    try:
+        from dotenv import load_dotenv
+    except ImportError:  # pragma: no cover - python-dotenv is a dependency
+        return
+    load_dotenv(project_root() / ".env", override=False)
+
+
+def secret(name: str) -> str | None:
+    """A secret from the environment or `.env`; never from parameters."""
+    if name not in _SECRETS:
+        raise KeyError(f"{name} is not a known secret")
+    _load_dotenv()
+    return os.environ.get(name) or None
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ParamsError(f"{dotted}: {k} is not a section")
+    node[keys[-1]] = value
+
+
+def _format_errors(err: ValidationError, origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(x) for x in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+        else:
+            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+    return f"invalid parameters in {origin}:\n  " + "\n  ".join(lines)
+
+
+def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+         use_env: bool = True) -> Params:
+    """Read and validate a parameter file.
+
+    Args:
+        path: YAML file (relative paths are taken from the project root); None gives the defaults.
+        overrides: dotted keys to values, applied after the file (``{"source.sample_n": 100}``).
+        use_env: apply the seed's `.env` variables (:data:`ENV_OVERRIDES`) on top.
+    Returns:
+        The validated :class:`Params`.
+    Raises:
+        ParamsError: naming the offending key.
+    """
+    tree: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        p = Path(path)
+        if not p.is_absolute() and not p.exists():
+            p = project_root() / p
+        if not p.exists():
+            raise ParamsError(f"parameter file not found: {path}")
+        origin = str(p)
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ParamsError(f"{origin} is not valid YAML: {exc}") from None
+        if not isinstance(tree, dict):
+            raise ParamsError(f"{origin}: the top level must be a mapping of sections")
+    for k in ("database.password", "mastodon.access_token"):
+        section, key = k.split(".")
+        if isinstance(tree.get(section), dict) and key in tree[section]:
+            raise ParamsError(f"{k}: secrets do not belong in parameters; set it in the environment or .env")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(tree, dotted, value)
+    if use_env:
+        _load_dotenv()
+        for name, (dotted, conv) in ENV_OVERRIDES.items():
+            raw = os.environ.get(name)
+            if raw:
+                try:
+                    _set_dotted(tree, dotted, conv(raw))
+                except (ValueError, ParamsError) as exc:
+                    raise ParamsError(f"{dotted} (from ${name}): {exc}") from None
+    try:
+        return Params.model_validate(tree)
+    except ValidationError as err:
+        raise ParamsError(_format_errors(err, origin)) from None

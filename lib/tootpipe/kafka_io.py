@@ -1,0 +1,255 @@
+"""Kafka I/O with plain Kafka clients (kafka-python): topics, the record producer with its dead-letter topic,
+end offsets, export.
+
+Guarantees: records go to Kafka at-least-once (acks=all, idempotent producer; :meth:`Publisher.flush` raises when
+any send failed). End offsets come from the high watermark of a Fetch response, which is right on Apache Kafka and
+on the embedded Tansu broker alike (Tansu's ListOffsets "latest" is not).
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Iterable, Iterator
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+
+__all__ = ["ensure_topics", "Publisher", "end_offsets", "start_offsets", "consume_range", "export",
+           "cluster_id", "KafkaUnavailable", "partitions_for", "check_reachable"]
+
+
+class KafkaUnavailable(RuntimeError):
+    """The broker cannot be reached or refused a request; the message names the address."""
+
+
+def check_reachable(bootstrap: str, timeout: float = 3.0) -> None:
+    """Raise KafkaUnavailable at once when no bootstrap address accepts a TCP connection."""
+    import socket
+    errors = []
+    for addr in bootstrap.split(","):
+        host, _, port = addr.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout):
+                return
+        except (OSError, ValueError) as exc:
+            errors.append(f"{addr}: {exc}")
+    raise KafkaUnavailable(f"no Kafka broker answers at {bootstrap} ({'; '.join(errors)})")
+
+
+def _admin(bootstrap: str) -> KafkaAdminClient:
+    check_reachable(bootstrap)
+    try:
+        return KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000,
+                                client_id="tootpipe-admin")
+    except KafkaTimeoutError:
+        raise KafkaUnavailable(f"no Kafka broker answers at {bootstrap}") from None
+
+
+def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 3, replication_factor: int = 1) -> None:
+    """Create the topics that do not exist yet (explicitly, so they get `partitions`, not a broker default)."""
+    admin = _admin(bootstrap)
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(t, partitions, replication_factor) for t in topics if t not in existing]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+def cluster_id(bootstrap: str) -> str:
+    """The cluster id the broker reports (identifies a broker's lifetime for checkpoints and ledgers)."""
+    admin = _admin(bootstrap)
+    try:
+        return str(admin.describe_cluster().get("cluster_id") or bootstrap)
+    finally:
+        admin.close()
+
+
+def partitions_for(bootstrap: str, topic: str, timeout: float = 15.0) -> list[int]:
+    c = _consumer(bootstrap)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            parts = c.partitions_for_topic(topic)
+            if parts:
+                return sorted(parts)
+            time.sleep(0.2)
+        raise KafkaUnavailable(f"topic {topic!r} has no partitions at {bootstrap} (does it exist?)")
+    finally:
+        c.close()
+
+
+class Publisher:
+    """Sends records keyed by `uri` (deletes by `instance/id`) and dead letters, and counts them.
+
+    At-least-once: acks=all with the idempotent producer; :meth:`flush` raises when a send failed.
+
+    >>> pub = Publisher("127.0.0.1:9092", "mastodon_stream", "mastodon_stream_dlq")  # doctest: +SKIP
+    >>> pub.send_record(record); pub.flush(); pub.close()                             # doctest: +SKIP
+    """
+
+    def __init__(self, bootstrap: str, topic: str, dlq_topic: str, **producer_options) -> None:
+        options = dict(acks="all", enable_idempotence=True, linger_ms=10, batch_size=512 * 1024,
+                       max_request_size=8 * 1024 * 1024, retries=10, client_id="tootpipe-producer")
+        options.update(producer_options)
+        check_reachable(bootstrap)
+        try:
+            self._producer = KafkaProducer(bootstrap_servers=bootstrap, **options)
+        except KafkaTimeoutError:
+            raise KafkaUnavailable(f"no Kafka broker answers at {bootstrap}") from None
+        self.topic, self.dlq_topic = topic, dlq_topic
+        self.sent = self.dead = 0
+        self._errors: list[BaseException] = []
+
+    def _on_error(self, exc: BaseException) -> None:
+        self._errors.append(exc)
+
+    def send_record(self, record: dict) -> None:
+        key = record.get("uri") or f"{record.get('instance')}/{record.get('id')}"
+        value = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        self._producer.send(self.topic, key=key.encode("utf-8"), value=value).add_errback(self._on_error)
+        self.sent += 1
+
+    def send_dead_letter(self, raw, error: str, source: str) -> None:
+        """A payload that could not become a record: kept with the error and where it came from."""
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", "replace")
+        if not isinstance(raw, str):
+            raw = json.dumps(raw, ensure_ascii=False, default=str)
+        value = json.dumps({"raw": raw, "error": error, "source": source,
+                            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, ensure_ascii=False)
+        self._producer.send(self.dlq_topic, value=value.encode("utf-8")).add_errback(self._on_error)
+        self.dead += 1
+
+    def flush(self, timeout: float = 60) -> None:
+        """Wait for every send; raise if any failed (so a caller never believes lost records were stored)."""
+        try:
+            self._producer.flush(timeout=timeout)
+        except KafkaError as exc:
+            raise KafkaUnavailable(f"flush failed: {exc}") from exc
+        if self._errors:
+            errs, self._errors = self._errors, []
+            raise KafkaUnavailable(f"{len(errs)} sends failed, first: {errs[0]!r}")
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._producer.close(timeout=10)
+
+
+def _consumer(bootstrap: str, **kw) -> KafkaConsumer:
+    options = dict(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                   fetch_max_wait_ms=20, client_id="tootpipe-reader")
+    options.update(kw)
+    check_reachable(bootstrap)
+    try:
+        return KafkaConsumer(**options)
+    except KafkaTimeoutError:
+        raise KafkaUnavailable(f"no Kafka broker answers at {bootstrap}") from None
+
+
+def start_offsets(bootstrap: str, topic: str, partitions: list[int] | None = None) -> dict[int, int]:
+    """The earliest offset of each partition (ListOffsets "earliest" is right on every broker)."""
+    c = _consumer(bootstrap)
+    try:
+        parts = partitions if partitions is not None else sorted(c.partitions_for_topic(topic) or [])
+        tps = [TopicPartition(topic, p) for p in parts]
+        return {tp.partition: off for tp, off in c.beginning_offsets(tps).items()}
+    finally:
+        c.close()
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: list[int] | None = None, *, hint: dict[int, int] | None = None,
+                consumer: KafkaConsumer | None = None, timeout: float = 15.0) -> dict[int, int]:
+    """The high watermark of each partition, read from Fetch responses.
+
+    `hint` gives positions to fetch from (the last known ends), so the probe moves few bytes.
+    Raises KafkaUnavailable when no watermark arrives within `timeout`.
+    """
+    own = consumer is None
+    c = consumer or _consumer(bootstrap, max_partition_fetch_bytes=64 * 1024, max_poll_records=1)
+    try:
+        parts = partitions if partitions is not None else sorted(c.partitions_for_topic(topic) or [])
+        tps = [TopicPartition(topic, p) for p in parts]
+        c.assign(tps)
+        earliest = c.beginning_offsets(tps)
+        for tp in tps:
+            c.seek(tp, max(earliest[tp], (hint or {}).get(tp.partition, 0)))
+        marks: dict[int, int] = {}
+        deadline = time.monotonic() + timeout
+        while len(marks) < len(tps):
+            c.poll(timeout_ms=50, max_records=1, update_offsets=False)
+            for tp in tps:
+                hw = c.highwater(tp)
+                if hw is not None:
+                    marks[tp.partition] = hw
+            if time.monotonic() > deadline:
+                missing = [tp.partition for tp in tps if tp.partition not in marks]
+                raise KafkaUnavailable(f"no high watermark for {topic} partitions {missing} at {bootstrap}")
+        return marks
+    finally:
+        if own:
+            c.close()
+
+
+def consume_range(bootstrap: str, topic: str, partition: int, start: int, end: int, *, timeout: float = 60.0,
+                  consumer: KafkaConsumer | None = None) -> Iterator:
+    """Every message of one partition with start <= offset < end, in order.
+
+    Raises KafkaUnavailable when the range cannot be read completely within `timeout` (never returns short).
+    """
+    if end <= start:
+        return
+    own = consumer is None
+    span = end - start
+    c = consumer or _consumer(bootstrap, max_poll_records=min(max(span, 1), 5000),
+                              max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=16 * 1024 * 1024)
+    try:
+        tp = TopicPartition(topic, partition)
+        c.assign([tp])
+        c.seek(tp, start)
+        deadline = time.monotonic() + timeout
+        while True:
+            batch = c.poll(timeout_ms=200).get(tp, [])
+            for msg in batch:
+                if msg.offset >= end:
+                    return
+                if msg.offset >= start:
+                    yield msg
+            if c.position(tp) >= end:
+                return
+            if batch:
+                deadline = time.monotonic() + timeout
+            elif time.monotonic() > deadline:
+                raise KafkaUnavailable(f"{topic}[{partition}] stopped at offset {c.position(tp)} before {end} "
+                                       f"(range {start}..{end}); refusing to return a short range")
+    finally:
+        if own:
+            c.close()
+
+
+def export(bootstrap: str, topic: str, max_messages: int | None = None, from_beginning: bool = True,
+           timeout: float = 30.0) -> Iterator[dict]:
+    """Messages of a topic as dicts (partition, offset, timestamp, key, value decoded as JSON when it is JSON),
+    partition by partition, up to the end offsets seen when the export starts."""
+    ends = end_offsets(bootstrap, topic)
+    starts = start_offsets(bootstrap, topic, list(ends)) if from_beginning else dict(ends)
+    count = 0
+    for p in sorted(ends):
+        for msg in consume_range(bootstrap, topic, p, starts[p], ends[p], timeout=timeout):
+            value = msg.value.decode("utf-8", "replace") if msg.value is not None else None
+            try:
+                value = json.loads(value) if value is not None else None
+            except json.JSONDecodeError:
+                pass
+            yield {"partition": msg.partition, "offset": msg.offset, "timestamp": msg.timestamp,
+                   "key": msg.key.decode("utf-8", "replace") if msg.key else None, "value": value}
+            count += 1
+            if max_messages is not None and count >= max_messages:
+                return

@@ -1,0 +1,239 @@
+"""A deterministic, realistic stream of Mastodon API events for demos, tests and benchmarks.
+
+Statuses are real Mastodon `Status` objects in shape; their text is real human-written tweets from the bundled
+sentiment corpora (English SemEval, and XLM-T for seven other languages). The stream has what a real one has:
+accounts with skewed activity across instances, hashtags, reblogs and replies, several visibilities, a daily
+cycle over two days, the same federated toot seen on two instances (same `uri`, different local ids), edits
+(`status.update`), deletes (bare id), at-least-once redeliveries, late arrivals and a few malformed payloads.
+
+Same `n` and `seed` -> the same events, byte for byte.
+"""
+from __future__ import annotations
+
+import gzip
+import html
+import json
+import math
+import random
+import re
+import zlib
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from pathlib import Path
+
+from .config import project_root
+
+__all__ = ["generate", "write_jsonl", "read_events", "expected_posts", "INSTANCES", "START"]
+
+INSTANCES = ["mastodon.social", "fosstodon.org", "chaos.social", "hachyderm.io", "mastodon.online"]
+START = datetime(2026, 11, 26, tzinfo=timezone.utc)
+LANGS = {"en": 0.70, "de": 0.06, "fr": 0.05, "es": 0.06, "it": 0.03, "pt": 0.04, "ar": 0.03, "hi": 0.03}
+XLMT = {"de": "german", "fr": "french", "es": "spanish", "it": "italian", "pt": "portuguese", "ar": "arabic",
+        "hi": "hindi"}
+TAGS = ["fediverse", "mastodon", "python", "opensource", "news", "music", "photography", "climate", "linux",
+        "art", "books", "football", "science", "coffee", "caturday", "rust", "datascience", "privacy", "gaming",
+        "travel"]
+
+
+@lru_cache(maxsize=1)
+def _texts() -> dict[str, list[str]]:
+    root = project_root() / "data" / "sentiment"
+    out: dict[str, list[str]] = {}
+    with gzip.open(root / "semeval_2013_2016_train.tsv.gz", "rt", encoding="utf-8") as fh:
+        next(fh)
+        out["en"] = [line.rstrip("\n").split("\t")[1] for line in fh if line.count("\t") >= 2]
+    for code, folder in XLMT.items():
+        out[code] = (root / "xlmt" / folder / "train_text.txt").read_text(encoding="utf-8").splitlines()
+    return {k: [t for t in v if t.strip()] for k, v in out.items()}
+
+
+_URL = re.compile(r"https?://\S+")
+_MENTION = re.compile(r"@(\w{1,30})")
+
+
+def _to_html(text: str, tags: list[str], instance: str) -> tuple[str, list[dict]]:
+    """Tweet text -> Mastodon-style HTML (links, mentions, hashtags), and the mentions list."""
+    mentions = []
+    out = []
+    pos = 0
+    for m in re.finditer(r"https?://\S+|@\w{1,30}", text):
+        out.append(html.escape(text[pos:m.start()], quote=False))
+        tok = m.group(0)
+        if tok.startswith("@"):
+            user = tok[1:]
+            mentions.append({"id": str(zlib.crc32(user.encode())), "username": user, "acct": user,
+                             "url": f"https://{instance}/@{user}"})
+            out.append(f'<span class="h-card"><a href="https://{instance}/@{user}" class="u-url mention">'
+                       f'@<span>{html.escape(user)}</span></a></span>')
+        else:
+            scheme, _, rest = tok.partition("://")
+            out.append(f'<a href="{html.escape(tok)}" rel="nofollow noopener" target="_blank">'
+                       f'<span class="invisible">{scheme}://</span><span class="">{html.escape(rest)}</span></a>')
+        pos = m.end()
+    out.append(html.escape(text[pos:], quote=False))
+    body = "".join(out)
+    if tags:
+        links = " ".join(f'<a href="https://{instance}/tags/{t}" class="mention hashtag" rel="tag">#<span>{t}'
+                         f'</span></a>' for t in tags)
+        body += f"</p><p>{links}"
+    return f"<p>{body}</p>", mentions
+
+
+def _iso(dt: datetime) -> str:
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _daily_weight(hour: float) -> float:
+    return 1.0 + 0.8 * math.sin((hour - 9) / 24 * 2 * math.pi)  # peak mid-afternoon UTC, trough at night
+
+
+def _accounts(rng: random.Random, n: int) -> list[dict]:
+    accts = []
+    for i in range(n):
+        inst = INSTANCES[min(int(rng.paretovariate(1.2)) - 1, len(INSTANCES) - 1)]
+        user = f"user{i:05d}"
+        opt = rng.random() if i >= 10 else 1.0  # the most active accounts have not opted out
+        note = "<p>Posting about things I like.</p>"
+        acc = {"id": str(100000 + i), "username": user, "acct": f"{user}@{inst}" if inst != "mastodon.social" else user,
+               "display_name": f"User {i}", "locked": False, "bot": rng.random() < 0.05,
+               "discoverable": True, "indexable": True, "group": False,
+               "created_at": _iso(START - timedelta(days=rng.randint(30, 2000))), "note": note,
+               "url": f"https://{inst}/@{user}", "followers_count": int(rng.paretovariate(0.9) * 10),
+               "following_count": rng.randint(0, 800), "statuses_count": rng.randint(1, 20000), "emojis": [],
+               "fields": [], "_instance": inst}
+        if opt < 0.015:
+            acc["discoverable"] = False
+        elif opt < 0.025:
+            acc["indexable"] = False
+        elif opt < 0.035:
+            acc["note"] = "<p>Please no scraping. #NoBot</p>"
+        accts.append(acc)
+    return accts
+
+
+def generate(n: int = 2000, seed: int = 42, *, malformed_rate: float = 0.002, edit_rate: float = 0.03,
+             delete_rate: float = 0.01, duplicate_rate: float = 0.02, federated_copy_rate: float = 0.03,
+             hours: int = 48) -> list[dict]:
+    """`n` original toots plus their edits, deletes, duplicates and copies, as a list of events in arrival order.
+
+    Each event is ``{"event": "update"|"status.update"|"delete", "instance": host, "data": status-or-id}``;
+    malformed payloads carry a string that is not valid JSON in ``data``.
+    """
+    rng = random.Random(seed)
+    texts = _texts()
+    langs, weights = zip(*LANGS.items())
+    accounts = _accounts(rng, max(20, n // 8))
+    act_weights = [1 / (r + 1) ** 1.1 for r in range(len(accounts))]
+    hour_weights = [_daily_weight(h) for h in range(hours)]
+    events: list[tuple[datetime, int, dict]] = []
+    statuses = []
+    seq = 0
+    for i in range(n):
+        acc = rng.choices(accounts, act_weights)[0]
+        inst = acc["_instance"]
+        lang = rng.choices(langs, weights)[0]
+        text = rng.choice(texts[lang])
+        ntags = rng.choices([0, 1, 2, 3], [0.45, 0.3, 0.17, 0.08])[0]
+        tags = sorted({rng.choices(TAGS, [1 / (k + 1) for k in range(len(TAGS))])[0] for _ in range(ntags)})
+        hour = rng.choices(range(hours), hour_weights)[0]
+        created = START + timedelta(hours=hour, seconds=rng.uniform(0, 3600))
+        sid = str(115000000000000000 + i * 7919)
+        content, mentions = _to_html(text, tags, inst)
+        visibility = rng.choices(["public", "unlisted", "private"], [0.9, 0.07, 0.03])[0]
+        account = {k: v for k, v in acc.items() if not k.startswith("_")}
+        status = {
+            "id": sid, "created_at": _iso(created), "edited_at": None,
+            "in_reply_to_id": None, "in_reply_to_account_id": None,
+            "sensitive": rng.random() < 0.03, "spoiler_text": "", "visibility": visibility, "language": lang,
+            "uri": f"https://{inst}/users/{acc['username']}/statuses/{sid}",
+            "url": f"https://{inst}/@{acc['username']}/{sid}",
+            "replies_count": rng.randint(0, 3), "reblogs_count": rng.randint(0, 5),
+            "favourites_count": rng.randint(0, 12), "content": content, "reblog": None, "account": account,
+            "media_attachments": [{"id": sid + "1", "type": rng.choice(["image", "image", "video", "gifv"])}]
+            if rng.random() < 0.15 else [],
+            "mentions": mentions, "tags": [{"name": t, "url": f"https://{inst}/tags/{t}"} for t in tags],
+            "emojis": [], "card": None, "poll": None,
+        }
+        if statuses and rng.random() < 0.12:
+            parent = rng.choice(statuses[-50:])
+            status["in_reply_to_id"] = parent["id"]
+            status["in_reply_to_account_id"] = parent["account"]["id"]
+        if statuses and rng.random() < 0.08:
+            original = rng.choice(statuses[-200:])
+            status["reblog"] = original
+            status["content"] = ""
+            status["uri"] = f"https://{inst}/users/{acc['username']}/statuses/{sid}/activity"
+        statuses.append(status)
+        # arrival: roughly in creation order, with a small share of late arrivals (up to 30 minutes)
+        arrival = created + timedelta(seconds=rng.uniform(0, 2) if rng.random() > 0.02 else rng.uniform(60, 1800))
+        events.append((arrival, seq := seq + 1, {"event": "update", "instance": inst, "data": status}))
+        if rng.random() < federated_copy_rate:
+            other = rng.choice([x for x in INSTANCES if x != inst])
+            copy = json.loads(json.dumps(status))
+            copy["id"] = str(int(sid) + 3)
+            events.append((arrival + timedelta(seconds=rng.uniform(1, 60)), seq := seq + 1,
+                           {"event": "update", "instance": other, "data": copy}))
+        if rng.random() < duplicate_rate:
+            events.append((arrival + timedelta(seconds=rng.uniform(0, 5)), seq := seq + 1,
+                           {"event": "update", "instance": inst, "data": status}))
+        if rng.random() < edit_rate and status["reblog"] is None:
+            edited = json.loads(json.dumps(status))
+            when = created + timedelta(minutes=rng.uniform(1, 120))
+            edited["edited_at"] = _iso(when)
+            edited["content"] = content.replace("</p>", " (edited)</p>", 1)
+            events.append((when, seq := seq + 1, {"event": "status.update", "instance": inst, "data": edited}))
+        if rng.random() < delete_rate:
+            when = created + timedelta(minutes=rng.uniform(1, 600))
+            events.append((when, seq := seq + 1, {"event": "delete", "instance": inst, "data": sid}))
+        if rng.random() < malformed_rate:
+            raw = json.dumps(status)[: rng.randint(10, 200)]
+            events.append((arrival, seq := seq + 1, {"event": "update", "instance": inst, "data": raw}))
+    events.sort(key=lambda e: (e[0], e[1]))
+    return [e for _, _, e in events]
+
+
+def write_jsonl(events: list[dict], path: str | Path | None = None, fh=None) -> None:
+    """Write events as JSONL (one `{"event", "instance", "data"}` object a line)."""
+    out = fh or open(path, "w", encoding="utf-8")
+    try:
+        for e in events:
+            out.write(json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n")
+    finally:
+        if fh is None:
+            out.close()
+
+
+def read_events(path: str | Path) -> list[dict]:
+    """Read events written by :func:`write_jsonl`."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def expected_posts(events: list[dict], filters) -> dict[str, dict]:
+    """What `mastodon_posts` must hold after the events: uri -> record, computed in plain Python.
+
+    The same rules as the pipeline, independently written: opted-out accounts and filtered records are
+    dropped; the newest edit wins; a uri is gone when any of its (instance, id) pairs was deleted.
+    """
+    from .normalize import BadPayload, filter_reason, normalize_event, opted_out
+    posts: dict[str, dict] = {}
+    ids: dict[tuple[str, str], str] = {}
+    deleted: set[tuple[str, str]] = set()
+    for e in events:
+        try:
+            rec = normalize_event(e["event"], e["data"], e["instance"], ingested_at="x")
+        except BadPayload:
+            continue
+        if rec["event"] == "delete":
+            deleted.add((rec["instance"], rec["id"]))
+            continue
+        if opted_out(e["data"]["account"]) or filter_reason(rec, filters):
+            continue
+        ids[(rec["instance"], rec["id"])] = rec["uri"]
+        old = posts.get(rec["uri"])
+        version = rec["edited_at"] or rec["created_at"]
+        if old is None or version > (old["edited_at"] or old["created_at"]):
+            posts[rec["uri"]] = rec
+    for key in deleted:
+        posts.pop(ids.get(key), None)
+    return posts

@@ -1,0 +1,62 @@
+"""The toot record: one documented JSON object per Mastodon event, defined once.
+
+Python (the producer, the tests) and Spark (the stream and the batch jobs) both derive their view from
+:data:`FIELDS`, so the schema cannot drift between them.
+"""
+from __future__ import annotations
+
+__all__ = ["FIELDS", "ACCOUNT_FIELDS", "EVENTS", "spark_schema", "spark_ddl", "RECORD_VERSION"]
+
+RECORD_VERSION = 1
+EVENTS = ("update", "status.update", "delete")
+
+# name -> (Spark SQL type, description)
+ACCOUNT_FIELDS: dict[str, tuple[str, str]] = {
+    "id": ("STRING", "account id, local to `instance`"),
+    "acct": ("STRING", "user@domain (or a keyed pseudonym)"),
+    "username": ("STRING", "local part of acct (or a keyed pseudonym)"),
+    "display_name": ("STRING", "display name"),
+    "bot": ("BOOLEAN", "the account says it is a bot"),
+    "followers_count": ("BIGINT", "followers at ingestion"),
+}
+
+FIELDS: dict[str, tuple[str, str]] = {
+    "v": ("INT", "record version"),
+    "event": ("STRING", "update | status.update (an edit) | delete"),
+    "uri": ("STRING", "federated identity of the status; the Kafka key; null for a delete"),
+    "id": ("STRING", "status id, local to `instance`"),
+    "instance": ("STRING", "host the event was read from"),
+    "created_at": ("STRING", "UTC ISO-8601 creation time"),
+    "edited_at": ("STRING", "UTC ISO-8601 time of the last edit, or null"),
+    "account": ("STRUCT<" + ", ".join(f"{k}: {t}" for k, (t, _) in ACCOUNT_FIELDS.items()) + ">", "author"),
+    "language": ("STRING", "ISO 639 language code given by the author's client, or null"),
+    "visibility": ("STRING", "public | unlisted | private | direct"),
+    "text": ("STRING", "plain text from the HTML content: paragraphs and line breaks kept, entities decoded"),
+    "content_html": ("STRING", "HTML content as received"),
+    "hashtags": ("ARRAY<STRING>", "lower-case hashtags"),
+    "mentions": ("ARRAY<STRING>", "acct of mentioned accounts"),
+    "urls": ("ARRAY<STRING>", "links in the content (not hashtags or mentions)"),
+    "media_count": ("INT", "number of media attachments"),
+    "media_types": ("ARRAY<STRING>", "type of each attachment"),
+    "is_reblog": ("BOOLEAN", "a boost of another status"),
+    "reblog_uri": ("STRING", "uri of the boosted status"),
+    "is_reply": ("BOOLEAN", "a reply"),
+    "in_reply_to_id": ("STRING", "local id of the status replied to"),
+    "replies_count": ("BIGINT", "replies at ingestion"),
+    "reblogs_count": ("BIGINT", "boosts at ingestion"),
+    "favourites_count": ("BIGINT", "favourites at ingestion"),
+    "sensitive": ("BOOLEAN", "marked sensitive"),
+    "spoiler_text": ("STRING", "content warning"),
+    "ingested_at": ("STRING", "UTC ISO-8601 time the producer read the event"),
+}
+
+
+def spark_ddl() -> str:
+    """The record schema as a Spark DDL string (for `from_json`)."""
+    return ", ".join(f"`{name}` {typ}" for name, (typ, _) in FIELDS.items())
+
+
+def spark_schema():
+    """The record schema as a Spark StructType."""
+    from pyspark.sql.types import StructType
+    return StructType.fromDDL(spark_ddl())
