@@ -1,0 +1,185 @@
+"""PostgreSQL: connections, the schema, COPY-based bulk writes, atomic table replacement, reads.
+
+Guarantees: SQL values are always parameterised; bulk writes go through COPY into a staging table inside the
+caller's transaction; :func:`replace_table` swaps a new table in within one transaction, so a reader never sees
+a half-written table and a failed run leaves the previous one intact.
+"""
+from __future__ import annotations
+
+import io
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import psycopg2
+from psycopg2 import sql
+
+__all__ = ["connect", "transaction", "ensure_schema", "copy_arrow", "replace_table", "query_df", "scalar",
+           "DatabaseUnavailable", "SCHEMA_SQL", "table_counts"]
+
+
+class DatabaseUnavailable(RuntimeError):
+    """PostgreSQL cannot be reached; the message names the address (without credentials)."""
+
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS mastodon_posts (
+    uri text PRIMARY KEY,
+    id text NOT NULL,
+    instance text NOT NULL,
+    username text NOT NULL,
+    acct text,
+    account_id text,
+    display_name text,
+    bot boolean,
+    followers_count bigint,
+    content text,
+    content_html text,
+    language text,
+    visibility text,
+    created_at timestamptz NOT NULL,
+    edited_at timestamptz,
+    hashtags text[],
+    mentions text[],
+    urls text[],
+    media_count int,
+    is_reblog boolean,
+    reblog_uri text,
+    is_reply boolean,
+    in_reply_to_id text,
+    replies_count bigint,
+    reblogs_count bigint,
+    favourites_count bigint,
+    sensitive boolean,
+    spoiler_text text,
+    ingested_at timestamptz,
+    kafka_partition int,
+    kafka_offset bigint,
+    kafka_timestamp timestamptz,
+    batch_id bigint,
+    written_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS mastodon_posts_created_at ON mastodon_posts (created_at);
+CREATE TABLE IF NOT EXISTS toot_ids (
+    instance text NOT NULL, id text NOT NULL, uri text NOT NULL, PRIMARY KEY (instance, id));
+CREATE INDEX IF NOT EXISTS toot_ids_uri ON toot_ids (uri);
+CREATE TABLE IF NOT EXISTS toot_deletes (
+    instance text NOT NULL, id text NOT NULL, deleted_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (instance, id));
+CREATE TABLE IF NOT EXISTS streamed_toot_counts (
+    window_start timestamptz PRIMARY KEY, window_end timestamptz NOT NULL, cnt bigint NOT NULL,
+    batch_id bigint, updated_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS avg_toot_length_by_user (
+    username text NOT NULL, window_start timestamptz NOT NULL, window_end timestamptz NOT NULL,
+    n bigint NOT NULL, avg_length double precision NOT NULL, batch_id bigint,
+    PRIMARY KEY (username, window_start));
+CREATE TABLE IF NOT EXISTS stream_batches (
+    checkpoint text NOT NULL, batch_id bigint NOT NULL, end_offsets jsonb, input_rows bigint,
+    max_event_time timestamptz, committed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (checkpoint, batch_id));
+CREATE TABLE IF NOT EXISTS stream_progress (
+    checkpoint text NOT NULL, batch_id bigint NOT NULL, query_name text, input_rows bigint,
+    posts_written bigint, deletes bigint, errors bigint, late_rows bigint, collect_s double precision,
+    write_s double precision, rows_per_s double precision, latency_p50_ms double precision,
+    latency_p95_ms double precision, committed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (checkpoint, batch_id));
+CREATE TABLE IF NOT EXISTS stream_errors (
+    cluster text NOT NULL, topic text NOT NULL, kafka_partition int NOT NULL, kafka_offset bigint NOT NULL,
+    raw text, error text NOT NULL, batch_id bigint, at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (cluster, topic, kafka_partition, kafka_offset));
+"""
+
+
+def connect(url: str, retries: int = 0, wait_s: float = 1.0):
+    """A psycopg2 connection; DatabaseUnavailable (naming host and port, never the password) when it fails."""
+    last = None
+    for attempt in range(retries + 1):
+        try:
+            return psycopg2.connect(url, connect_timeout=10)
+        except psycopg2.OperationalError as exc:
+            last = exc
+            if attempt < retries:
+                time.sleep(wait_s)
+    from urllib.parse import urlsplit
+    u = urlsplit(url)
+    raise DatabaseUnavailable(f"cannot reach PostgreSQL at {u.hostname}:{u.port}{u.path}: "
+                              f"{str(last).strip().splitlines()[0] if last else ''}")
+
+
+@contextmanager
+def transaction(url: str) -> Iterator:
+    """A connection inside one transaction: committed on success, rolled back on any exception."""
+    conn = connect(url)
+    try:
+        with conn:
+            yield conn
+    finally:
+        conn.close()
+
+
+def ensure_schema(url: str) -> None:
+    with transaction(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(4242)")  # concurrent first runs do not race on DDL
+        cur.execute(SCHEMA_SQL)
+
+
+def copy_arrow(cur, table: str, arrow_table, columns: list[str] | None = None) -> int:
+    """COPY an Arrow table into `table` (CSV: unquoted empty = NULL, quoted empty = '')."""
+    import pyarrow.csv as pacsv
+    if arrow_table.num_rows == 0:
+        return 0
+    buf = io.BytesIO()
+    pacsv.write_csv(arrow_table, buf, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    buf.seek(0)
+    cols = columns or arrow_table.column_names
+    cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, cols))).as_string(cur), buf)
+    return arrow_table.num_rows
+
+
+def replace_table(url: str, table: str, ddl_columns: str, arrow_table, *, indexes: list[str] = ()) -> int:
+    """Replace `table` with the rows of `arrow_table` atomically: build `table__new`, then swap in one
+    transaction. On any failure the previous table stays as it was."""
+    new, old = f"{table}__new", f"{table}__old"
+    with transaction(url) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(new)))
+        cur.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(new), sql.SQL(ddl_columns)))
+        n = copy_arrow(cur, new, arrow_table)
+        for ix in indexes:
+            cur.execute(sql.SQL(ix.format(table=new)))
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(old)))
+        cur.execute(sql.SQL("ALTER TABLE IF EXISTS {} RENAME TO {}").format(sql.Identifier(table),
+                                                                             sql.Identifier(old)))
+        cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(new), sql.Identifier(table)))
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(old)))
+    return n
+
+
+def query_df(url: str, query: str, params: tuple | dict | None = None):
+    """A query's result as a pandas DataFrame."""
+    import pandas as pd
+    with transaction(url) as conn, conn.cursor() as cur:
+        cur.execute(query, params)
+        cols = [d.name for d in cur.description]
+        return pd.DataFrame(cur.fetchall(), columns=cols)
+
+
+def scalar(url: str, query: str, params: tuple | dict | None = None):
+    with transaction(url) as conn, conn.cursor() as cur:
+        cur.execute(query, params)
+        row = cur.fetchone()
+        return row[0] if row else None
+
+
+def table_counts(url: str, tables: list[str]) -> dict[str, int | None]:
+    """Row counts of the tables that exist (None for those that do not)."""
+    out: dict[str, int | None] = {}
+    with transaction(url) as conn, conn.cursor() as cur:
+        for t in tables:
+            cur.execute("SELECT to_regclass(%s)", (t,))
+            if cur.fetchone()[0] is None:
+                out[t] = None
+            else:
+                cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t)))
+                out[t] = cur.fetchone()[0]
+    return out

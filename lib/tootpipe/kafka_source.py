@@ -1,0 +1,239 @@
+"""Kafka for Spark without the JVM connector: a Spark 4 Python Data Source named ``tootkafka``.
+
+Yields the columns of Spark's built-in Kafka source (key, value, topic, partition, offset, timestamp,
+timestampType), one Spark input partition per Kafka partition. Streaming offsets are per-partition positions
+tagged with the broker's cluster id; batch reads take explicit starting/ending offsets.
+
+Guarantees: ``read()`` returns every message of its range or raises (a short read would checkpoint lost data
+as read). When the broker is a different cluster than the checkpoint's, or a partition's end moved below the
+checkpoint (topic recreated), the source reads that partition again from its earliest offset and logs a warning:
+Spark's ``failOnDataLoss=false`` behaviour; downstream upserts keep the sink free of duplicates.
+
+    spark.read.format("tootkafka").option("kafka.bootstrap.servers", bs).option("subscribe", "mastodon_stream")
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Iterator
+
+from pyspark.sql.datasource import DataSource, DataSourceReader, DataSourceStreamReader, InputPartition
+from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows
+
+__all__ = ["KafkaDataSource", "KAFKA_COLUMNS", "split_limit", "register"]
+
+log = logging.getLogger(__name__)
+
+KAFKA_COLUMNS = ("key binary, value binary, topic string, partition int, offset long, timestamp timestamp, "
+                 "timestampType int")
+_ARROW_CHUNK = 5000
+
+
+class KafkaRange(InputPartition):
+    def __init__(self, bootstrap: str, topic: str, partition: int, start: int, end: int, timeout: float):
+        super().__init__((topic, partition, start, end))
+        self.bootstrap, self.topic, self.partition, self.start, self.end = bootstrap, topic, partition, start, end
+        self.timeout = timeout
+
+
+def _read_range(part: KafkaRange) -> Iterator:
+    """All messages of one range as Arrow record batches (runs on a worker)."""
+    import pyarrow as pa
+    from .kafka_io import consume_range
+
+    schema = pa.schema([("key", pa.binary()), ("value", pa.binary()), ("topic", pa.string()),
+                        ("partition", pa.int32()), ("offset", pa.int64()),
+                        ("timestamp", pa.timestamp("us", tz="UTC")), ("timestampType", pa.int32())])
+    cols: list[list] = [[] for _ in range(7)]
+    for msg in consume_range(part.bootstrap, part.topic, part.partition, part.start, part.end,
+                             timeout=part.timeout):
+        for col, v in zip(cols, (msg.key, msg.value, part.topic, part.partition, msg.offset, msg.timestamp * 1000,
+                                 msg.timestamp_type)):
+            col.append(v)
+        if len(cols[0]) >= _ARROW_CHUNK:
+            yield pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, schema)], schema=schema)
+            cols = [[] for _ in range(7)]
+    if cols[0]:
+        yield pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, schema)], schema=schema)
+
+
+def split_limit(start: dict[str, int], available: dict[str, int], max_rows: int) -> dict[str, int]:
+    """End offsets that take at most `max_rows` messages in all, shared in proportion to what each partition has
+    waiting (as Spark's Kafka source does with maxOffsetsPerTrigger). Pure."""
+    waiting = {p: max(0, available[p] - start.get(p, 0)) for p in available}
+    total = sum(waiting.values())
+    if total <= max_rows:
+        return dict(available)
+    take = {p: (w * max_rows) // total for p, w in waiting.items()}
+    left = max_rows - sum(take.values())
+    for p in sorted(waiting, key=lambda q: waiting[q] - take[q], reverse=True):
+        if left <= 0:
+            break
+        if take[p] < waiting[p]:
+            take[p] += 1
+            left -= 1
+    return {p: start.get(p, 0) + take[p] for p in available}
+
+
+class _Options:
+    def __init__(self, options) -> None:
+        self.bootstrap = options.get("kafka.bootstrap.servers") or options.get("bootstrap.servers")
+        self.topic = options.get("subscribe") or options.get("topic")
+        if not self.bootstrap or not self.topic:
+            raise ValueError("tootkafka needs options kafka.bootstrap.servers and subscribe")
+        self.starting = options.get("startingOffsets", "earliest")
+        self.ending = options.get("endingOffsets", "latest")
+        self.max_per_trigger = int(options["maxOffsetsPerTrigger"]) if options.get("maxOffsetsPerTrigger") else None
+        self.timeout = float(options.get("readTimeoutSeconds", "60"))
+        self.cluster = options.get("clusterId") or ""
+
+
+class _Broker:
+    """Driver-side view of the topic; opens its consumer lazily (the reader is pickled before use)."""
+
+    def __init__(self, opts: _Options) -> None:
+        self.opts = opts
+        self._consumer = None
+        self._partitions: list[int] | None = None
+
+    def consumer(self):
+        if self._consumer is None:
+            from .kafka_io import _consumer
+            self._consumer = _consumer(self.opts.bootstrap, max_partition_fetch_bytes=64 * 1024, max_poll_records=1)
+        return self._consumer
+
+    def partitions(self) -> list[int]:
+        if self._partitions is None:
+            from .kafka_io import partitions_for
+            self._partitions = partitions_for(self.opts.bootstrap, self.opts.topic)
+        return self._partitions
+
+    def earliest(self) -> dict[str, int]:
+        from kafka import TopicPartition
+        tps = [TopicPartition(self.opts.topic, p) for p in self.partitions()]
+        return {str(tp.partition): o for tp, o in self.consumer().beginning_offsets(tps).items()}
+
+    def latest(self, hint: dict[str, int] | None = None) -> dict[str, int]:
+        from .kafka_io import end_offsets
+        marks = end_offsets(self.opts.bootstrap, self.opts.topic, self.partitions(), consumer=self.consumer(),
+                            hint={int(p): o for p, o in (hint or {}).items()})
+        return {str(p): o for p, o in marks.items()}
+
+    def resolve(self, spec: str, default_end: bool) -> dict[str, int]:
+        if spec == "earliest":
+            return self.earliest()
+        if spec == "latest":
+            return self.latest()
+        given = json.loads(spec)
+        per = given.get(self.opts.topic, given)
+        base = self.latest() if default_end else self.earliest()
+        for p, o in per.items():
+            if int(o) == -1:
+                continue  # -1 = latest, -2 = earliest, as in Spark's Kafka source
+            base[str(p)] = self.earliest()[str(p)] if int(o) == -2 else int(o)
+        return base
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+
+def _ranges(opts: _Options, start: dict[str, int], end: dict[str, int]) -> list[KafkaRange]:
+    return [KafkaRange(opts.bootstrap, opts.topic, int(p), start.get(p, 0), e, opts.timeout)
+            for p, e in sorted(end.items(), key=lambda kv: int(kv[0])) if e > start.get(p, 0)]
+
+
+class KafkaStreamReader(DataSourceStreamReader):
+    def __init__(self, options) -> None:
+        self.opts = _Options(options)
+        self.broker = _Broker(self.opts)
+
+    def _wrap(self, offsets: dict[str, int]) -> dict:
+        return {"cluster": self.opts.cluster, "topic": self.opts.topic, "offsets": offsets}
+
+    def initialOffset(self) -> dict:
+        return self._wrap(self.broker.resolve(self.opts.starting, default_end=False))
+
+    def _effective_start(self, start: dict) -> dict[str, int]:
+        """The checkpointed positions, or earliest where they no longer describe this broker's topic."""
+        offsets = dict(start.get("offsets", {}))
+        if start.get("cluster", "") != self.opts.cluster:
+            log.warning("tootkafka: checkpoint is for cluster %r, broker is %r: reading %s from earliest",
+                        start.get("cluster"), self.opts.cluster, self.opts.topic)
+            return self.broker.earliest()
+        return offsets
+
+    def latestOffset(self, start: dict, limit: ReadLimit) -> dict:
+        begin = self._effective_start(start)
+        available = self.broker.latest(hint=begin)
+        for p, hw in available.items():
+            if hw < begin.get(p, 0):
+                log.warning("tootkafka: %s[%s] ends at %d, below the checkpoint %d: reading it from earliest",
+                            self.opts.topic, p, hw, begin[p])
+                begin[p] = self.broker.earliest()[p]
+        if isinstance(limit, ReadMaxRows):
+            available = split_limit(begin, available, limit.maxRows)
+        return self._wrap(available)
+
+    def getDefaultReadLimit(self) -> ReadLimit:
+        return ReadMaxRows(self.opts.max_per_trigger) if self.opts.max_per_trigger else ReadAllAvailable()
+
+    def reportLatestOffset(self):
+        return None
+
+    def partitions(self, start: dict, end: dict):
+        begin = self._effective_start(start) if start.get("cluster", "") != end.get("cluster", "") else \
+            dict(start.get("offsets", {}))
+        ends = end.get("offsets", {})
+        for p, e in ends.items():
+            if e < begin.get(p, 0):  # the topic was recreated under the checkpoint
+                begin[p] = self.broker.earliest()[p]
+        return _ranges(self.opts, begin, ends)
+
+    def read(self, partition: KafkaRange):
+        return _read_range(partition)
+
+    def commit(self, end: dict) -> None:
+        pass  # offsets live in Spark's checkpoint (and the sink's ledger), not in consumer groups
+
+    def stop(self) -> None:
+        self.broker.close()
+
+
+class KafkaBatchReader(DataSourceReader):
+    def __init__(self, options) -> None:
+        self.opts = _Options(options)
+
+    def partitions(self):
+        broker = _Broker(self.opts)
+        try:
+            start = broker.resolve(self.opts.starting, default_end=False)
+            end = broker.resolve(self.opts.ending, default_end=True)
+        finally:
+            broker.close()
+        return _ranges(self.opts, start, end)
+
+    def read(self, partition: KafkaRange):
+        return _read_range(partition)
+
+
+class KafkaDataSource(DataSource):
+    """``format("tootkafka")``: Kafka topics as Spark DataFrames, batch and streaming."""
+
+    @classmethod
+    def name(cls) -> str:
+        return "tootkafka"
+
+    def schema(self) -> str:
+        return KAFKA_COLUMNS
+
+    def reader(self, schema) -> DataSourceReader:
+        return KafkaBatchReader(self.options)
+
+    def streamReader(self, schema) -> DataSourceStreamReader:
+        return KafkaStreamReader(self.options)
+
+
+def register(spark) -> None:
+    spark.dataSource.register(KafkaDataSource)

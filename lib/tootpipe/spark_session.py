@@ -1,0 +1,111 @@
+"""The one SparkSession of a process: local mode by default, any `spark.master` from the parameters.
+
+Guarantees: fails early with a clear message when Java 17+ is missing; workers run the driver's Python (so they
+import this library); on a non-local master the library is shipped to executors as a zip; the `tootkafka` data
+source is registered; the session time zone is UTC.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from .config import Params, project_root
+
+__all__ = ["get_spark", "java_version", "JavaMissing", "stop_spark"]
+
+_LOG4J = """status = error
+rootLogger.level = error
+rootLogger.appenderRef.stdout.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n
+logger.spark.name = org.apache.spark
+logger.spark.level = error
+"""
+
+
+class JavaMissing(RuntimeError):
+    """Spark needs Java 17 or newer."""
+
+
+def java_version() -> int:
+    java = shutil.which("java", path=(os.environ.get("JAVA_HOME", "") + "/bin:" if os.environ.get("JAVA_HOME") else "")
+                        + os.environ.get("PATH", ""))
+    if not java:
+        raise JavaMissing("Spark needs Java 17+, and no `java` is on PATH: install it (Debian/Ubuntu: "
+                          "apt-get install -y openjdk-17-jre-headless) or set JAVA_HOME")
+    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    if not m:
+        raise JavaMissing(f"cannot read the Java version from: {out.strip()[:200]}")
+    major = int(m.group(1)) if m.group(1) != "1" else int(m.group(2))
+    if major < 17:
+        raise JavaMissing(f"Spark 4 needs Java 17+, found Java {major} ({java}); install openjdk-17 or set JAVA_HOME")
+    return major
+
+
+def _library_zip() -> Path:
+    """lib/tootpipe as a zip for executors on a cluster (rebuilt when any module is newer)."""
+    src = Path(__file__).parent
+    out = project_root() / ".tootpipe" / "tootpipe-lib.zip"
+    newest = max(p.stat().st_mtime for p in src.rglob("*.py"))
+    if not out.exists() or out.stat().st_mtime < newest:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+            for p in src.rglob("*.py"):
+                z.write(p, Path("tootpipe") / p.relative_to(src))
+    return out
+
+
+def get_spark(params: Params | None = None, app_name: str = "tootpipe"):
+    """The process's SparkSession, created on first call with the parameters' master and memory."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    java_version()
+    if params is None:
+        from .config import load
+        params = load()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    state = project_root() / ".tootpipe"
+    state.mkdir(parents=True, exist_ok=True)
+    log4j = state / "log4j2.properties"
+    log4j.write_text(_LOG4J)
+    master = params.spark.master
+    builder = (SparkSession.builder.appName(app_name).master(master)
+               .config("spark.driver.memory", params.spark.driver_memory)
+               .config("spark.sql.shuffle.partitions", str(params.spark.shuffle_partitions))
+               .config("spark.sql.session.timeZone", "UTC")
+               .config("spark.ui.showConsoleProgress", "false")
+               .config("spark.ui.enabled", "false")
+               .config("spark.sql.warehouse.dir", str(state / "spark-warehouse"))
+               .config("spark.local.dir", str(state / "spark-tmp"))
+               .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log4j} "
+                       f"-Dderby.system.home={state}")
+               .config("spark.executorEnv.PYSPARK_PYTHON", sys.executable)
+               .config("spark.sql.execution.arrow.pyspark.enabled", "true"))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(params.spark.log_level)
+    if not master.startswith("local["):
+        spark.sparkContext.addPyFile(str(_library_zip()))
+    from .kafka_source import register
+    register(spark)
+    return spark
+
+
+def stop_spark() -> None:
+    from pyspark.sql import SparkSession
+    s = SparkSession.getActiveSession()
+    if s is not None:
+        s.stop()

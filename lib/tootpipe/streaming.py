@@ -1,0 +1,240 @@
+"""The streaming job: Kafka -> parse -> filters -> PostgreSQL, exactly once.
+
+Guarantees: at-least-once out of Kafka, exactly-once into PostgreSQL. Everything one micro-batch writes (posts,
+deletes, window counts, per-user averages, errors, progress) commits in ONE transaction together with a ledger
+row keyed by (checkpoint, batch_id); a batch Spark replays after a crash finds its ledger row and is skipped.
+Posts are upserted on `uri` (an edit wins only when newer); a delete removes the toot wherever it was seen.
+Window tables are recomputed from the stored posts for the windows a batch touched, so they always hold true
+counts; an event older than the watermark (max event time seen minus `stream.watermark_minutes`) is stored but
+does not refresh its (finalised) window.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from .config import Params
+from .db import connect, copy_arrow, ensure_schema
+from .services import Endpoints
+from .transforms import POST_COLUMNS, apply_filters, parse_kafka, to_post_rows
+
+__all__ = ["PostgresSink", "start_stream", "run_available_now", "checkpoint_path", "kafka_stream"]
+
+log = logging.getLogger(__name__)
+
+_STAGE_COLUMNS = ["event"] + POST_COLUMNS
+
+_UPSERT_POSTS = """
+INSERT INTO mastodon_posts ({cols}, batch_id)
+SELECT DISTINCT ON (uri) {cols}, %(batch_id)s FROM stage_posts s
+WHERE s.event <> 'delete'
+  AND NOT EXISTS (SELECT 1 FROM toot_ids i JOIN toot_deletes d USING (instance, id) WHERE i.uri = s.uri)
+ORDER BY uri, coalesce(edited_at, created_at) DESC, kafka_partition, kafka_offset DESC
+ON CONFLICT (uri) DO UPDATE SET {updates}, batch_id = EXCLUDED.batch_id, written_at = now()
+WHERE coalesce(EXCLUDED.edited_at, EXCLUDED.created_at) > coalesce(mastodon_posts.edited_at, mastodon_posts.created_at)
+"""
+
+_APPLY_DELETES = """
+CREATE TEMP TABLE gone (uri text, username text, created_at timestamptz) ON COMMIT DROP;
+WITH hit AS (
+    SELECT i.uri FROM toot_ids i JOIN stage_posts s ON s.event = 'delete' AND s.instance = i.instance AND s.id = i.id
+    UNION
+    SELECT i.uri FROM toot_ids i JOIN toot_deletes d USING (instance, id)
+    JOIN stage_posts s ON s.event <> 'delete' AND s.uri = i.uri),
+removed AS (DELETE FROM mastodon_posts p USING hit WHERE p.uri = hit.uri RETURNING p.uri, p.username, p.created_at)
+INSERT INTO gone SELECT * FROM removed
+"""
+
+_REFRESH_COUNTS = """
+WITH touched AS (
+    SELECT DISTINCT date_trunc('minute', created_at) AS ws FROM stage_posts
+    WHERE event <> 'delete' AND created_at >= %(cutoff)s
+    UNION SELECT date_trunc('minute', created_at) FROM gone)
+INSERT INTO streamed_toot_counts (window_start, window_end, cnt, batch_id, updated_at)
+SELECT ws, ws + interval '1 minute',
+       (SELECT count(*) FROM mastodon_posts p WHERE p.created_at >= ws AND p.created_at < ws + interval '1 minute'),
+       %(batch_id)s, now()
+FROM touched
+ON CONFLICT (window_start) DO UPDATE SET cnt = EXCLUDED.cnt, batch_id = EXCLUDED.batch_id, updated_at = now()
+"""
+
+_REFRESH_USER_AVG = """
+WITH touched AS (
+    SELECT DISTINCT username, date_bin(%(width)s::interval, created_at, TIMESTAMPTZ '2000-01-01') AS ws
+    FROM stage_posts WHERE event <> 'delete' AND created_at >= %(cutoff)s
+    UNION SELECT username, date_bin(%(width)s::interval, created_at, TIMESTAMPTZ '2000-01-01') FROM gone),
+agg AS (
+    SELECT t.username, t.ws, count(p.uri) AS n, coalesce(avg(length(p.content)), 0) AS avg_length
+    FROM touched t LEFT JOIN mastodon_posts p
+      ON p.username = t.username AND p.created_at >= t.ws AND p.created_at < t.ws + %(width)s::interval
+    GROUP BY t.username, t.ws)
+INSERT INTO avg_toot_length_by_user (username, window_start, window_end, n, avg_length, batch_id)
+SELECT username, ws, ws + %(width)s::interval, n, avg_length, %(batch_id)s FROM agg
+ON CONFLICT (username, window_start) DO UPDATE
+SET n = EXCLUDED.n, avg_length = EXCLUDED.avg_length, batch_id = EXCLUDED.batch_id
+"""
+
+
+class PostgresSink:
+    """The `foreachBatch` function: writes one micro-batch in one transaction, with its ledger row."""
+
+    def __init__(self, params: Params, endpoints: Endpoints, checkpoint: str, user_window: str = "1 hour") -> None:
+        self.params, self.url, self.checkpoint = params, endpoints.database_url, checkpoint
+        self.cluster = endpoints.cluster_id or endpoints.bootstrap_servers
+        self.user_window = user_window
+        self.last: dict = {}
+        ensure_schema(self.url)
+
+    def already_applied(self, batch_id: int) -> bool:
+        conn = connect(self.url, retries=2)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM stream_batches WHERE checkpoint = %s AND batch_id = %s",
+                            (self.checkpoint, batch_id))
+                return cur.fetchone() is not None
+        finally:
+            conn.close()
+
+    def __call__(self, df, batch_id: int) -> None:
+        import pyarrow.compute as pc
+        t0 = time.monotonic()
+        if self.already_applied(batch_id):
+            log.warning("batch %d of %s was already committed: skipped (replay after a crash)", batch_id,
+                        self.checkpoint)
+            self.last = {"batch_id": batch_id, "skipped": True}
+            return
+        rows = to_post_rows(apply_filters(parse_kafka(df), self.params.filters)).toArrow()
+        collect_s = time.monotonic() - t0
+        bad_mask = pc.is_valid(rows["error"])
+        errors = rows.filter(bad_mask)
+        good = rows.filter(pc.invert(bad_mask))
+        stage = good.select(_STAGE_COLUMNS)
+        ends: dict[str, int] = {}
+        for p, o in zip(rows["kafka_partition"].to_pylist(), rows["kafka_offset"].to_pylist()):
+            ends[str(p)] = max(ends.get(str(p), -1), o + 1)
+        t1 = time.monotonic()
+        conn = connect(self.url, retries=5, wait_s=2)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute("SELECT max(max_event_time) FROM stream_batches WHERE checkpoint = %s", (self.checkpoint,))
+                prev_max = cur.fetchone()[0]
+                statuses = good.filter(pc.not_equal(good["event"], "delete"))
+                batch_max = pc.max(statuses["created_at"]).as_py() if statuses.num_rows else None
+                cur.execute(
+                    "INSERT INTO stream_batches (checkpoint, batch_id, end_offsets, input_rows, max_event_time) "
+                    "VALUES (%s, %s, %s, %s, greatest(%s::timestamptz, %s::timestamptz)) "
+                    "ON CONFLICT DO NOTHING", (self.checkpoint, batch_id, json.dumps(ends), rows.num_rows,
+                                               prev_max, batch_max))
+                if cur.rowcount == 0:  # a concurrent or earlier run committed this batch
+                    conn.rollback()
+                    self.last = {"batch_id": batch_id, "skipped": True}
+                    return
+                cutoff = None
+                if prev_max is not None:
+                    cur.execute("SELECT %s::timestamptz - make_interval(mins => %s)",
+                                (prev_max, self.params.stream.watermark_minutes))
+                    cutoff = cur.fetchone()[0]
+                cur.execute("CREATE TEMP TABLE stage_posts ON COMMIT DROP AS "
+                            "SELECT *, NULL::text AS event FROM mastodon_posts WITH NO DATA")
+                copy_arrow(cur, "stage_posts", stage)
+                cur.execute("INSERT INTO toot_ids (instance, id, uri) SELECT DISTINCT instance, id, uri FROM "
+                            "stage_posts WHERE event <> 'delete' ON CONFLICT DO NOTHING")
+                cur.execute("INSERT INTO toot_deletes (instance, id) SELECT DISTINCT instance, id FROM stage_posts "
+                            "WHERE event = 'delete' ON CONFLICT DO NOTHING")
+                cols = ", ".join(POST_COLUMNS)
+                updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in POST_COLUMNS if c != "uri")
+                cur.execute(_UPSERT_POSTS.format(cols=cols, updates=updates), {"batch_id": batch_id})
+                written = cur.rowcount
+                cur.execute(_APPLY_DELETES)
+                deletes = cur.rowcount
+                window_params = {"batch_id": batch_id, "cutoff": cutoff or "-infinity", "width": self.user_window}
+                cur.execute(_REFRESH_COUNTS, window_params)
+                cur.execute(_REFRESH_USER_AVG, window_params)
+                cur.execute("SELECT count(*) FROM stage_posts WHERE event <> 'delete' AND created_at < %s",
+                            (cutoff or "-infinity",))
+                late = cur.fetchone()[0]
+                if errors.num_rows:
+                    err = errors.select(["topic", "kafka_partition", "kafka_offset", "raw", "error"])
+                    cur.execute("CREATE TEMP TABLE stage_errors (topic text, kafka_partition int, kafka_offset "
+                                "bigint, raw text, error text) ON COMMIT DROP")
+                    copy_arrow(cur, "stage_errors", err)
+                    cur.execute("INSERT INTO stream_errors (cluster, topic, kafka_partition, kafka_offset, raw, "
+                                "error, batch_id) SELECT %s, topic, kafka_partition, kafka_offset, raw, error, %s "
+                                "FROM stage_errors ON CONFLICT DO NOTHING", (self.cluster, batch_id))
+                write_s = time.monotonic() - t1
+                lat = _latency_ms(rows["kafka_timestamp"])
+                total = time.monotonic() - t0
+                cur.execute(
+                    "INSERT INTO stream_progress (checkpoint, batch_id, query_name, input_rows, posts_written, "
+                    "deletes, errors, late_rows, collect_s, write_s, rows_per_s, latency_p50_ms, latency_p95_ms) "
+                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+                    (self.checkpoint, batch_id, self.params.stream.query_name, rows.num_rows, written, deletes,
+                     errors.num_rows, late, collect_s, write_s, rows.num_rows / total if total else None,
+                     lat[0], lat[1]))
+        finally:
+            conn.close()
+        self.last = {"batch_id": batch_id, "input_rows": rows.num_rows, "posts_written": written,
+                     "deletes": deletes, "errors": errors.num_rows, "late_rows": late}
+
+
+def _latency_ms(ts_column) -> tuple[float | None, float | None]:
+    import numpy as np
+    if len(ts_column) == 0:
+        return None, None
+    now_us = time.time() * 1e6
+    vals = np.array([t.timestamp() * 1e6 for t in ts_column.to_pylist() if t is not None])
+    if vals.size == 0:
+        return None, None
+    lat = (now_us - vals) / 1000
+    return float(np.percentile(lat, 50)), float(np.percentile(lat, 95))
+
+
+def checkpoint_path(params: Params, endpoints: Endpoints) -> Path:
+    """Checkpoints live inside the project, one folder per query and broker lifetime (cluster id)."""
+    cluster = (endpoints.cluster_id or endpoints.bootstrap_servers).replace(":", "_").replace("/", "_")
+    return params.path(params.stream.checkpoint_dir) / params.stream.query_name / cluster
+
+
+def kafka_stream(spark, params: Params, endpoints: Endpoints):
+    """The streaming Kafka DataFrame (the project's `tootkafka` source, or Spark's `kafka` when configured)."""
+    reader = (spark.readStream.format(params.kafka.spark_format)
+              .option("kafka.bootstrap.servers", endpoints.bootstrap_servers)
+              .option("subscribe", params.kafka.topic).option("startingOffsets", "earliest")
+              .option("maxOffsetsPerTrigger", str(params.stream.max_offsets_per_trigger)))
+    if params.kafka.spark_format == "tootkafka":
+        reader = reader.option("clusterId", endpoints.cluster_id or "")
+    else:
+        reader = reader.option("failOnDataLoss", "false")
+    return reader.load()
+
+
+def start_stream(spark, params: Params, endpoints: Endpoints, *, available_now: bool | None = None,
+                 sink: PostgresSink | None = None):
+    """Start the query; returns (StreamingQuery, PostgresSink)."""
+    from .kafka_io import ensure_topics
+    ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], params.kafka.partitions,
+                  params.kafka.replication_factor)
+    ck = checkpoint_path(params, endpoints)
+    ck.mkdir(parents=True, exist_ok=True)
+    sink = sink or PostgresSink(params, endpoints, str(ck))
+    writer = (kafka_stream(spark, params, endpoints).writeStream.foreachBatch(sink)
+              .queryName(params.stream.query_name).option("checkpointLocation", str(ck)))
+    if available_now if available_now is not None else params.stream.trigger == "available_now":
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=params.stream.processing_time)
+    return writer.start(), sink
+
+
+def run_available_now(spark, params: Params, endpoints: Endpoints) -> dict:
+    """Process everything in the topic now and stop; returns a summary of the batches."""
+    t0 = time.monotonic()
+    query, sink = start_stream(spark, params, endpoints, available_now=True)
+    query.awaitTermination()
+    if query.exception():
+        raise RuntimeError(f"streaming query failed: {query.exception()}")
+    progress = [p for p in query.recentProgress]
+    return {"seconds": round(time.monotonic() - t0, 2), "batches": len(progress),
+            "input_rows": sum(p["numInputRows"] for p in progress), "checkpoint": sink.checkpoint}

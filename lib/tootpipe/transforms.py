@@ -1,0 +1,113 @@
+"""Pure Spark transforms shared by the streaming and batch jobs: DataFrame in, DataFrame out.
+
+`parse_kafka` turns Kafka rows (the columns of Spark's Kafka source) into flat toot rows with an `error` column
+(null for a usable row); `apply_filters` applies the same filters as the producer; `post_columns` gives the
+column list of `mastodon_posts`.
+"""
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from .normalize import keyword_pattern
+from .schema import EVENTS, spark_ddl
+
+__all__ = ["parse_kafka", "parse_time_col", "apply_filters", "pg_array", "POST_COLUMNS", "to_post_rows"]
+
+POST_COLUMNS = [
+    "uri", "id", "instance", "username", "acct", "account_id", "display_name", "bot", "followers_count", "content",
+    "content_html", "language", "visibility", "created_at", "edited_at", "hashtags", "mentions", "urls",
+    "media_count", "is_reblog", "reblog_uri", "is_reply", "in_reply_to_id", "replies_count", "reblogs_count",
+    "favourites_count", "sensitive", "spoiler_text", "ingested_at", "kafka_partition", "kafka_offset",
+    "kafka_timestamp",
+]
+
+
+def parse_time_col(c: Column) -> Column:
+    """A timestamp column from the formats found in Mastodon data: ISO-8601 with Z/offset, space-separated,
+    epoch seconds or milliseconds. Unreadable -> null (never an exception under ANSI mode)."""
+    s = F.trim(c.cast("string"))
+    epoch = F.when(s.rlike(r"^\d{9,13}(\.\d+)?$"),
+                   F.timestamp_seconds(F.when(F.length(F.split(s, r"\.")[0]) > 11, s.cast("double") / 1000)
+                                       .otherwise(s.cast("double"))))
+    return F.coalesce(
+        epoch,
+        F.try_to_timestamp(s, F.lit("yyyy-MM-dd'T'HH:mm:ss.SSSXXX")),
+        F.try_to_timestamp(s, F.lit("yyyy-MM-dd'T'HH:mm:ssXXX")),
+        F.try_to_timestamp(s, F.lit("yyyy-MM-dd HH:mm:ss.SSSXXX")),
+        F.try_to_timestamp(s, F.lit("yyyy-MM-dd HH:mm:ssXXX")),
+        F.try_to_timestamp(s, F.lit("yyyy-MM-dd HH:mm:ss")),
+        F.try_to_timestamp(s, F.lit("yyyy-MM-dd'T'HH:mm:ss")),
+        F.try_to_timestamp(s, F.lit("yyyy-MM-dd'T'HH:mm:ss.SSS")),
+    )
+
+
+def parse_kafka(df: DataFrame) -> DataFrame:
+    """Kafka rows -> one flat row per message: record fields, parsed timestamps, Kafka coordinates, `raw`, and
+    `error` (null when the row is usable; otherwise why not)."""
+    r = F.from_json(F.col("value").cast("string"), spark_ddl(), {"mode": "PERMISSIVE"})
+    parsed = df.select(
+        F.col("topic"), F.col("partition").alias("kafka_partition"), F.col("offset").alias("kafka_offset"),
+        F.col("timestamp").alias("kafka_timestamp"), F.col("value").cast("string").alias("raw"), r.alias("r"))
+    acct = F.col("r.account.acct")
+    handle = F.when(acct.contains("@"), acct).otherwise(F.concat_ws("@", acct, F.col("r.instance")))
+    out = parsed.select(
+        "topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "raw",
+        F.col("r.event").alias("event"), F.trim(F.col("r.uri")).alias("uri"), F.trim(F.col("r.id")).alias("id"),
+        F.lower(F.trim(F.col("r.instance"))).alias("instance"), handle.alias("username"), acct.alias("acct"),
+        F.col("r.account.id").alias("account_id"), F.col("r.account.display_name").alias("display_name"),
+        F.col("r.account.bot").alias("bot"), F.col("r.account.followers_count").alias("followers_count"),
+        F.trim(F.col("r.text")).alias("content"), F.col("r.content_html").alias("content_html"),
+        F.lower(F.col("r.language")).alias("language"), F.col("r.visibility").alias("visibility"),
+        parse_time_col(F.col("r.created_at")).alias("created_at"),
+        parse_time_col(F.col("r.edited_at")).alias("edited_at"),
+        F.col("r.created_at").alias("created_at_raw"),
+        F.col("r.hashtags").alias("hashtags"), F.col("r.mentions").alias("mentions"), F.col("r.urls").alias("urls"),
+        F.col("r.media_count").alias("media_count"), F.col("r.is_reblog").alias("is_reblog"),
+        F.col("r.reblog_uri").alias("reblog_uri"), F.col("r.is_reply").alias("is_reply"),
+        F.col("r.in_reply_to_id").alias("in_reply_to_id"), F.col("r.replies_count").alias("replies_count"),
+        F.col("r.reblogs_count").alias("reblogs_count"), F.col("r.favourites_count").alias("favourites_count"),
+        F.col("r.sensitive").alias("sensitive"), F.col("r.spoiler_text").alias("spoiler_text"),
+        parse_time_col(F.col("r.ingested_at")).alias("ingested_at"),
+    )
+    is_status = F.col("event").isin("update", "status.update")
+    error = (F.when(F.col("event").isNull(), F.lit("not a toot record (malformed JSON or wrong shape)"))
+             .when(~F.col("event").isin(*EVENTS), F.concat(F.lit("unknown event "), F.col("event")))
+             .when((F.col("event") == "delete") & (F.col("id").isNull() | (F.col("instance").isNull())),
+                   F.lit("delete without id or instance"))
+             .when(is_status & (F.col("uri").isNull() | (F.col("uri") == "")), F.lit("status without uri"))
+             .when(is_status & F.col("acct").isNull(), F.lit("status without account"))
+             .when(is_status & F.col("created_at").isNull(),
+                   F.concat(F.lit("unreadable created_at "), F.coalesce(F.col("created_at_raw"), F.lit("null")))))
+    return out.withColumn("error", error).drop("created_at_raw")
+
+
+def apply_filters(df: DataFrame, filters) -> DataFrame:
+    """Keep deletes and the toots that pass `filters` (the same rules as :func:`tootpipe.normalize.filter_reason`)."""
+    keep = F.lit(True)
+    if filters.public_only:
+        keep &= F.coalesce(F.col("visibility"), F.lit("public")) == "public"
+    if filters.exclude_reblogs:
+        keep &= ~F.coalesce(F.col("is_reblog"), F.lit(False))
+    if filters.exclude_replies:
+        keep &= ~F.coalesce(F.col("is_reply"), F.lit(False))
+    if filters.languages:
+        keep &= F.coalesce(F.col("language"), F.lit("")).isin(*[l.lower() for l in filters.languages])
+    if filters.keywords:
+        pat = keyword_pattern(filters.keywords)
+        keep &= F.coalesce(F.col("content"), F.lit("")).rlike(pat) | \
+            F.exists(F.coalesce(F.col("hashtags"), F.array().cast("array<string>")), lambda t: t.rlike(pat))
+    return df.where((F.col("event") == "delete") | F.col("error").isNotNull() | keep)
+
+
+def pg_array(c: Column) -> Column:
+    """An array<string> column as a PostgreSQL array literal (for COPY)."""
+    quoted = F.transform(c, lambda x: F.concat(F.lit('"'), F.regexp_replace(F.regexp_replace(
+        x, r"\\", r"\\\\"), '"', r'\\"'), F.lit('"')))
+    return F.when(c.isNull(), F.lit(None)).otherwise(F.concat(F.lit("{"), F.array_join(quoted, ","), F.lit("}")))
+
+
+def to_post_rows(df: DataFrame) -> DataFrame:
+    """Parsed rows -> the columns of `mastodon_posts` plus `event` and `error`, arrays as PostgreSQL literals."""
+    cols = [pg_array(F.col(c)).alias(c) if c in ("hashtags", "mentions", "urls") else F.col(c) for c in POST_COLUMNS]
+    return df.select("event", "error", "raw", "topic", *cols)
