@@ -137,7 +137,7 @@ def generate(n: int = 2000, seed: int = 42, *, malformed_rate: float = 0.002, ed
         tags = sorted({rng.choices(TAGS, [1 / (k + 1) for k in range(len(TAGS))])[0] for _ in range(ntags)})
         hour = rng.choices(range(hours), hour_weights)[0]
         created = START + timedelta(hours=hour, seconds=rng.uniform(0, 3600))
-        sid = str(115000000000000000 + i * 7919)
+        sid = str(115000000000000000 + (seed % 100000) * 10**10 + i * 7919)
         content, mentions = _to_html(text, tags, inst)
         visibility = rng.choices(["public", "unlisted", "private"], [0.9, 0.07, 0.03])[0]
         account = {k: v for k, v in acc.items() if not k.startswith("_")}

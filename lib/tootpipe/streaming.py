@@ -37,7 +37,6 @@ WHERE coalesce(EXCLUDED.edited_at, EXCLUDED.created_at) > coalesce(mastodon_post
 """
 
 _APPLY_DELETES = """
-CREATE TEMP TABLE gone (uri text, username text, created_at timestamptz) ON COMMIT DROP;
 WITH hit AS (
     SELECT i.uri FROM toot_ids i JOIN stage_posts s ON s.event = 'delete' AND s.instance = i.instance AND s.id = i.id
     UNION
@@ -143,6 +142,9 @@ class PostgresSink:
                             "stage_posts WHERE event <> 'delete' ON CONFLICT DO NOTHING")
                 cur.execute("INSERT INTO toot_deletes (instance, id) SELECT DISTINCT instance, id FROM stage_posts "
                             "WHERE event = 'delete' ON CONFLICT DO NOTHING")
+                # windows of the rows this batch replaces or removes are refreshed too ("gone" = old versions)
+                cur.execute("CREATE TEMP TABLE gone ON COMMIT DROP AS SELECT p.uri, p.username, p.created_at "
+                            "FROM mastodon_posts p JOIN (SELECT DISTINCT uri FROM stage_posts) s USING (uri)")
                 cols = ", ".join(POST_COLUMNS)
                 updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in POST_COLUMNS if c != "uri")
                 cur.execute(_UPSERT_POSTS.format(cols=cols, updates=updates), {"batch_id": batch_id})

@@ -1,0 +1,191 @@
+"""Batch jobs: backfill from Kafka offsets, clean and de-duplicate, analytics tables, reconciliation.
+
+Guarantees: backfill appends to `toots_raw` idempotently (unique on cluster, topic, partition, offset) and records
+every loaded range in `backfill_ranges` in the same transaction, so a re-run loads nothing twice. `toots_clean`,
+`toots_rejects` and every analytics table are replaced atomically (staging table + swap in one transaction).
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from .config import Params
+from .db import copy_arrow, ensure_schema, query_df, replace_table, transaction
+from .services import Endpoints
+from .transforms import apply_filters, parse_kafka, pg_array
+
+__all__ = ["backfill", "load_raw", "clean", "analytics", "write_table", "ANALYTICS_TABLES", "BATCH_SCHEMA_SQL",
+           "pending_ranges", "reconcile"]
+
+ANALYTICS_TABLES = ["hourly_toot_counts", "daily_toot_counts", "user_activity_counts", "active_users_gtX",
+                    "hashtags_per_day_counts", "top_hashtag_per_day", "avg_toot_length_by_user_batch"]
+
+_RAW_COLUMNS = ["cluster", "topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "event", "uri", "id",
+                "instance", "username", "content", "language", "visibility", "created_at", "edited_at", "hashtags",
+                "is_reblog", "is_reply", "error", "raw"]
+
+BATCH_SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS toots_raw (
+    cluster text NOT NULL, topic text NOT NULL, kafka_partition int NOT NULL, kafka_offset bigint NOT NULL,
+    kafka_timestamp timestamptz, event text, uri text, id text, instance text, username text, content text,
+    language text, visibility text, created_at timestamptz, edited_at timestamptz, hashtags text[],
+    is_reblog boolean, is_reply boolean, error text, raw text, loaded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (cluster, topic, kafka_partition, kafka_offset));
+CREATE TABLE IF NOT EXISTS backfill_ranges (
+    cluster text NOT NULL, topic text NOT NULL, kafka_partition int NOT NULL, start_offset bigint NOT NULL,
+    end_offset bigint NOT NULL, rows_loaded bigint, loaded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (cluster, topic, kafka_partition, start_offset));
+"""
+
+
+def _ensure(url: str) -> None:
+    ensure_schema(url)
+    with transaction(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(4243)")
+        cur.execute(BATCH_SCHEMA_SQL)
+
+
+def pending_ranges(url: str, cluster: str, topic: str, latest: dict[int, int]) -> dict[int, tuple[int, int]]:
+    """Per partition, the offsets not backfilled yet: from the end of the last loaded range to `latest`."""
+    df = query_df(url, "SELECT kafka_partition, max(end_offset) AS e FROM backfill_ranges WHERE cluster = %s AND "
+                       "topic = %s GROUP BY 1", (cluster, topic))
+    done = {int(r.kafka_partition): int(r.e) for r in df.itertuples()}
+    return {p: (done.get(p, 0), e) for p, e in latest.items() if e > done.get(p, 0)}
+
+
+def backfill(spark: SparkSession, params: Params, ep: Endpoints, ranges: dict[int, tuple[int, int]] | None = None) -> dict:
+    """Load Kafka offset ranges into `toots_raw` (default: everything not loaded yet)."""
+    from .kafka_io import end_offsets
+    _ensure(ep.database_url)
+    cluster = ep.cluster_id or ep.bootstrap_servers
+    topic = params.kafka.topic
+    t0 = time.monotonic()
+    if ranges is None:
+        ranges = pending_ranges(ep.database_url, cluster, topic, end_offsets(ep.bootstrap_servers, topic))
+    if not ranges:
+        return {"rows": 0, "inserted": 0, "ranges": {}, "seconds": round(time.monotonic() - t0, 2)}
+    start = json.dumps({topic: {str(p): s for p, (s, _) in ranges.items()}})
+    end = json.dumps({topic: {str(p): e for p, (_, e) in ranges.items()}})
+    kafka = (spark.read.format("tootkafka").option("kafka.bootstrap.servers", ep.bootstrap_servers)
+             .option("subscribe", topic).option("startingOffsets", start).option("endingOffsets", end).load()
+             .where(F.col("partition").isin(*[int(p) for p in ranges])))
+    parsed = parse_kafka(kafka).withColumn("cluster", F.lit(cluster)).withColumn("hashtags", pg_array(F.col("hashtags")))
+    rows = parsed.withColumn("raw", F.when(F.col("error").isNotNull(), F.col("raw"))).select(_RAW_COLUMNS).toArrow()
+    read_s = time.monotonic() - t0
+    with transaction(ep.database_url) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE stage_raw ON COMMIT DROP AS SELECT * FROM toots_raw WITH NO DATA")
+        copy_arrow(cur, "stage_raw", rows)
+        cur.execute(f"INSERT INTO toots_raw ({', '.join(_RAW_COLUMNS)}) SELECT {', '.join(_RAW_COLUMNS)} "
+                    "FROM stage_raw ON CONFLICT DO NOTHING")
+        inserted = cur.rowcount
+        for p, (s, e) in ranges.items():
+            cur.execute("INSERT INTO backfill_ranges (cluster, topic, kafka_partition, start_offset, end_offset, "
+                        "rows_loaded) VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING", (cluster, topic, p, s, e, e - s))
+    seconds = time.monotonic() - t0
+    return {"rows": rows.num_rows, "inserted": inserted, "ranges": {str(p): list(r) for p, r in ranges.items()},
+            "read_s": round(read_s, 2), "seconds": round(seconds, 2),
+            "toots_per_s": round(rows.num_rows / seconds, 1) if seconds else None}
+
+
+def load_raw(spark: SparkSession, url: str) -> DataFrame:
+    """`toots_raw` as a Spark DataFrame (read through the driver with psycopg2)."""
+    df = query_df(url, "SELECT cluster, topic, kafka_partition, kafka_offset, kafka_timestamp, event, uri, id, "
+                       "instance, username, content, language, visibility, created_at, edited_at, hashtags, "
+                       "is_reblog, is_reply, error FROM toots_raw")
+    schema = ("cluster string, topic string, kafka_partition int, kafka_offset long, kafka_timestamp timestamp, "
+              "event string, uri string, id string, instance string, username string, content string, "
+              "language string, visibility string, created_at timestamp, edited_at timestamp, "
+              "hashtags array<string>, is_reblog boolean, is_reply boolean, error string")
+    if df.empty:
+        return spark.createDataFrame([], schema)
+    for c in ("kafka_timestamp", "created_at", "edited_at"):
+        df[c] = df[c].astype("datetime64[us, UTC]")
+    return spark.createDataFrame(df, schema)
+
+
+def clean(raw: DataFrame, filters) -> tuple[DataFrame, DataFrame]:
+    """Raw rows -> (clean toots, rejects).
+
+    Rejects: rows with a parse error or no readable created_at, with the reason. Clean: statuses that pass the
+    filters, trimmed, one row per `uri` (the latest edit; ties broken by the highest Kafka offset), minus every
+    uri one of whose (instance, id) pairs was deleted.
+    """
+    rejects = raw.where(F.col("error").isNotNull() | (F.col("event").isin("update", "status.update")
+                                                       & F.col("created_at").isNull())) \
+        .select("cluster", "topic", "kafka_partition", "kafka_offset",
+                F.coalesce(F.col("error"), F.lit("no readable created_at")).alias("reason"))
+    ok = raw.where(F.col("error").isNull())
+    deletes = ok.where(F.col("event") == "delete").select("instance", "id").distinct()
+    statuses = ok.where(F.col("event").isin("update", "status.update") & F.col("created_at").isNotNull())
+    ids = statuses.select("instance", "id", "uri").distinct()
+    deleted_uris = ids.join(deletes, ["instance", "id"]).select("uri").distinct()
+    kept = apply_filters(statuses, filters).where(F.col("event") != "delete")
+    w = Window.partitionBy("uri").orderBy(F.coalesce("edited_at", "created_at").desc(), F.col("kafka_offset").desc(),
+                                          F.col("kafka_partition").desc())
+    latest = (kept.withColumn("rn", F.row_number().over(w)).where("rn = 1").drop("rn")
+              .join(deleted_uris, "uri", "left_anti"))
+    cleaned = latest.select("uri", "id", "instance", F.trim("username").alias("username"),
+                            F.trim("content").alias("content"), F.lower(F.trim("language")).alias("language"),
+                            "created_at", "edited_at", "hashtags", "is_reply",
+                            F.length(F.trim("content")).alias("content_length"))
+    return cleaned, rejects
+
+
+def analytics(clean_df: DataFrame, active_min: int) -> dict[str, DataFrame]:
+    """The analytics tables from clean toots (timestamps in UTC)."""
+    c = clean_df.select("uri", "username", "created_at", "hashtags", "content_length")
+    hourly = c.groupBy(F.date_trunc("hour", "created_at").alias("hour")).agg(F.count("*").alias("cnt"))
+    daily = c.groupBy(F.to_date("created_at").alias("day")).agg(F.count("*").alias("cnt"))
+    users = c.groupBy("username").agg(F.count("*").alias("cnt"))
+    active = users.where(F.col("cnt") > active_min)
+    tags = (c.select(F.to_date("created_at").alias("day"), F.explode("hashtags").alias("hashtag"))
+            .groupBy("day", "hashtag").agg(F.count("*").alias("cnt")))
+    w = Window.partitionBy("day").orderBy(F.col("cnt").desc(), F.col("hashtag").asc())
+    top = tags.withColumn("rn", F.row_number().over(w)).where("rn = 1").drop("rn")
+    avg_len = c.groupBy("username").agg(F.count("*").alias("n"), F.avg("content_length").alias("avg_length"))
+    return {"hourly_toot_counts": hourly.orderBy("hour"), "daily_toot_counts": daily.orderBy("day"),
+            "user_activity_counts": users.orderBy(F.col("cnt").desc(), "username"),
+            "active_users_gtX": active.orderBy(F.col("cnt").desc(), "username"),
+            "hashtags_per_day_counts": tags.orderBy("day", F.col("cnt").desc(), "hashtag"),
+            "top_hashtag_per_day": top.orderBy("day"),
+            "avg_toot_length_by_user_batch": avg_len.orderBy("username")}
+
+
+_PG_TYPES = {"string": "text", "large_string": "text", "int32": "integer", "int64": "bigint", "double": "double precision",
+             "bool": "boolean", "date32[day]": "date", "timestamp[us, tz=UTC]": "timestamptz",
+             "timestamp[us]": "timestamp"}
+
+
+def write_table(url: str, table: str, df: DataFrame) -> int:
+    """Replace `table` with a Spark DataFrame's rows, atomically; array columns become text[]."""
+    array_cols = [f.name for f in df.schema.fields if f.dataType.typeName() == "array"]
+    for col in array_cols:
+        df = df.withColumn(col, pg_array(F.col(col)))
+    arrow = df.toArrow()
+    cols = []
+    for field in arrow.schema:
+        pg = "text[]" if field.name in array_cols else _PG_TYPES.get(str(field.type), "text")
+        cols.append(f'"{field.name}" {pg}')
+    return replace_table(url, table, ", ".join(cols), arrow)
+
+
+def reconcile(url: str) -> int:
+    """`stream_batch_reconciliation`: per hour, the stream's one-minute counts summed vs the batch count."""
+    with transaction(url) as conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS stream_batch_reconciliation__new")
+        cur.execute("""
+            CREATE TABLE stream_batch_reconciliation__new AS
+            WITH s AS (SELECT date_trunc('hour', window_start) AS hour, sum(cnt)::bigint AS stream_cnt
+                       FROM streamed_toot_counts GROUP BY 1),
+                 b AS (SELECT hour, cnt::bigint AS batch_cnt FROM hourly_toot_counts)
+            SELECT coalesce(s.hour, b.hour) AS hour, coalesce(stream_cnt, 0) AS stream_cnt,
+                   coalesce(batch_cnt, 0) AS batch_cnt, coalesce(stream_cnt, 0) - coalesce(batch_cnt, 0) AS diff
+            FROM s FULL OUTER JOIN b ON s.hour = b.hour ORDER BY 1""")
+        cur.execute("SELECT count(*) FROM stream_batch_reconciliation__new")
+        n = cur.fetchone()[0]
+        cur.execute("DROP TABLE IF EXISTS stream_batch_reconciliation")
+        cur.execute("ALTER TABLE stream_batch_reconciliation__new RENAME TO stream_batch_reconciliation")
+    return n

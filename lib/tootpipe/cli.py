@@ -1,0 +1,200 @@
+"""The `tootpipe` command: services, sample, ingest, export, normalize, stream, batch, sentiment.
+
+Errors the user can act on (bad parameters, unreachable services) print one clear line and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+__all__ = ["main"]
+
+
+def _params(args):
+    from .config import load
+    return load(args.params)
+
+
+def _ctx(args):
+    from .steps import context
+    return context(args.params)
+
+
+def cmd_services(args) -> int:
+    from . import services
+    if args.action == "up":
+        ep = services.up(_params(args))
+        print(json.dumps(services.describe(ep), indent=2))
+    elif args.action == "down":
+        print(json.dumps({"stopped": services.down()}))
+    else:
+        print(json.dumps(services.status(), indent=2))
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .sample import generate, write_jsonl
+    events = generate(args.n, args.seed)
+    if args.out:
+        write_jsonl(events, args.out)
+    else:
+        write_jsonl(events, fh=sys.stdout)
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from .steps import ingest_step
+    params, ep = _ctx(args)
+    if args.source:
+        params.source.kind = args.source
+    if args.replay:
+        params.source.kind, params.source.replay_path = "replay", args.replay
+    print(json.dumps(ingest_step(params, ep, max_toots=args.max_toots, duration_s=args.duration), indent=2))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .kafka_io import export
+    params, ep = _ctx(args)
+    for msg in export(ep.bootstrap_servers, args.topic or params.kafka.topic, args.max, args.from_beginning):
+        sys.stdout.write(json.dumps(msg, ensure_ascii=False) + "\n")
+    return 0
+
+
+def cmd_normalize(args) -> int:
+    from .mastodon_source import events_from_file
+    from .normalize import BadPayload, normalize_event
+    try:
+        events = list(events_from_file(args.file))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        print(f"cannot read {args.file}: {exc}", file=sys.stderr)
+        return 1
+    for i, e in enumerate(events, 1):
+        try:
+            rec = normalize_event(e["event"], e["data"], e["instance"])
+        except BadPayload as exc:
+            print(f"event {i} ({e['event']}): {exc}", file=sys.stderr)
+            continue
+        sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    return 0
+
+
+def cmd_stream(args) -> int:
+    from .spark_session import get_spark
+    from .streaming import run_available_now, start_stream
+    params, ep = _ctx(args)
+    spark = get_spark(params)
+    if not args.follow:
+        print(json.dumps(run_available_now(spark, params, ep), indent=2))
+        return 0
+    query, sink = start_stream(spark, params, ep, available_now=False)
+    try:
+        while query.isActive:
+            query.awaitTermination(10)
+            if sink.last:
+                logging.getLogger("tootpipe").info("last batch: %s", sink.last)
+    except KeyboardInterrupt:
+        query.stop()
+    return 0
+
+
+def cmd_batch(args) -> int:
+    from . import steps
+    params, ep = _ctx(args)
+    fn = {"backfill": steps.backfill_step, "clean": steps.clean_step, "analytics": steps.analytics_step}[args.job]
+    print(steps.dumps(fn(params, ep)))
+    return 0
+
+
+def cmd_sentiment(args) -> int:
+    from . import steps
+    params = _params(args)
+    if args.action == "train":
+        print(steps.dumps(steps.train_step(params, args.variant)))
+        return 0
+    if args.action == "score":
+        _, ep = _ctx(args)
+        print(steps.dumps(steps.score_step(params, ep, args.model)))
+        return 0
+    from .sentiment import evaluate, latest_model, load_labelled, load_model, predict
+    from .spark_session import get_spark
+    spark = get_spark(params)
+    model, _ = load_model(args.model or latest_model(params.path(params.sentiment.model_dir)))
+    if args.action == "evaluate":
+        m = evaluate(model, load_labelled(spark, args.data))
+        print(json.dumps({k: m[k] for k in ("n", "accuracy", "macro_f1", "macro_recall", "per_class")}))
+        return 0
+    lines = [line.rstrip("\n") for line in sys.stdin]
+    if not lines:
+        return 0
+    df = spark.createDataFrame([(i, t) for i, t in enumerate(lines)], "i long, text string")
+    for r in predict(model, df).orderBy("i").select("text", "sentiment_label", "probabilities").collect():
+        from .sentiment import LABELS
+        print(json.dumps({"text": r["text"], "label": r["sentiment_label"],
+                          "probabilities": dict(zip(LABELS, [round(p, 4) for p in r["probabilities"]]))},
+                         ensure_ascii=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="tootpipe", description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params/default.yaml", help="parameter file (default: %(default)s)")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    sub = ap.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("services", help="start, stop or show the embedded broker and PostgreSQL")
+    s.add_argument("action", choices=["up", "down", "status"])
+    s.set_defaults(fn=cmd_services)
+    s = sub.add_parser("sample", help="write the deterministic sample events as JSONL")
+    s.add_argument("--n", type=int, default=2000)
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--out")
+    s.set_defaults(fn=cmd_sample)
+    s = sub.add_parser("ingest", help="publish toots from the configured source into Kafka")
+    s.add_argument("--source", choices=["sample", "replay", "poll", "stream"])
+    s.add_argument("--replay", help="a .sse, JSON or JSONL recording to replay")
+    s.add_argument("--max-toots", type=int)
+    s.add_argument("--duration", type=float, help="seconds")
+    s.set_defaults(fn=cmd_ingest)
+    s = sub.add_parser("export", help="write the topic's messages as JSONL")
+    s.add_argument("--max", type=int)
+    s.add_argument("--from-beginning", action="store_true", default=True)
+    s.add_argument("--topic")
+    s.set_defaults(fn=cmd_export)
+    s = sub.add_parser("normalize", help="normalise a JSONL or .sse recording to records on stdout")
+    s.add_argument("file")
+    s.set_defaults(fn=cmd_normalize)
+    s = sub.add_parser("stream", help="run the streaming job (availableNow, or --follow)")
+    s.add_argument("--follow", action="store_true")
+    s.set_defaults(fn=cmd_stream)
+    s = sub.add_parser("batch", help="batch jobs")
+    s.add_argument("job", choices=["backfill", "clean", "analytics"])
+    s.set_defaults(fn=cmd_batch)
+    s = sub.add_parser("sentiment", help="train, evaluate, predict, score")
+    s.add_argument("action", choices=["train", "evaluate", "predict", "score"])
+    s.add_argument("--variant", default="balanced_ngrams")
+    s.add_argument("--data")
+    s.add_argument("--model")
+    s.set_defaults(fn=cmd_sentiment)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import ParamsError
+    from .db import DatabaseUnavailable
+    from .kafka_io import KafkaUnavailable
+    from .services import ServiceError
+    from .spark_session import JavaMissing
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.fn(args)
+    except (ParamsError, ServiceError, KafkaUnavailable, DatabaseUnavailable, JavaMissing, FileNotFoundError) as exc:
+        print(f"tootpipe: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

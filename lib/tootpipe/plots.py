@@ -1,0 +1,120 @@
+"""Charts for the notebooks: pandas DataFrame in, matplotlib Figure out, one seaborn style.
+
+Every chart has a title and units, and says so plainly when it has no data (an explicit empty state).
+"""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+__all__ = ["style", "toots_per_minute", "sentiment_distribution", "top_hashtags", "stream_health",
+           "reconciliation", "activity_heatmap", "empty_figure"]
+
+PALETTE = {"negative": "#d1495b", "neutral": "#8d99ae", "positive": "#2a9d8f", "unsupported": "#dddddd"}
+
+
+def style() -> None:
+    sns.set_theme(style="whitegrid", context="notebook")
+
+
+def empty_figure(title: str, note: str = "no data yet: run the earlier notebooks"):
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.set_title(title)
+    ax.text(0.5, 0.5, note, ha="center", va="center", fontsize=12, color="#666", transform=ax.transAxes)
+    ax.set_axis_off()
+    return fig
+
+
+def toots_per_minute(counts: pd.DataFrame, title: str = "Toots per minute (stream windows)"):
+    """`counts` has window_start, cnt; draws the counts and a 15-minute rolling mean."""
+    if counts.empty:
+        return empty_figure(title)
+    s = counts.set_index(pd.to_datetime(counts["window_start"], utc=True))["cnt"].sort_index()
+    s = s.resample("1min").sum()
+    fig, ax = plt.subplots(figsize=(11, 3.5))
+    ax.plot(s.index, s.values, lw=0.6, alpha=0.5, label="per minute")
+    ax.plot(s.index, s.rolling(15, min_periods=1).mean(), lw=2, label="15-minute rolling mean")
+    ax.set(title=title, xlabel="event time (UTC)", ylabel="toots / minute")
+    ax.legend(loc="upper left")
+    fig.autofmt_xdate()
+    return fig
+
+
+def sentiment_distribution(sent: pd.DataFrame, title: str = "Sentiment of toots"):
+    """`sent` has sentiment_name and language."""
+    if sent.empty:
+        return empty_figure(title)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [1, 2]})
+    order = [k for k in PALETTE if k in set(sent["sentiment_name"])]
+    sns.countplot(data=sent, x="sentiment_name", order=order, hue="sentiment_name", palette=PALETTE, legend=False,
+                  ax=axes[0])
+    axes[0].set(title=title, xlabel="", ylabel="toots")
+    by_lang = sent.assign(language=sent["language"].fillna("?")).groupby(["language", "sentiment_name"]).size() \
+        .unstack(fill_value=0)
+    by_lang = by_lang.loc[by_lang.sum(axis=1).sort_values(ascending=False).index[:10]]
+    by_lang[[c for c in order if c in by_lang]].plot(kind="bar", stacked=True, ax=axes[1],
+                                                      color=[PALETTE[c] for c in order if c in by_lang])
+    axes[1].set(title="by language (top 10)", xlabel="language", ylabel="toots")
+    fig.tight_layout()
+    return fig
+
+
+def top_hashtags(tags: pd.DataFrame, n: int = 15, title: str = "Top hashtags"):
+    """`tags` has hashtag, cnt (summed over days when a day column is present)."""
+    if tags.empty:
+        return empty_figure(title)
+    top = tags.groupby("hashtag", as_index=False)["cnt"].sum().nlargest(n, "cnt")
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(top) + 1.2))
+    sns.barplot(data=top, y="hashtag", x="cnt", color="#457b9d", ax=ax)
+    ax.set(title=title, xlabel="toots", ylabel="")
+    return fig
+
+
+def stream_health(progress: pd.DataFrame, title: str = "Streaming query health"):
+    """`progress` is the `stream_progress` table."""
+    if progress.empty:
+        return empty_figure(title)
+    p = progress.sort_values("batch_id")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    axes[0].bar(p["batch_id"], p["input_rows"], color="#457b9d")
+    axes[0].set(title="rows per micro-batch", xlabel="batch", ylabel="rows")
+    axes[1].bar(p["batch_id"], p["collect_s"], label="read + parse", color="#a8dadc")
+    axes[1].bar(p["batch_id"], p["write_s"], bottom=p["collect_s"], label="PostgreSQL transaction", color="#1d3557")
+    axes[1].set(title="batch duration", xlabel="batch", ylabel="seconds")
+    axes[1].legend()
+    axes[2].plot(p["batch_id"], p["rows_per_s"], marker="o")
+    axes[2].set(title="throughput", xlabel="batch", ylabel="rows / s")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def reconciliation(rec: pd.DataFrame, title: str = "Stream vs batch, toots per hour"):
+    if rec.empty:
+        return empty_figure(title)
+    r = rec.assign(hour=pd.to_datetime(rec["hour"], utc=True)).sort_values("hour")
+    fig, ax = plt.subplots(figsize=(11, 3.5))
+    ax.plot(r["hour"], r["stream_cnt"], marker=".", label="stream (sum of 1-minute windows)")
+    ax.plot(r["hour"], r["batch_cnt"], ls="--", label="batch (toots_clean)")
+    ax.bar(r["hour"], r["diff"], width=0.03, color="#d1495b", label="difference")
+    ax.set(title=title, xlabel="hour (UTC)", ylabel="toots / hour")
+    ax.legend()
+    fig.autofmt_xdate()
+    return fig
+
+
+def activity_heatmap(posts: pd.DataFrame, title: str = "When people toot (UTC)"):
+    """`posts` has created_at."""
+    if posts.empty:
+        return empty_figure(title)
+    t = pd.to_datetime(posts["created_at"], utc=True)
+    grid = pd.crosstab(t.dt.day_name(), t.dt.hour).reindex(
+        ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]).fillna(0)
+    fig, ax = plt.subplots(figsize=(12, 3.8))
+    sns.heatmap(grid, cmap="mako_r", ax=ax, cbar_kws={"label": "toots"})
+    ax.set(title=title, xlabel="hour of day", ylabel="")
+    return fig

@@ -1,0 +1,162 @@
+"""Run the numbered notebooks in order with papermill and write offline reports.
+
+Writes `reports/<run-id>/NN_name.ipynb` and `.html` (no CDN scripts; figures inlined), a gallery of figures and an
+`index.html` (run id, parameters, git commit, status and time per notebook, row counts), and points
+`reports/latest` at the run. Stops at the first failing notebook, keeps its partial notebook and HTML, and says
+which notebook and cell failed.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .config import Params, ParamsError, load, project_root
+
+__all__ = ["run_notebooks", "notebook_paths", "to_html", "NotebookFailed"]
+
+
+class NotebookFailed(RuntimeError):
+    def __init__(self, notebook: str, cell: int | None, error: str):
+        super().__init__(f"{notebook} failed in cell {cell}: {error}")
+        self.notebook, self.cell, self.error = notebook, cell, error
+
+
+def notebook_paths(only: list[str] | None = None) -> list[Path]:
+    paths = sorted((project_root() / "notebooks").glob("[0-9][0-9]_*.py"))
+    if only:
+        paths = [p for p in paths if p.name[:2] in only]
+    return paths
+
+
+def to_html(ipynb: Path) -> Path:
+    import nbformat
+    from nbconvert import HTMLExporter
+    exporter = HTMLExporter(template_file=str(Path(__file__).parent / "templates" / "offline.html.j2"))
+    body, _ = exporter.from_notebook_node(nbformat.read(ipynb, as_version=4))
+    out = ipynb.with_suffix(".html")
+    out.write_text(body, encoding="utf-8")
+    return out
+
+
+def _figures(ipynb: Path, out_dir: Path) -> list[str]:
+    import nbformat
+    nb = nbformat.read(ipynb, as_version=4)
+    names = []
+    for i, cell in enumerate(nb.cells):
+        for j, output in enumerate(cell.get("outputs", [])):
+            png = output.get("data", {}).get("image/png")
+            if png:
+                name = f"{ipynb.stem}_cell{i:02d}_{j}.png"
+                (out_dir / name).write_bytes(base64.b64decode(png))
+                names.append(name)
+    return names
+
+
+def _git_commit() -> str:
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=project_root(), capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project_root(),
+                               capture_output=True, text=True).stdout.strip()
+        return (r.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def _index(out_dir: Path, run_id: str, params: Params, results: list[dict], counts: dict, status: str) -> Path:
+    rows = "".join(
+        f"<tr class='{r['status']}'><td><a href='{html.escape(r['html'])}'>{html.escape(r['name'])}</a></td>"
+        f"<td>{r['status']}{(' (cell ' + str(r['cell']) + ': ' + html.escape(r['error']) + ')') if r.get('error') else ''}"
+        f"</td><td>{r['seconds']:.1f}</td></tr>" for r in results)
+    count_rows = "".join(f"<tr><td>{html.escape(t)}</td><td>{'—' if n is None else n}</td></tr>"
+                         for t, n in counts.items())
+    gallery = "".join(f"<figure><a href='{html.escape(f)}'><img src='{html.escape(f)}' alt='{html.escape(f)}'></a>"
+                      f"<figcaption>{html.escape(f)}</figcaption></figure>" for r in results for f in r["figures"])
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>tootpipe run {html.escape(run_id)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:75rem;color:#222}}table{{border-collapse:collapse;margin:1rem 0}}
+td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}tr.failed td{{background:#fde2e2}}tr.ok td:nth-child(2){{color:#1b7a3a}}
+.gallery{{display:flex;flex-wrap:wrap;gap:1rem}}figure{{margin:0;width:22rem}}img{{width:100%;border:1px solid #ddd}}
+figcaption{{font-size:.75rem;color:#666}}pre{{background:#f6f6f6;padding:1rem;overflow:auto}}</style></head><body>
+<h1>tootpipe run <code>{html.escape(run_id)}</code>: {html.escape(status)}</h1>
+<p>Git commit <code>{html.escape(_git_commit())}</code> · finished {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC ·
+{sum(r['seconds'] for r in results):.0f} s in notebooks</p>
+<h2>Notebooks</h2><table><tr><th>notebook</th><th>status</th><th>seconds</th></tr>{rows}</table>
+<h2>Row counts</h2><table><tr><th>table</th><th>rows</th></tr>{count_rows}</table>
+<h2>Figures</h2><div class="gallery">{gallery or '<p>No figures.</p>'}</div>
+<h2>Parameters</h2><pre>{html.escape(json.dumps(params.model_dump(), indent=2))}</pre>
+</body></html>"""
+    path = out_dir / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def run_notebooks(params_file: str, only: list[str] | None = None, keep_services: bool = False,
+                  reports_dir: str | None = None) -> tuple[int, Path | None]:
+    """Execute the notebooks; returns (exit code, run folder)."""
+    import jupytext
+    import papermill as pm
+    from . import services
+    from .db import table_counts
+    from .steps import TABLES
+
+    try:
+        params = load(params_file)
+    except ParamsError as exc:
+        print(f"run_all: {exc}", file=sys.stderr)
+        return 2, None
+    params_path = str(Path(params_file).resolve() if Path(params_file).exists() else project_root() / params_file)
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + params.run.name
+    base = params.path(reports_dir or params.reports.dir)
+    out_dir = base / run_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    ep = services.up(params)
+    results: list[dict] = []
+    failure: NotebookFailed | None = None
+    try:
+        for py in notebook_paths(only):
+            nb = jupytext.read(py)
+            nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+            nb.metadata.setdefault("language_info", {"name": "python"})
+            out = out_dir / (py.stem + ".ipynb")
+            t0 = time.monotonic()
+            result = {"name": py.stem, "html": py.stem + ".html", "status": "ok", "figures": []}
+            print(f"run_all: {py.name} ...", flush=True)
+            try:
+                pm.execute_notebook(nb, str(out), parameters={"params_file": params_path, "run_id": run_id},
+                                    cwd=str(project_root()), kernel_name="python3", progress_bar=False)
+            except pm.PapermillExecutionError as exc:
+                result.update(status="failed", cell=exc.exec_count, error=f"{exc.ename}: {exc.evalue}"[:500])
+                failure = NotebookFailed(py.stem, exc.exec_count, f"{exc.ename}: {exc.evalue}")
+            result["seconds"] = time.monotonic() - t0
+            if out.exists():
+                to_html(out)
+                result["figures"] = _figures(out, out_dir)
+            results.append(result)
+            print(f"run_all: {py.name} {result['status']} in {result['seconds']:.1f} s", flush=True)
+            if failure:
+                break
+        try:
+            counts = table_counts(ep.database_url, TABLES)
+        except Exception as exc:  # the index must still be written when the database is gone
+            counts = {"(database unavailable)": str(exc)}
+        status = f"FAILED in {failure.notebook}, cell {failure.cell}" if failure else "ok"
+        index = _index(out_dir, run_id, params, results, counts, status)
+        latest = base / "latest"
+        if latest.is_symlink() or latest.exists():
+            latest.unlink()
+        latest.symlink_to(run_id)
+    finally:
+        if not keep_services:
+            services.down()
+    if failure:
+        print(f"run_all: {failure} (partial notebook and HTML kept in {out_dir})", file=sys.stderr)
+        return 1, out_dir
+    print(f"run_all: report {index}")
+    return 0, out_dir
