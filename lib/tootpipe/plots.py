@@ -4,12 +4,9 @@ Every chart has a title and units, and says so plainly when it has no data (an e
 """
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
 __all__ = ["style", "toots_per_minute", "sentiment_distribution", "top_hashtags", "stream_health",
            "reconciliation", "activity_heatmap", "empty_figure"]

@@ -1,0 +1,44 @@
+# Two commands from a fresh clone: `make run` (install, start the embedded services, run all notebooks on the
+# bundled sample, write reports) and `make test`. pip's cache is kept, so pyspark is built once.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PARAMS ?= params/default.yaml
+
+.PHONY: install run test test-fast services-up services-down live notebooks clean
+
+$(VENV)/.installed: pyproject.toml
+	bash scripts/system-deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) run_all.py --params $(PARAMS)
+
+test: install
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not integration and not notebooks"
+
+services-up: install
+	$(VENV)/bin/tootpipe services up
+
+services-down:
+	$(VENV)/bin/tootpipe services down
+
+notebooks: install
+	$(VENV)/bin/jupytext --to ipynb notebooks/[0-9][0-9]_*.py
+
+# The live demo: services of compose.yaml, a real instance (params/live.yaml, secrets in .env).
+live: install
+	$(VENV)/bin/tootpipe --params params/live.yaml ingest > .tootpipe-live-ingest.log 2>&1 &
+	$(VENV)/bin/tootpipe --params params/live.yaml stream --follow
+
+clean:
+	-$(VENV)/bin/tootpipe services down
+	rm -rf .tootpipe reports models

@@ -1,0 +1,102 @@
+"""Real broker, real PostgreSQL, one local SparkSession."""
+import json
+
+import pytest
+
+from tootpipe import batch, db, kafka_io, steps
+from tootpipe.kafka_source import KafkaRange, _read_range
+from tootpipe.sample import expected_posts, generate
+from tootpipe.streaming import PostgresSink, checkpoint_path, run_available_now
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+def publish(params, ep, n=300, seed=11):
+    params.source.sample_n, params.source.sample_seed = n, seed
+    return steps.ingest_step(params, ep)
+
+
+def posts(ep):
+    return set(db.query_df(ep.database_url, "SELECT uri FROM mastodon_posts").uri)
+
+
+def test_stream_is_exactly_once_and_matches_the_independent_expectation(fresh, spark):
+    params, ep = fresh
+    stats = publish(params, ep)
+    assert stats["dead_letters"] >= 0 and stats["published"] > 0
+    run_available_now(spark, params, ep)
+    expected = expected_posts(generate(300, 11), params.filters)
+    assert posts(ep) == set(expected)
+    counts = db.query_df(ep.database_url, "SELECT (SELECT sum(cnt)::bigint FROM streamed_toot_counts) s, "
+                                          "(SELECT count(*) FROM mastodon_posts) n")
+    assert counts.s[0] == counts.n[0] == len(expected)
+    # an edit made in the sample wins over the original
+    edited = [u for u, r in expected.items() if r["edited_at"]]
+    if edited:
+        content = db.scalar(ep.database_url, "SELECT content FROM mastodon_posts WHERE uri = %s", (edited[0],))
+        assert "(edited)" in content
+    # running again reads nothing new and changes nothing
+    again = run_available_now(spark, params, ep)
+    assert again["input_rows"] == 0 and posts(ep) == set(expected)
+
+
+def test_a_replayed_batch_is_not_applied_twice(fresh, spark):
+    params, ep = fresh
+    publish(params, ep, n=120, seed=3)
+    ck = str(checkpoint_path(params, ep))
+    sink = PostgresSink(params, ep, ck)
+    df = spark.read.format("tootkafka").option("kafka.bootstrap.servers", ep.bootstrap_servers) \
+        .option("subscribe", params.kafka.topic).load()
+    sink(df, 0)
+    first = db.table_counts(ep.database_url, ["mastodon_posts", "stream_progress", "toot_ids"])
+    sink(df, 0)  # what Spark does after a crash between our commit and its own
+    assert sink.last == {"batch_id": 0, "skipped": True}
+    assert db.table_counts(ep.database_url, ["mastodon_posts", "stream_progress", "toot_ids"]) == first
+
+
+def test_poison_messages_go_to_stream_errors_and_good_rows_still_land(fresh, spark):
+    params, ep = fresh
+    kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic], 3)
+    from kafka import KafkaProducer
+    prod = KafkaProducer(bootstrap_servers=ep.bootstrap_servers)
+    good = json.dumps({"v": 1, "event": "update", "uri": "https://a.example/s/1", "id": "1", "instance": "a.example",
+                       "created_at": "2026-11-26 10:00:00", "account": {"acct": "alice"}, "visibility": "public",
+                       "text": "hello"}).encode()
+    for value in (b"not json at all", b'{"event": "update", "uri": "u"}', json.dumps(
+            {"event": "update", "uri": "x", "id": "2", "instance": "a", "account": {"acct": "b"},
+             "created_at": "the day after"}).encode(), good):
+        prod.send(params.kafka.topic, value=value, partition=0)
+    prod.flush()
+    prod.close()
+    run_available_now(spark, params, ep)
+    errs = db.query_df(ep.database_url, "SELECT error FROM stream_errors ORDER BY kafka_offset").error.tolist()
+    assert len(errs) == 3 and errs[0].startswith("not a toot record") and "created_at" in errs[2]
+    assert posts(ep) == {"https://a.example/s/1"}
+
+
+def test_read_raises_rather_than_return_a_short_range(fresh):
+    params, ep = fresh
+    kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic], 3)
+    part = KafkaRange(ep.bootstrap_servers, params.kafka.topic, 0, 0, 5, timeout=1.0)
+    with pytest.raises(kafka_io.KafkaUnavailable, match="refusing to return a short range"):
+        list(_read_range(part))
+
+
+def test_backfill_is_idempotent_and_clean_agrees_with_the_stream(fresh, spark):
+    params, ep = fresh
+    publish(params, ep, n=250, seed=5)
+    first = batch.backfill(spark, params, ep)
+    assert first["inserted"] == first["rows"] > 0
+    assert batch.backfill(spark, params, ep)["rows"] == 0
+    cleaned, rejects = batch.clean(batch.load_raw(spark, ep.database_url), params.filters)
+    assert {r.uri for r in cleaned.select("uri").collect()} == set(expected_posts(generate(250, 5), params.filters))
+
+
+def test_unreachable_broker_is_a_clear_error():
+    with pytest.raises(kafka_io.KafkaUnavailable, match="no Kafka broker answers at 127.0.0.1:9"):
+        kafka_io.Publisher("127.0.0.1:9", "t", "d")
+
+
+def test_unreachable_database_is_a_clear_error():
+    with pytest.raises(db.DatabaseUnavailable, match="cannot reach PostgreSQL at 127.0.0.1:9"):
+        db.connect("postgresql://postgres:secret@127.0.0.1:9/x")

@@ -1,0 +1,42 @@
+"""Offline tests of pure helpers: the sample generator, offset splitting, metrics."""
+from tootpipe.config import FilterParams
+from tootpipe.kafka_source import split_limit
+from tootpipe.sample import expected_posts, generate
+from tootpipe.sentiment import metrics_from_predictions
+
+
+def test_sample_is_deterministic_and_varied():
+    a, b = generate(300, 5), generate(300, 5)
+    assert a == b and generate(300, 6) != a
+    kinds = {e["event"] for e in generate(2000, 1)}
+    assert kinds == {"update", "status.update", "delete"}
+
+
+def test_expected_posts_rules():
+    status = generate(1, 1, edit_rate=0, delete_rate=0, duplicate_rate=0, malformed_rate=0,
+                      federated_copy_rate=0)[0]["data"]
+    status = {**status, "visibility": "public", "reblog": None, "account": {**status["account"], "discoverable": True}}
+    newer = {**status, "edited_at": "2030-01-01T00:00:00.000Z", "content": "<p>edited</p>"}
+    ev = [{"event": "update", "instance": "a", "data": status}, {"event": "status.update", "instance": "a", "data": newer},
+          {"event": "update", "instance": "a", "data": status}]
+    got = expected_posts(ev, FilterParams())
+    assert list(got) == [status["uri"]] and got[status["uri"]]["text"] == "edited"
+    copy = {**status, "id": "999"}
+    ev += [{"event": "update", "instance": "b", "data": copy}, {"event": "delete", "instance": "b", "data": "999"}]
+    assert expected_posts(ev, FilterParams()) == {}
+
+
+def test_split_limit_is_proportional_and_exact():
+    end = split_limit({"0": 0, "1": 0, "2": 100}, {"0": 1000, "1": 500, "2": 100}, 300)
+    assert sum(end[p] - s for p, s in {"0": 0, "1": 0, "2": 100}.items()) == 300
+    assert end == {"0": 200, "1": 100, "2": 100}
+    assert split_limit({"0": 5}, {"0": 9}, 100) == {"0": 9}
+
+
+def test_metrics_hand_computed():
+    # true negative x2 (one right), neutral x1 (right), positive x1 (predicted neutral)
+    m = metrics_from_predictions([(0, 0), (0, 1), (1, 1), (2, 1)])
+    assert m["accuracy"] == 0.5
+    assert m["per_class"]["negative"]["recall"] == 0.5 and m["per_class"]["positive"]["recall"] == 0.0
+    assert m["macro_recall"] == round((0.5 + 1 + 0) / 3, 4)
+    assert m["confusion"] == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
