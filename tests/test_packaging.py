@@ -1,0 +1,33 @@
+"""The declared environments agree with each other and with the live demo's files."""
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_environment_yml_lists_the_same_dependencies_as_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = set(project["dependencies"]) | set(project["optional-dependencies"]["test"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert set(pip) - {"-e ."} == declared
+
+
+def test_compose_live_params_and_env_example_agree():
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    live = yaml.safe_load((ROOT / "params" / "live.yaml").read_text())
+    env = (ROOT / ".env.example").read_text()
+    assert "29092:29092" in compose["kafka"]["ports"] and live["kafka"]["bootstrap_servers"] == "localhost:29092"
+    assert "5433:5432" in compose["postgres"]["ports"] and ":5433/" in live["database"]["url"]
+    assert compose["postgres"]["environment"]["POSTGRES_DB"] == live["database"]["url"].rsplit("/", 1)[1]
+    assert compose["postgres"]["environment"]["POSTGRES_USER"] == live["database"]["user"]
+    assert "DB_PASSWORD=" in env and "MASTODON_ACCESS_TOKEN=" in env
+    assert "localhost:29092" in env and "localhost:5433/tootpipe" in env
+
+
+def test_generated_notebooks_and_secrets_are_not_tracked():
+    ignored = (ROOT / ".gitignore").read_text().split()
+    for pattern in ("notebooks/*.ipynb", ".env", ".tootpipe/", "models/", "reports/"):
+        assert pattern in ignored
