@@ -11,7 +11,6 @@ params_file = "params/default.yaml"
 run_id = "interactive"
 
 # %%
-import pandas as pd
 from tootpipe import steps, db
 
 params, ep = steps.context(params_file)

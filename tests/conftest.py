@@ -30,7 +30,7 @@ def fresh(services_up):
     services._create_database(admin, name)
     ep = replace(services_up, database_url=services_up.database_url.rsplit("/", 1)[0] + "/" + name)
     params = config.load(None, {"kafka.topic": f"toots_{name}", "kafka.dlq_topic": f"toots_{name}_dlq",
-                                "stream.query_name": name, "stream.checkpoint_dir": f".tootpipe/test-checkpoints",
+                                "stream.query_name": name, "stream.checkpoint_dir": ".tootpipe/test-checkpoints",
                                 "spark.master": "local[2]", "spark.shuffle_partitions": 2}, use_env=False)
     db.ensure_schema(ep.database_url)
     yield params, ep

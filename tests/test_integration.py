@@ -100,3 +100,19 @@ def test_unreachable_broker_is_a_clear_error():
 def test_unreachable_database_is_a_clear_error():
     with pytest.raises(db.DatabaseUnavailable, match="cannot reach PostgreSQL at 127.0.0.1:9"):
         db.connect("postgresql://postgres:secret@127.0.0.1:9/x")
+
+
+def test_backfill_loads_only_new_offsets_of_the_partitions_that_grew(fresh, spark):
+    params, ep = fresh
+    publish(params, ep, n=60, seed=8)
+    first = batch.backfill(spark, params, ep)
+    from kafka import KafkaProducer
+    prod = KafkaProducer(bootstrap_servers=ep.bootstrap_servers)
+    for i in range(5):
+        prod.send(params.kafka.topic, value=b'{"event": "delete", "id": "%d", "instance": "x"}' % i, partition=1)
+    prod.flush()
+    prod.close()
+    second = batch.backfill(spark, params, ep)
+    assert list(second["ranges"]) == ["1"] and second["rows"] == second["inserted"] == 5
+    total = db.scalar(ep.database_url, "SELECT count(*) FROM toots_raw")
+    assert total == first["rows"] + 5

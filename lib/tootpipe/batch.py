@@ -13,11 +13,11 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from .config import Params
-from .db import copy_arrow, ensure_schema, query_df, replace_table, transaction
+from .db import copy_arrow, ensure_schema, query_df, replace_table, replace_table_as, transaction
 from .services import Endpoints
 from .transforms import apply_filters, parse_kafka, pg_array
 
-__all__ = ["backfill", "load_raw", "clean", "analytics", "write_table", "ANALYTICS_TABLES", "BATCH_SCHEMA_SQL",
+__all__ = ["backfill", "read_sql", "load_raw", "load_clean", "clean", "analytics", "write_table", "ANALYTICS_TABLES", "BATCH_SCHEMA_SQL",
            "pending_ranges", "reconcile"]
 
 ANALYTICS_TABLES = ["hourly_toot_counts", "daily_toot_counts", "user_activity_counts", "active_users_gtX",
@@ -63,15 +63,17 @@ def backfill(spark: SparkSession, params: Params, ep: Endpoints, ranges: dict[in
     cluster = ep.cluster_id or ep.bootstrap_servers
     topic = params.kafka.topic
     t0 = time.monotonic()
+    latest = end_offsets(ep.bootstrap_servers, topic)
     if ranges is None:
-        ranges = pending_ranges(ep.database_url, cluster, topic, end_offsets(ep.bootstrap_servers, topic))
+        ranges = pending_ranges(ep.database_url, cluster, topic, latest)
     if not ranges:
         return {"rows": 0, "inserted": 0, "ranges": {}, "seconds": round(time.monotonic() - t0, 2)}
-    start = json.dumps({topic: {str(p): s for p, (s, _) in ranges.items()}})
-    end = json.dumps({topic: {str(p): e for p, (_, e) in ranges.items()}})
+    # every partition gets explicit offsets; those without a range get an empty one and are not read
+    bounds = {p: ranges.get(p, (e, e)) for p, e in latest.items()} | ranges
+    start = json.dumps({topic: {str(p): s for p, (s, _) in bounds.items()}})
+    end = json.dumps({topic: {str(p): e for p, (_, e) in bounds.items()}})
     kafka = (spark.read.format("tootkafka").option("kafka.bootstrap.servers", ep.bootstrap_servers)
-             .option("subscribe", topic).option("startingOffsets", start).option("endingOffsets", end).load()
-             .where(F.col("partition").isin(*[int(p) for p in ranges])))
+             .option("subscribe", topic).option("startingOffsets", start).option("endingOffsets", end).load())
     parsed = parse_kafka(kafka).withColumn("cluster", F.lit(cluster)).withColumn("hashtags", pg_array(F.col("hashtags")))
     rows = parsed.withColumn("raw", F.when(F.col("error").isNotNull(), F.col("raw"))).select(_RAW_COLUMNS).toArrow()
     read_s = time.monotonic() - t0
@@ -90,20 +92,29 @@ def backfill(spark: SparkSession, params: Params, ep: Endpoints, ranges: dict[in
             "toots_per_s": round(rows.num_rows / seconds, 1) if seconds else None}
 
 
-def load_raw(spark: SparkSession, url: str) -> DataFrame:
-    """`toots_raw` as a Spark DataFrame (read through the driver with psycopg2)."""
-    df = query_df(url, "SELECT cluster, topic, kafka_partition, kafka_offset, kafka_timestamp, event, uri, id, "
-                       "instance, username, content, language, visibility, created_at, edited_at, hashtags, "
-                       "is_reblog, is_reply, error FROM toots_raw")
-    schema = ("cluster string, topic string, kafka_partition int, kafka_offset long, kafka_timestamp timestamp, "
-              "event string, uri string, id string, instance string, username string, content string, "
-              "language string, visibility string, created_at timestamp, edited_at timestamp, "
-              "hashtags array<string>, is_reblog boolean, is_reply boolean, error string")
+def read_sql(spark: SparkSession, url: str, query: str, schema: str) -> DataFrame:
+    """A query's rows as a Spark DataFrame with `schema` (read through the driver with psycopg2)."""
+    df = query_df(url, query)
     if df.empty:
         return spark.createDataFrame([], schema)
-    for c in ("kafka_timestamp", "created_at", "edited_at"):
-        df[c] = df[c].astype("datetime64[us, UTC]")
     return spark.createDataFrame(df, schema)
+
+
+def load_raw(spark: SparkSession, url: str) -> DataFrame:
+    """`toots_raw` as a Spark DataFrame."""
+    return read_sql(spark, url, "SELECT cluster, topic, kafka_partition, kafka_offset, kafka_timestamp, event, uri, "
+                                "id, instance, username, content, language, visibility, created_at, edited_at, "
+                                "hashtags, is_reblog, is_reply, error FROM toots_raw",
+                    "cluster string, topic string, kafka_partition int, kafka_offset long, kafka_timestamp timestamp, "
+                    "event string, uri string, id string, instance string, username string, content string, "
+                    "language string, visibility string, created_at timestamp, edited_at timestamp, "
+                    "hashtags array<string>, is_reblog boolean, is_reply boolean, error string")
+
+
+def load_clean(spark: SparkSession, url: str) -> DataFrame:
+    """The columns of `toots_clean` the analytics need."""
+    return read_sql(spark, url, "SELECT uri, username, created_at, hashtags, content_length FROM toots_clean",
+                    "uri string, username string, created_at timestamp, hashtags array<string>, content_length int")
 
 
 def clean(raw: DataFrame, filters) -> tuple[DataFrame, DataFrame]:
@@ -174,18 +185,10 @@ def write_table(url: str, table: str, df: DataFrame) -> int:
 
 def reconcile(url: str) -> int:
     """`stream_batch_reconciliation`: per hour, the stream's one-minute counts summed vs the batch count."""
-    with transaction(url) as conn, conn.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS stream_batch_reconciliation__new")
-        cur.execute("""
-            CREATE TABLE stream_batch_reconciliation__new AS
-            WITH s AS (SELECT date_trunc('hour', window_start) AS hour, sum(cnt)::bigint AS stream_cnt
-                       FROM streamed_toot_counts GROUP BY 1),
-                 b AS (SELECT hour, cnt::bigint AS batch_cnt FROM hourly_toot_counts)
-            SELECT coalesce(s.hour, b.hour) AS hour, coalesce(stream_cnt, 0) AS stream_cnt,
-                   coalesce(batch_cnt, 0) AS batch_cnt, coalesce(stream_cnt, 0) - coalesce(batch_cnt, 0) AS diff
-            FROM s FULL OUTER JOIN b ON s.hour = b.hour ORDER BY 1""")
-        cur.execute("SELECT count(*) FROM stream_batch_reconciliation__new")
-        n = cur.fetchone()[0]
-        cur.execute("DROP TABLE IF EXISTS stream_batch_reconciliation")
-        cur.execute("ALTER TABLE stream_batch_reconciliation__new RENAME TO stream_batch_reconciliation")
-    return n
+    return replace_table_as(url, "stream_batch_reconciliation", """
+        WITH s AS (SELECT date_trunc('hour', window_start) AS hour, sum(cnt)::bigint AS stream_cnt
+                   FROM streamed_toot_counts GROUP BY 1),
+             b AS (SELECT hour, cnt::bigint AS batch_cnt FROM hourly_toot_counts)
+        SELECT coalesce(s.hour, b.hour) AS hour, coalesce(stream_cnt, 0) AS stream_cnt,
+               coalesce(batch_cnt, 0) AS batch_cnt, coalesce(stream_cnt, 0) - coalesce(batch_cnt, 0) AS diff
+        FROM s FULL OUTER JOIN b ON s.hour = b.hour ORDER BY 1""")

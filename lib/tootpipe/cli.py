@@ -118,7 +118,7 @@ def cmd_sentiment(args) -> int:
         _, ep = _ctx(args)
         print(steps.dumps(steps.score_step(params, ep, args.model)))
         return 0
-    from .sentiment import evaluate, latest_model, load_labelled, load_model, predict
+    from .sentiment import LABELS, evaluate, latest_model, load_labelled, load_model, predict
     from .spark_session import get_spark
     spark = get_spark(params)
     model, _ = load_model(args.model or latest_model(params.path(params.sentiment.model_dir)))
@@ -131,7 +131,6 @@ def cmd_sentiment(args) -> int:
         return 0
     df = spark.createDataFrame([(i, t) for i, t in enumerate(lines)], "i long, text string")
     for r in predict(model, df).orderBy("i").select("text", "sentiment_label", "probabilities").collect():
-        from .sentiment import LABELS
         print(json.dumps({"text": r["text"], "label": r["sentiment_label"],
                           "probabilities": dict(zip(LABELS, [round(p, 4) for p in r["probabilities"]]))},
                          ensure_ascii=False))

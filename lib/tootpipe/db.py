@@ -14,7 +14,7 @@ from typing import Iterator
 import psycopg2
 from psycopg2 import sql
 
-__all__ = ["connect", "transaction", "ensure_schema", "copy_arrow", "replace_table", "query_df", "scalar",
+__all__ = ["connect", "transaction", "ensure_schema", "copy_arrow", "replace_table", "replace_table_as", "query_df", "scalar",
            "DatabaseUnavailable", "SCHEMA_SQL", "table_counts"]
 
 
@@ -87,6 +87,9 @@ CREATE TABLE IF NOT EXISTS stream_errors (
     cluster text NOT NULL, topic text NOT NULL, kafka_partition int NOT NULL, kafka_offset bigint NOT NULL,
     raw text, error text NOT NULL, batch_id bigint, at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (cluster, topic, kafka_partition, kafka_offset));
+CREATE TABLE IF NOT EXISTS mastodon_sentiments (
+    uri text PRIMARY KEY, language text, sentiment int, sentiment_name text NOT NULL,
+    probability double precision, model_version text NOT NULL, scored_at timestamptz NOT NULL DEFAULT now());
 """
 
 
@@ -137,21 +140,35 @@ def copy_arrow(cur, table: str, arrow_table, columns: list[str] | None = None) -
     return arrow_table.num_rows
 
 
-def replace_table(url: str, table: str, ddl_columns: str, arrow_table, *, indexes: list[str] = ()) -> int:
+def _swap_in(cur, new: str, table: str) -> None:
+    """Inside the caller's transaction: `new` takes the place of `table` (which may not exist yet)."""
+    old = f"{table}__old"
+    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(old)))
+    cur.execute(sql.SQL("ALTER TABLE IF EXISTS {} RENAME TO {}").format(sql.Identifier(table), sql.Identifier(old)))
+    cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(new), sql.Identifier(table)))
+    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(old)))
+
+
+def replace_table(url: str, table: str, ddl_columns: str, arrow_table) -> int:
     """Replace `table` with the rows of `arrow_table` atomically: build `table__new`, then swap in one
     transaction. On any failure the previous table stays as it was."""
-    new, old = f"{table}__new", f"{table}__old"
+    new = f"{table}__new"
     with transaction(url) as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(new)))
         cur.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(new), sql.SQL(ddl_columns)))
         n = copy_arrow(cur, new, arrow_table)
-        for ix in indexes:
-            cur.execute(sql.SQL(ix.format(table=new)))
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(old)))
-        cur.execute(sql.SQL("ALTER TABLE IF EXISTS {} RENAME TO {}").format(sql.Identifier(table),
-                                                                             sql.Identifier(old)))
-        cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(new), sql.Identifier(table)))
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(old)))
+        _swap_in(cur, new, table)
+    return n
+
+
+def replace_table_as(url: str, table: str, select_sql: str) -> int:
+    """Replace `table` with the result of a query, atomically (as :func:`replace_table`); returns its rows."""
+    new = f"{table}__new"
+    with transaction(url) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(new)))
+        cur.execute(sql.SQL("CREATE TABLE {} AS ").format(sql.Identifier(new)) + sql.SQL(select_sql))
+        n = cur.rowcount
+        _swap_in(cur, new, table)
     return n
 
 

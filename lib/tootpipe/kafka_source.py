@@ -44,6 +44,9 @@ def _read_range(part: KafkaRange) -> Iterator:
     schema = pa.schema([("key", pa.binary()), ("value", pa.binary()), ("topic", pa.string()),
                         ("partition", pa.int32()), ("offset", pa.int64()),
                         ("timestamp", pa.timestamp("us", tz="UTC")), ("timestampType", pa.int32())])
+    def batch(cols: list[list]):
+        return pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, schema)], schema=schema)
+
     cols: list[list] = [[] for _ in range(7)]
     for msg in consume_range(part.bootstrap, part.topic, part.partition, part.start, part.end,
                              timeout=part.timeout):
@@ -51,10 +54,10 @@ def _read_range(part: KafkaRange) -> Iterator:
                                  msg.timestamp_type)):
             col.append(v)
         if len(cols[0]) >= _ARROW_CHUNK:
-            yield pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, schema)], schema=schema)
+            yield batch(cols)
             cols = [[] for _ in range(7)]
     if cols[0]:
-        yield pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, schema)], schema=schema)
+        yield batch(cols)
 
 
 def split_limit(start: dict[str, int], available: dict[str, int], max_rows: int) -> dict[str, int]:
@@ -126,11 +129,12 @@ class _Broker:
             return self.latest()
         given = json.loads(spec)
         per = given.get(self.opts.topic, given)
-        base = self.latest() if default_end else self.earliest()
+        earliest = self.earliest()
+        base = self.latest() if default_end else dict(earliest)
         for p, o in per.items():
             if int(o) == -1:
                 continue  # -1 = latest, -2 = earliest, as in Spark's Kafka source
-            base[str(p)] = self.earliest()[str(p)] if int(o) == -2 else int(o)
+            base[str(p)] = earliest[str(p)] if int(o) == -2 else int(o)
         return base
 
     def close(self) -> None:
@@ -155,25 +159,28 @@ class KafkaStreamReader(DataSourceStreamReader):
     def initialOffset(self) -> dict:
         return self._wrap(self.broker.resolve(self.opts.starting, default_end=False))
 
-    def _effective_start(self, start: dict) -> dict[str, int]:
-        """The checkpointed positions, or earliest where they no longer describe this broker's topic."""
-        offsets = dict(start.get("offsets", {}))
+    def _begin(self, start: dict, ends: dict[str, int]) -> dict[str, int]:
+        """Where to read from: the checkpointed positions, or earliest where they no longer describe this broker's
+        topic (another cluster, or a partition whose end is below the checkpoint: the topic was recreated)."""
         if start.get("cluster", "") != self.opts.cluster:
             log.warning("tootkafka: checkpoint is for cluster %r, broker is %r: reading %s from earliest",
                         start.get("cluster"), self.opts.cluster, self.opts.topic)
             return self.broker.earliest()
-        return offsets
+        begin = dict(start.get("offsets", {}))
+        behind = [p for p, e in ends.items() if e < begin.get(p, 0)]
+        if behind:
+            earliest = self.broker.earliest()
+            for p in behind:
+                log.warning("tootkafka: %s[%s] ends at %d, below the checkpoint %d: reading it from earliest",
+                            self.opts.topic, p, ends[p], begin[p])
+                begin[p] = earliest[p]
+        return begin
 
     def latestOffset(self, start: dict, limit: ReadLimit) -> dict:
-        begin = self._effective_start(start)
-        available = self.broker.latest(hint=begin)
-        for p, hw in available.items():
-            if hw < begin.get(p, 0):
-                log.warning("tootkafka: %s[%s] ends at %d, below the checkpoint %d: reading it from earliest",
-                            self.opts.topic, p, hw, begin[p])
-                begin[p] = self.broker.earliest()[p]
+        hint = start.get("offsets", {}) if start.get("cluster", "") == self.opts.cluster else None
+        available = self.broker.latest(hint=hint)
         if isinstance(limit, ReadMaxRows):
-            available = split_limit(begin, available, limit.maxRows)
+            available = split_limit(self._begin(start, available), available, limit.maxRows)
         return self._wrap(available)
 
     def getDefaultReadLimit(self) -> ReadLimit:
@@ -183,13 +190,8 @@ class KafkaStreamReader(DataSourceStreamReader):
         return None
 
     def partitions(self, start: dict, end: dict):
-        begin = self._effective_start(start) if start.get("cluster", "") != end.get("cluster", "") else \
-            dict(start.get("offsets", {}))
         ends = end.get("offsets", {})
-        for p, e in ends.items():
-            if e < begin.get(p, 0):  # the topic was recreated under the checkpoint
-                begin[p] = self.broker.earliest()[p]
-        return _ranges(self.opts, begin, ends)
+        return _ranges(self.opts, self._begin(start, ends), ends)
 
     def read(self, partition: KafkaRange):
         return _read_range(partition)

@@ -10,6 +10,7 @@ import hmac
 import json
 import re
 from datetime import datetime, timezone
+from functools import lru_cache
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
@@ -270,8 +271,13 @@ def keyword_pattern(keywords: list[str]) -> str:
     return r"(?i)(^|[^\w])(" + "|".join(re.escape(k) for k in keywords) + r")($|[^\w])"
 
 
+@lru_cache(maxsize=64)
+def _keyword_regex(keywords: tuple[str, ...]) -> re.Pattern:
+    return re.compile(keyword_pattern(list(keywords)))
+
+
 def keyword_match(record: dict, keywords: list[str]) -> bool:
-    pat = re.compile(keyword_pattern(keywords))
+    pat = _keyword_regex(tuple(keywords))
     return bool(pat.search(record.get("text") or "")) or any(pat.search(t) for t in record.get("hashtags") or [])
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import subprocess
 import sys
 import time
@@ -115,7 +114,6 @@ def run_notebooks(params_file: str, only: list[str] | None = None, keep_services
     base = params.path(reports_dir or params.reports.dir)
     out_dir = base / run_id
     out_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     ep = services.up(params)
     results: list[dict] = []
     failure: NotebookFailed | None = None

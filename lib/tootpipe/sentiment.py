@@ -165,12 +165,10 @@ def predict(model: PipelineModel, df: DataFrame) -> DataFrame:
 
 def score_posts(spark: SparkSession, model: PipelineModel, version: str, url: str, languages: list[str]) -> dict:
     """Score every row of `mastodon_posts` into `mastodon_sentiments` (upsert on uri)."""
-    from .db import copy_arrow, query_df, transaction
+    import pyarrow.compute as pc
+    from .db import copy_arrow, ensure_schema, query_df, transaction
+    ensure_schema(url)
     posts = query_df(url, "SELECT uri, language, content AS text FROM mastodon_posts")
-    with transaction(url) as conn, conn.cursor() as cur:
-        cur.execute("""CREATE TABLE IF NOT EXISTS mastodon_sentiments (
-            uri text PRIMARY KEY, language text, sentiment int, sentiment_name text NOT NULL,
-            probability double precision, model_version text NOT NULL, scored_at timestamptz NOT NULL DEFAULT now())""")
     if posts.empty:
         return {"scored": 0, "unsupported": 0}
     df = spark.createDataFrame(posts, "uri string, language string, text string")
@@ -193,5 +191,5 @@ def score_posts(spark: SparkSession, model: PipelineModel, version: str, url: st
                        probability = EXCLUDED.probability, model_version = EXCLUDED.model_version, scored_at = now()""")
         cur.execute("DELETE FROM mastodon_sentiments s WHERE NOT EXISTS "
                     "(SELECT 1 FROM mastodon_posts p WHERE p.uri = s.uri)")
-    n_unsup = int((~posts["language"].fillna("").isin(languages)).sum())
-    return {"scored": len(posts) - n_unsup, "unsupported": n_unsup}
+    n_unsup = pc.sum(pc.equal(arrow["sentiment_name"], "unsupported")).as_py() or 0
+    return {"scored": arrow.num_rows - n_unsup, "unsupported": n_unsup}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .config import Params, project_root
 
-__all__ = ["get_spark", "java_version", "JavaMissing", "stop_spark"]
+__all__ = ["get_spark", "java_version", "JavaMissing"]
 
 _LOG4J = """status = error
 rootLogger.level = error
@@ -102,10 +102,3 @@ def get_spark(params: Params | None = None, app_name: str = "tootpipe"):
     from .kafka_source import register
     register(spark)
     return spark
-
-
-def stop_spark() -> None:
-    from pyspark.sql import SparkSession
-    s = SparkSession.getActiveSession()
-    if s is not None:
-        s.stop()

@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+from .batch import ANALYTICS_TABLES
 from .config import Params, load
 from .services import Endpoints, up
 
@@ -15,9 +16,7 @@ __all__ = ["context", "ingest_step", "stream_step", "backfill_step", "clean_step
            "train_step", "score_step", "TABLES"]
 
 TABLES = ["mastodon_posts", "streamed_toot_counts", "avg_toot_length_by_user", "stream_errors", "toots_raw",
-          "toots_clean", "toots_rejects", "hourly_toot_counts", "daily_toot_counts", "user_activity_counts",
-          "active_users_gtX", "hashtags_per_day_counts", "top_hashtag_per_day", "avg_toot_length_by_user_batch",
-          "stream_batch_reconciliation", "mastodon_sentiments"]
+          "toots_clean", "toots_rejects", *ANALYTICS_TABLES, "stream_batch_reconciliation", "mastodon_sentiments"]
 
 
 def context(params_file: str | Path | None = "params/default.yaml", overrides: dict | None = None) -> tuple[Params, Endpoints]:
@@ -61,23 +60,18 @@ def clean_step(params: Params, ep: Endpoints) -> dict:
     spark = get_spark(params)
     t0 = time.monotonic()
     cleaned, rejects = clean(load_raw(spark, ep.database_url), params.filters)
-    cleaned = cleaned.cache()
     out = {"toots_clean": write_table(ep.database_url, "toots_clean", cleaned),
            "toots_rejects": write_table(ep.database_url, "toots_rejects", rejects)}
-    cleaned.unpersist()
     out["seconds"] = round(time.monotonic() - t0, 2)
     return out
 
 
 def analytics_step(params: Params, ep: Endpoints) -> dict:
-    from .batch import analytics, reconcile, write_table
-    from .db import query_df
+    from .batch import analytics, load_clean, reconcile, write_table
     from .spark_session import get_spark
     spark = get_spark(params)
     t0 = time.monotonic()
-    clean_df = spark.createDataFrame(
-        query_df(ep.database_url, "SELECT uri, username, created_at, hashtags, content_length FROM toots_clean"),
-        "uri string, username string, created_at timestamp, hashtags array<string>, content_length int").cache()
+    clean_df = load_clean(spark, ep.database_url).cache()  # read by all seven tables
     timings, counts = {}, {}
     for name, df in analytics(clean_df, params.batch.active_min).items():
         t = time.monotonic()
