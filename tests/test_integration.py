@@ -116,3 +116,15 @@ def test_backfill_loads_only_new_offsets_of_the_partitions_that_grew(fresh, spar
     assert list(second["ranges"]) == ["1"] and second["rows"] == second["inserted"] == 5
     total = db.scalar(ep.database_url, "SELECT count(*) FROM toots_raw")
     assert total == first["rows"] + 5
+
+
+def test_export_newest_or_from_the_beginning(fresh):
+    params, ep = fresh
+    publish(params, ep, n=40, seed=2)
+    ends = kafka_io.end_offsets(ep.bootstrap_servers, params.kafka.topic)
+    oldest = list(kafka_io.export(ep.bootstrap_servers, params.kafka.topic, 4, from_beginning=True))
+    assert [(m["partition"], m["offset"]) for m in oldest] == [(0, 0), (0, 1), (0, 2), (0, 3)]
+    newest = list(kafka_io.export(ep.bootstrap_servers, params.kafka.topic, 4, from_beginning=False))
+    assert len(newest) == 4 and all(m["offset"] >= ends[m["partition"]] - 4 for m in newest)
+    assert all(isinstance(m["value"], dict) and m["value"]["uri"] or m["value"]["event"] == "delete" for m in newest)
+    assert len(list(kafka_io.export(ep.bootstrap_servers, params.kafka.topic, None, True))) == sum(ends.values())

@@ -234,22 +234,37 @@ def consume_range(bootstrap: str, topic: str, partition: int, start: int, end: i
             c.close()
 
 
+def _as_dict(msg) -> dict:
+    value = msg.value.decode("utf-8", "replace") if msg.value is not None else None
+    try:
+        value = json.loads(value) if value is not None else None
+    except json.JSONDecodeError:
+        pass
+    return {"partition": msg.partition, "offset": msg.offset, "timestamp": msg.timestamp,
+            "key": msg.key.decode("utf-8", "replace") if msg.key else None, "value": value}
+
+
 def export(bootstrap: str, topic: str, max_messages: int | None = None, from_beginning: bool = True,
            timeout: float = 30.0) -> Iterator[dict]:
-    """Messages of a topic as dicts (partition, offset, timestamp, key, value decoded as JSON when it is JSON),
-    partition by partition, up to the end offsets seen when the export starts."""
+    """Messages of a topic as dicts (partition, offset, timestamp, key, value decoded as JSON when it is JSON), up to
+    the end offsets seen when the export starts.
+
+    from_beginning: the oldest messages first, partition by partition (up to `max_messages`); otherwise the newest
+    `max_messages` (default 10) across partitions, oldest of them first.
+    """
     ends = end_offsets(bootstrap, topic)
-    starts = start_offsets(bootstrap, topic, list(ends)) if from_beginning else dict(ends)
+    earliest = start_offsets(bootstrap, topic, list(ends))
+    if not from_beginning:
+        n = max_messages or 10
+        tail = [msg for p in sorted(ends) for msg in consume_range(bootstrap, topic, p, max(earliest[p], ends[p] - n),
+                                                                    ends[p], timeout=timeout)]
+        tail.sort(key=lambda m: (m.timestamp, m.partition, m.offset))
+        yield from (_as_dict(m) for m in tail[-n:])
+        return
     count = 0
     for p in sorted(ends):
-        for msg in consume_range(bootstrap, topic, p, starts[p], ends[p], timeout=timeout):
-            value = msg.value.decode("utf-8", "replace") if msg.value is not None else None
-            try:
-                value = json.loads(value) if value is not None else None
-            except json.JSONDecodeError:
-                pass
-            yield {"partition": msg.partition, "offset": msg.offset, "timestamp": msg.timestamp,
-                   "key": msg.key.decode("utf-8", "replace") if msg.key else None, "value": value}
+        for msg in consume_range(bootstrap, topic, p, earliest[p], ends[p], timeout=timeout):
+            yield _as_dict(msg)
             count += 1
             if max_messages is not None and count >= max_messages:
                 return
