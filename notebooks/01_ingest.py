@@ -43,3 +43,23 @@ pd.DataFrame({"mastodon_stream": stats["topic_end_offsets"], "mastodon_stream_dl
 from tootpipe.kafka_io import export
 pd.json_normalize([m["value"] for m in export(ep.bootstrap_servers, params.kafka.topic, max_messages=5)])[
     ["event", "uri", "created_at", "account.acct", "language", "text", "hashtags"]]
+
+# %% [markdown]
+# ## Dead letters
+# Payloads that could not become a record keep their raw text, the reason and where they came from:
+
+# %%
+dead = [m["value"] for m in export(ep.bootstrap_servers, params.kafka.dlq_topic, max_messages=5)]
+pd.DataFrame([{"error": d["error"], "source": d["source"], "raw": str(d["raw"])[:80]} for d in dead],
+             columns=["error", "source", "raw"])
+
+# %% [markdown]
+# ## Throughput
+# This run's rate is in the first table (`toots_per_s`, including start-up). The producer's ceiling is measured by
+# `bench/ingest.py` against raw produce of the same bytes in the same run; its last result, when present:
+
+# %%
+import json
+from tootpipe.config import project_root
+bench = project_root() / "bench" / "results" / "ingest.json"
+pd.Series(json.loads(bench.read_text())).to_frame("bench/ingest.py") if bench.exists() else "no benchmark result yet"

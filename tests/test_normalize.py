@@ -99,3 +99,10 @@ def test_pseudonyms_are_keyed_and_stable():
     assert a["account"]["acct"] == b["account"]["acct"] != c["account"]["acct"]
     assert "elmostrador" not in json.dumps(a["account"])
     assert pseudonymise("a", b"k") != pseudonymise("b", b"k")
+
+
+def test_hostile_nesting_depth_and_blocks_around_loose_text():
+    deep = "<b>" * 50_000 + "x" + "</b>" * 50_000
+    assert html_to_text(deep) == "x"
+    assert html_to_text("a<p>b</p>c") == "a\n\nb\n\nc"
+    assert html_to_text("<p>x&nbsp;y <!-- hidden --> z</p>") == "x y z"

@@ -50,7 +50,12 @@ class SourceParams(_Strict):
     sample_seed: int = 42
     replay_path: str | None = None
     instances: list[str] = ["https://mastodon.social"]
-    timeline: str = "public"
+    timeline: str = Field("public", pattern=r"^(public|public:local|tag:\w+)$")
+    watchdog_s: float = Field(60.0, gt=0)          # reconnect when no event or heartbeat came for this long
+    reconnect_base_s: float = Field(1.0, gt=0)     # first backoff delay; doubles up to reconnect_max_s, jittered
+    reconnect_max_s: float = Field(60.0, gt=0)
+    poll_interval_s: float = Field(5.0, gt=0)
+    request_timeout_s: float = Field(30.0, gt=0)
     max_toots: int | None = Field(None, ge=1)
     duration_s: float | None = Field(None, gt=0)
 

@@ -1,5 +1,5 @@
-"""Kafka I/O with plain Kafka clients (kafka-python): topics, the record producer with its dead-letter topic,
-end offsets, export.
+"""Kafka I/O with plain Kafka clients: topics, end offsets and export with kafka-python; the record producer with
+its dead-letter topic with confluent-kafka (librdkafka), which publishes ~3x faster.
 
 Guarantees: records go to Kafka at-least-once (acks=all, idempotent producer; :meth:`Publisher.flush` raises when
 any send failed). End offsets come from the high watermark of a Fetch response, which is right on Apache Kafka and
@@ -11,7 +11,7 @@ import json
 import time
 from typing import Iterable, Iterator
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
@@ -85,34 +85,46 @@ def partitions_for(bootstrap: str, topic: str, timeout: float = 15.0) -> list[in
 
 
 class Publisher:
-    """Sends records keyed by `uri` (deletes by `instance/id`) and dead letters, and counts them.
+    """Toot records to the topic (key = uri) and dead letters to the DLQ topic, through librdkafka
+    (confluent-kafka): acks=all, idempotent, murmur2 partitioning like the Java client.
 
-    At-least-once: acks=all with the idempotent producer; :meth:`flush` raises when a send failed.
+    At-least-once: :meth:`flush` raises when any send failed, so a caller never believes lost records were stored.
 
     >>> pub = Publisher("127.0.0.1:9092", "mastodon_stream", "mastodon_stream_dlq")  # doctest: +SKIP
     >>> pub.send_record(record); pub.flush(); pub.close()                             # doctest: +SKIP
     """
 
     def __init__(self, bootstrap: str, topic: str, dlq_topic: str, **producer_options) -> None:
-        options = dict(acks="all", enable_idempotence=True, linger_ms=10, batch_size=512 * 1024,
-                       max_request_size=8 * 1024 * 1024, retries=10, client_id="tootpipe-producer")
+        from confluent_kafka import Producer
+        options = {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 10,
+                   "batch.size": 1024 * 1024, "message.max.bytes": 8 * 1024 * 1024, "compression.type": "none",
+                   "partitioner": "murmur2_random", "client.id": "tootpipe-producer",
+                   "queue.buffering.max.messages": 200000}
         options.update(producer_options)
         check_reachable(bootstrap)
-        try:
-            self._producer = KafkaProducer(bootstrap_servers=bootstrap, **options)
-        except KafkaTimeoutError:
-            raise KafkaUnavailable(f"no Kafka broker answers at {bootstrap}") from None
+        self._producer = Producer(options)
         self.topic, self.dlq_topic = topic, dlq_topic
         self.sent = self.dead = 0
-        self._errors: list[BaseException] = []
+        self._errors: list = []
+        self._dumps = _json_dumps()
 
-    def _on_error(self, exc: BaseException) -> None:
-        self._errors.append(exc)
+    def _on_delivery(self, err, _msg) -> None:
+        if err is not None:
+            self._errors.append(err)
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
+                break
+            except BufferError:  # the local queue is full: let librdkafka drain it
+                self._producer.poll(0.05)
+        if (self.sent + self.dead) % 1000 == 0:
+            self._producer.poll(0)
 
     def send_record(self, record: dict) -> None:
         key = record.get("uri") or f"{record.get('instance')}/{record.get('id')}"
-        value = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        self._producer.send(self.topic, key=key.encode("utf-8"), value=value).add_errback(self._on_error)
+        self._produce(self.topic, key.encode("utf-8"), self._dumps(record))
         self.sent += 1
 
     def send_dead_letter(self, raw, error: str, source: str) -> None:
@@ -123,24 +135,29 @@ class Publisher:
             raw = json.dumps(raw, ensure_ascii=False, default=str)
         value = json.dumps({"raw": raw, "error": error, "source": source,
                             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, ensure_ascii=False)
-        self._producer.send(self.dlq_topic, value=value.encode("utf-8")).add_errback(self._on_error)
+        self._produce(self.dlq_topic, None, value.encode("utf-8"))
         self.dead += 1
 
     def flush(self, timeout: float = 60) -> None:
-        """Wait for every send; raise if any failed (so a caller never believes lost records were stored)."""
-        try:
-            self._producer.flush(timeout=timeout)
-        except KafkaError as exc:
-            raise KafkaUnavailable(f"flush failed: {exc}") from exc
+        """Wait for every send; raise if any failed or is still unacknowledged after `timeout` seconds."""
+        left = self._producer.flush(timeout)
+        if left:
+            raise KafkaUnavailable(f"{left} records not acknowledged after {timeout:.0f} s")
         if self._errors:
             errs, self._errors = self._errors, []
-            raise KafkaUnavailable(f"{len(errs)} sends failed, first: {errs[0]!r}")
+            raise KafkaUnavailable(f"{len(errs)} sends failed, first: {errs[0]}")
 
     def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            self._producer.close(timeout=10)
+        self.flush()
+
+
+def _json_dumps():
+    """Compact UTF-8 JSON bytes: orjson when installed (5-10x faster), else the standard library."""
+    try:
+        import orjson
+        return orjson.dumps
+    except ImportError:  # pragma: no cover - orjson is a dependency
+        return lambda obj: json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _consumer(bootstrap: str, **kw) -> KafkaConsumer:

@@ -8,6 +8,8 @@ never stops the loop.
 from __future__ import annotations
 
 import json
+
+import orjson
 import logging
 import signal
 import time
@@ -18,16 +20,13 @@ from typing import Iterable, Iterator
 from urllib.parse import urlsplit
 
 from .config import Params, secret
+from .mastodon_live import TICK, FeedSettings, SourceError, live_events
 from .normalize import BadPayload, filter_reason, normalize_event, opted_out, parse_sse
 
-__all__ = ["IngestStats", "events_from_file", "sample_events", "poll_events", "stream_events", "source_events",
-           "ingest", "SourceError"]
+__all__ = ["IngestStats", "events_from_file", "sample_events", "feed_settings", "source_events", "ingest",
+           "SourceError"]
 
 log = logging.getLogger(__name__)
-
-
-class SourceError(RuntimeError):
-    """A source that cannot run as configured; the message says what to change."""
 
 
 @dataclass
@@ -67,23 +66,25 @@ def events_from_file(path: str | Path, instance: str = "replay.local") -> Iterat
                 if name != "heartbeat":
                     yield {"event": name, "instance": instance, "data": data}
         return
-    text = p.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        for status in json.loads(text):
-            yield {"event": "update", "instance": _instance_of(status) or instance, "data": status}
-        return
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            yield {"event": "update", "instance": instance, "data": line}
-            continue
-        if isinstance(obj, dict) and "event" in obj and "data" in obj:
-            yield {"event": obj["event"], "instance": obj.get("instance") or instance, "data": obj["data"]}
-        else:
-            yield {"event": "update", "instance": _instance_of(obj) or instance, "data": obj}
+    with open(p, "rb") as fh:
+        head = fh.read(4096).lstrip()
+        fh.seek(0)
+        if head.startswith(b"["):
+            for status in orjson.loads(fh.read()):
+                yield {"event": "update", "instance": _instance_of(status) or instance, "data": status}
+            return
+        for line in fh:  # streamed: a recording larger than memory replays fine
+            if not line.strip():
+                continue
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                yield {"event": "update", "instance": instance, "data": line.decode("utf-8", "replace").rstrip("\n")}
+                continue
+            if isinstance(obj, dict) and "event" in obj and "data" in obj:
+                yield {"event": obj["event"], "instance": obj.get("instance") or instance, "data": obj["data"]}
+            else:
+                yield {"event": "update", "instance": _instance_of(obj) or instance, "data": obj}
 
 
 def _instance_of(status) -> str | None:
@@ -92,76 +93,11 @@ def _instance_of(status) -> str | None:
     return None
 
 
-def _client(base_url: str):
-    from mastodon import Mastodon
-    return Mastodon(api_base_url=base_url, access_token=secret("MASTODON_ACCESS_TOKEN"),
-                    ratelimit_method="pace", request_timeout=30, version_check_mode="none")
-
-
-def poll_events(params: Params, interval_s: float = 5.0, stop=lambda: False) -> Iterator[dict]:
-    """REST polling of `timelines/public` (or `tag/NAME` when source.timeline is `tag:NAME`) with `min_id`
-    pagination, oldest first; Mastodon.py paces requests by the rate-limit headers."""
-    from mastodon import MastodonError
-    clients = {url: _client(url) for url in params.source.instances}
-    since: dict[str, str | None] = {url: None for url in clients}
-    while not stop():
-        for url, api in clients.items():
-            host = urlsplit(url).hostname or url
-            try:
-                if params.source.timeline.startswith("tag:"):
-                    page = api.timeline_hashtag(params.source.timeline[4:], min_id=since[url], limit=40)
-                else:
-                    page = api.timeline_public(min_id=since[url], limit=40,
-                                               local=params.source.timeline == "public:local")
-            except MastodonError as exc:
-                log.warning("poll %s failed: %s", url, exc)
-                continue
-            for status in sorted(page, key=lambda s: int(s["id"])):
-                since[url] = str(status["id"])
-                yield {"event": "update", "instance": host, "data": _plain(status)}
-        time.sleep(interval_s)
-
-
-def _plain(obj):
-    """Mastodon.py's AttribAccessDict/datetime objects -> plain JSON-able values."""
-    return json.loads(json.dumps(obj, default=lambda o: o.isoformat() if hasattr(o, "isoformat") else str(o)))
-
-
-def stream_events(params: Params) -> Iterator[dict]:
-    """Mastodon streaming API (needs a user access token since Mastodon 4.2)."""
-    if not secret("MASTODON_ACCESS_TOKEN"):
-        raise SourceError("source.kind=stream needs a user access token in $MASTODON_ACCESS_TOKEN (Mastodon 4.2+ "
-                          "refuses anonymous and app tokens); without one use source.kind=poll")
-    import queue
-    import threading
-    from mastodon import StreamListener
-    q: queue.Queue = queue.Queue(maxsize=10000)
-
-    class _Listener(StreamListener):
-        def __init__(self, host):
-            self.host = host
-
-        def on_update(self, status):
-            q.put({"event": "update", "instance": self.host, "data": _plain(status)})
-
-        def on_status_update(self, status):
-            q.put({"event": "status.update", "instance": self.host, "data": _plain(status)})
-
-        def on_delete(self, status_id):
-            q.put({"event": "delete", "instance": self.host, "data": str(status_id)})
-
-    for url in params.source.instances:
-        api = _client(url)
-        host = urlsplit(url).hostname or url
-        timeline = params.source.timeline
-        if timeline.startswith("tag:"):
-            target = lambda api=api, host=host: api.stream_hashtag(timeline[4:], _Listener(host), reconnect_async=True)
-        else:
-            target = lambda api=api, host=host: api.stream_public(_Listener(host), local=timeline == "public:local",
-                                                                  reconnect_async=True)
-        threading.Thread(target=target, daemon=True, name=f"stream-{host}").start()
-    while True:
-        yield q.get()
+def feed_settings(params: Params) -> FeedSettings:
+    src = params.source
+    return FeedSettings(timeline=src.timeline, watchdog_s=src.watchdog_s, reconnect_base_s=src.reconnect_base_s,
+                        reconnect_max_s=src.reconnect_max_s, poll_interval_s=src.poll_interval_s,
+                        request_timeout_s=src.request_timeout_s)
 
 
 def source_events(params: Params) -> Iterable[dict]:
@@ -172,9 +108,7 @@ def source_events(params: Params) -> Iterable[dict]:
         if not params.source.replay_path:
             raise SourceError("source.kind=replay needs source.replay_path")
         return events_from_file(params.path(params.source.replay_path))
-    if kind == "poll":
-        return poll_events(params)
-    return stream_events(params)
+    return live_events(params.source.instances, kind, feed_settings(params), secret("MASTODON_ACCESS_TOKEN"))
 
 
 def ingest(events: Iterable[dict], publisher, params: Params, *, max_toots: int | None = None,
@@ -199,9 +133,13 @@ def ingest(events: Iterable[dict], publisher, params: Params, *, max_toots: int 
     t0 = last = time.monotonic()
     try:
         for e in events:
+            if e is TICK:
+                e = None
             if stopping or (max_toots is not None and stats.read >= max_toots) or \
                     (duration_s is not None and time.monotonic() - t0 >= duration_s):
                 break
+            if e is None:
+                continue
             stats.read += 1
             try:
                 if e.get("event") != "delete" and isinstance(e.get("data"), (str, bytes)):
@@ -241,6 +179,6 @@ def ingest(events: Iterable[dict], publisher, params: Params, *, max_toots: int 
 
 def _decode(data):
     try:
-        return json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
         raise BadPayload(f"malformed JSON: {exc}") from None

@@ -11,8 +11,9 @@ import json
 import re
 from datetime import datetime, timezone
 from functools import lru_cache
-from html.parser import HTMLParser
 from urllib.parse import urlsplit
+
+from selectolax.lexbor import LexborHTMLParser
 
 from .schema import RECORD_VERSION
 
@@ -30,57 +31,56 @@ _BLOCK = {"p", "div", "blockquote", "li", "ul", "ol", "pre", "h1", "h2", "h3", "
 _DROP = {"script", "style", "template", "noscript", "iframe", "object"}
 
 
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.hrefs: list[tuple[str, str]] = []  # (href, class)
-        self._drop = 0
+def _extract(html: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Text pieces and links (href, class) of an HTML fragment, parsed by a real HTML5 parser (lexbor).
 
-    def handle_starttag(self, tag, attrs):
-        if tag in _DROP:
-            self._drop += 1
+    Walks the tree with an explicit stack, so hostile nesting depth cannot overflow Python's recursion limit.
+    """
+    parts: list[str] = []
+    hrefs: list[tuple[str, str]] = []
+    if not html:
+        return parts, hrefs
+    body = LexborHTMLParser(html).body
+    if body is None:
+        return parts, hrefs
+    stack: list = list(body.iter(include_text=True))[::-1]
+    while stack:
+        node = stack.pop()
+        if node.__class__ is str:
+            parts.append(node)
+            continue
+        tag = node.tag
+        if tag == "-text":
+            parts.append(node.text_content)
         elif tag == "br":
-            self.parts.append("\n")
-        elif tag == "a":
-            a = dict(attrs)
-            if a.get("href"):
-                self.hrefs.append((a["href"], a.get("class") or ""))
-
-    def handle_startendtag(self, tag, attrs):
-        if tag == "br":
-            self.parts.append("\n")
-        elif tag not in _DROP:
-            self.handle_starttag(tag, attrs)
-
-    def handle_endtag(self, tag):
-        if tag in _DROP:
-            self._drop = max(0, self._drop - 1)
-        elif tag in _BLOCK:
-            self.parts.append("\n\n")
-
-    def handle_data(self, data):
-        if not self._drop:
-            self.parts.append(data)
+            parts.append("\n")
+        elif tag in _DROP or tag == "-comment":
+            continue
+        else:
+            if tag == "a":
+                attrs = node.attributes
+                if attrs.get("href"):
+                    hrefs.append((attrs["href"], attrs.get("class") or ""))
+            if tag in _BLOCK:
+                parts.append("\n\n")
+                stack.append("\n\n")
+            stack.extend(list(node.iter(include_text=True))[::-1])
+    return parts, hrefs
 
 
-_SPACES = re.compile(r"[ \t\r\f\v]+")
+_SPACES = re.compile(r"[ \t\r\f\v\xa0]+")
 _NEWLINES = re.compile(r"\n{3,}")
 
 
-def _extract(html: str) -> _TextExtractor:
-    parser = _TextExtractor()
-    parser.feed(html or "")
-    parser.close()
-    return parser
+def _join(parts: list[str]) -> str:
+    lines = [_SPACES.sub(" ", line).strip() for line in "".join(parts).split("\n")]
+    return _NEWLINES.sub("\n\n", "\n".join(lines)).strip()
 
 
 def html_to_text(html: str | None) -> str:
     """Plain text of Mastodon HTML: paragraphs become blank lines, <br> a newline, entities decoded,
     tags and the content of script/style dropped."""
-    text = "".join(_extract(html or "").parts)
-    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
-    return _NEWLINES.sub("\n\n", "\n".join(lines)).strip()
+    return _join(_extract(html or "")[0])
 
 
 _TIME_FORMATS = ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S.%f%z",
@@ -96,6 +96,11 @@ def parse_time(value) -> datetime | None:
         secs = value / 1000 if value > 1e11 else value
         return datetime.fromtimestamp(secs, tz=timezone.utc)
     s = str(value).strip()
+    if len(s) >= 20 and s[10] == "T" and s[-1] == "Z":  # the common case: Mastodon's ISO-8601 UTC
+        try:
+            return datetime.fromisoformat(s).astimezone(timezone.utc)
+        except ValueError:
+            pass
     if re.fullmatch(r"\d{9,13}(\.\d+)?", s):
         return parse_time(float(s))
     s2 = s[:-1] + "+0000" if s.endswith("Z") else s
@@ -121,6 +126,7 @@ def utc_now_iso() -> str:
 
 
 _OPT_OUT_TAGS = re.compile(r"#(nobot|noindex)\b", re.IGNORECASE)
+_OPT_OUT_HINT = re.compile(r"nobot|noindex", re.IGNORECASE)  # cheap test before parsing the HTML
 
 
 def opted_out(account: dict) -> bool:
@@ -131,7 +137,7 @@ def opted_out(account: dict) -> bool:
     texts = [account.get("note") or ""]
     for field in account.get("fields") or []:
         texts += [str(field.get("name") or ""), str(field.get("value") or "")]
-    return any(_OPT_OUT_TAGS.search(html_to_text(t)) for t in texts if t)
+    return any(_OPT_OUT_TAGS.search(html_to_text(t)) for t in texts if t and _OPT_OUT_HINT.search(t))
 
 
 def pseudonymise(value: str | None, key: bytes) -> str | None:
@@ -178,10 +184,10 @@ def normalize_status(status: dict, instance: str, event: str = "update", *, inge
     if not isinstance(html, str):
         raise BadPayload("content is not a string")
     reblog = status.get("reblog") if isinstance(status.get("reblog"), dict) else None
-    extracted = _extract(html)
+    parts, hrefs = _extract(html)
     tags = [str(t.get("name", "")).lower() for t in status.get("tags") or [] if isinstance(t, dict) and t.get("name")]
     mentions = [str(m.get("acct")) for m in status.get("mentions") or [] if isinstance(m, dict) and m.get("acct")]
-    urls = [h for h, cls in extracted.hrefs if "mention" not in cls and "hashtag" not in cls]
+    urls = [h for h, cls in hrefs if "mention" not in cls and "hashtag" not in cls]
     media = [m for m in status.get("media_attachments") or [] if isinstance(m, dict)]
     acct, username = str(account.get("acct")), str(account.get("username") or account.get("acct")).split("@")[0]
     if pseudonym_key:
@@ -204,7 +210,7 @@ def normalize_status(status: dict, instance: str, event: str = "update", *, inge
         },
         "language": (status.get("language") or None),
         "visibility": status.get("visibility"),
-        "text": html_to_text(html),
+        "text": _join(parts),
         "content_html": html,
         "hashtags": tags,
         "mentions": mentions,

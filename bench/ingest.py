@@ -1,0 +1,128 @@
+"""Ingest throughput: replay -> normalise -> filter -> produce, beside raw produce of the same bytes in the same run.
+
+    python bench/ingest.py --n 100000            # embedded broker (started if needed)
+    python bench/ingest.py --params params/live.yaml --n 50000
+
+The replay file holds the sample's events as they come off the wire (JSONL: event, instance, data). The raw
+baselines produce exactly those lines, unchanged, with kafka-python and with confluent-kafka (acks=all both).
+Prints a table and writes bench/results/ingest.json (toots_per_s, raw_produce_per_s, ratio, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+
+from tootpipe import config, kafka_io, services  # noqa: E402
+from tootpipe.mastodon_source import events_from_file, ingest  # noqa: E402
+from tootpipe.sample import generate  # noqa: E402
+
+
+def write_replay(path: Path, n: int, seed: int) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        for e in generate(n, seed):
+            data = e["data"] if isinstance(e["data"], str) else json.dumps(e["data"], ensure_ascii=False)
+            fh.write(json.dumps({"event": e["event"], "instance": e["instance"], "data": data},
+                                ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def raw_kafka_python(bootstrap: str, topic: str, lines: list[bytes]) -> float:
+    from kafka import KafkaProducer
+    p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10, batch_size=1024 * 1024,
+                      max_request_size=8 * 1024 * 1024)
+    t0 = time.perf_counter()
+    for line in lines:
+        p.send(topic, value=line)
+    p.flush()
+    took = time.perf_counter() - t0
+    p.close()
+    return took
+
+
+def raw_confluent(bootstrap: str, topic: str, lines: list[bytes]) -> float:
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 10,
+                  "batch.size": 1024 * 1024, "message.max.bytes": 8 * 1024 * 1024,
+                  "queue.buffering.max.messages": 200000})
+    t0 = time.perf_counter()
+    for line in lines:
+        while True:
+            try:
+                p.produce(topic, value=line)
+                break
+            except BufferError:
+                p.poll(0.05)
+    p.flush(60)
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=100_000, help="original toots in the replay (events are ~9%% more)")
+    ap.add_argument("--params", default=None)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ingest.json"))
+    args = ap.parse_args(argv)
+
+    params = config.load(args.params)
+    ep = services.up(params)
+    run = uuid.uuid4().hex[:8]
+    topic, dlq, raw_topic = f"bench_ingest_{run}", f"bench_ingest_{run}_dlq", f"bench_raw_{run}"
+    kafka_io.ensure_topics(ep.bootstrap_servers, [topic, dlq, raw_topic, raw_topic + "_c"], params.kafka.partitions)
+
+    replay = ROOT / ".tootpipe" / "bench" / f"replay_{args.n}_{args.seed}.jsonl"
+    t0 = time.perf_counter()
+    events = write_replay(replay, args.n, args.seed)
+    gen_s = time.perf_counter() - t0
+    lines = replay.read_bytes().splitlines()
+    mb = sum(map(len, lines)) / 1e6
+
+    pub = kafka_io.Publisher(ep.bootstrap_servers, topic, dlq)
+    t0 = time.perf_counter()
+    stats = ingest(events_from_file(replay), pub, params, source="replay", progress_every=1e9)
+    pub.close()
+    ingest_s = time.perf_counter() - t0
+    kp_s = raw_kafka_python(ep.bootstrap_servers, raw_topic, lines)
+    cf_s = raw_confluent(ep.bootstrap_servers, raw_topic + "_c", lines)
+    published = sum(kafka_io.end_offsets(ep.bootstrap_servers, topic).values())
+    assert published == stats.published + stats.deletes, (published, stats.as_dict())
+
+    res = {
+        "n_events": events, "mb": round(mb, 1), "generate_s": round(gen_s, 2),
+        "toots_per_s": round(events / ingest_s), "ingest_s": round(ingest_s, 2),
+        "raw_produce_per_s": round(events / kp_s), "raw_kafka_python_per_s": round(events / kp_s),
+        "raw_confluent_per_s": round(events / cf_s),
+        "ratio": round((events / ingest_s) / (events / kp_s), 2),
+        "ratio_vs_same_client": round((events / ingest_s) / (events / cf_s), 2),
+        "published": stats.published, "deletes": stats.deletes, "filtered": dict(stats.filtered),
+        "opted_out": stats.opted_out, "dead_letters": stats.dead_letters, "messages_in_topic": published,
+        "broker": "embedded Tansu" if params.kafka.bootstrap_servers is None else params.kafka.bootstrap_servers,
+        "machine": f"{platform.machine()} {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    print(f"{'stage':44} {'events/s':>10} {'seconds':>8}")
+    print(f"{'tootpipe ingest (parse+normalise+filter+produce)':44} {res['toots_per_s']:>10,} {ingest_s:>8.2f}")
+    print(f"{'raw produce, kafka-python, same bytes':44} {res['raw_kafka_python_per_s']:>10,} {kp_s:>8.2f}")
+    print(f"{'raw produce, confluent-kafka, same bytes':44} {res['raw_confluent_per_s']:>10,} {cf_s:>8.2f}")
+    print(f"{events:,} events ({mb:.0f} MB); ratio to raw kafka-python {res['ratio']}, to raw confluent-kafka "
+          f"{res['ratio_vs_same_client']}; published {stats.published:,}, deletes {stats.deletes:,}, "
+          f"dead letters {stats.dead_letters:,}, filtered {sum(stats.filtered.values()):,}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""Live Mastodon sources that survive real networks: streaming with a watchdog and REST gap-fill, and REST polling.
+
+One :class:`InstanceFeed` per instance pushes events ``{"event", "instance", "data"}`` into a shared queue.
+Guarantees:
+
+* Reconnects with exponential backoff and jitter after any network error, 5xx, rate limit or closed connection.
+* A watchdog aborts a connection on which neither an event nor a heartbeat comment arrived for
+  ``source.watchdog_s`` (Mastodon.py alone does not notice a dead connection).
+* After every reconnect the gap is filled over REST (``min_id`` = newest id seen), and status ids already seen
+  are dropped, so nothing in between is lost and nothing is sent twice. Deletes sent while disconnected cannot
+  be recovered over REST (Mastodon has no endpoint for them).
+* HTTP 401/403 stop the source with a clear :class:`SourceError`; they are never retried forever.
+* Raw stream payloads are passed on unparsed when they are not valid JSON, so they reach the dead-letter topic
+  instead of killing the connection (Mastodon.py would abort the stream on bad JSON).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import socket
+import threading
+import time
+from functools import lru_cache
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterator
+from urllib.parse import urlsplit
+
+__all__ = ["Backoff", "FeedSettings", "InstanceFeed", "live_events", "SourceError", "TICK"]
+
+log = logging.getLogger(__name__)
+
+TICK = {"event": "tick"}  # yielded when nothing arrived for a while, so the caller can check its stop conditions
+
+
+class SourceError(RuntimeError):
+    """A source that cannot run as configured; the message says what to change."""
+
+
+class Backoff:
+    """Exponential backoff with "equal jitter": the n-th delay lies in [d/2, d], d = min(cap, base * 2**n)."""
+
+    def __init__(self, base_s: float, cap_s: float, rng: random.Random | None = None):
+        self.base_s, self.cap_s, self.n = base_s, cap_s, 0
+        self.rng = rng or random.Random()
+
+    def next(self) -> float:
+        d = min(self.cap_s, self.base_s * 2 ** self.n)
+        self.n += 1
+        return d / 2 + self.rng.random() * d / 2
+
+    def reset(self) -> None:
+        self.n = 0
+
+
+@dataclass
+class FeedSettings:
+    timeline: str = "public"          # public | public:local | tag:NAME
+    watchdog_s: float = 60.0
+    reconnect_base_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    poll_interval_s: float = 5.0
+    request_timeout_s: float = 30.0
+    page_size: int = 40
+
+
+@dataclass
+class FeedStats:
+    connects: int = 0
+    reconnects: int = 0
+    watchdog_fires: int = 0
+    gap_filled: int = 0
+    duplicates_dropped: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    events: int = 0
+    by_kind: dict = field(default_factory=dict)
+
+
+def _id_key(status_id) -> tuple:
+    s = str(status_id)
+    return (0, int(s)) if s.isdigit() else (1, len(s), s)
+
+
+class _Seen:
+    """The last `size` status ids: enough to drop the overlap between gap-fill and a new connection."""
+
+    def __init__(self, size: int = 20000):
+        self.order: deque = deque(maxlen=size)
+        self.ids: set = set()
+
+    def add(self, key) -> bool:
+        if key in self.ids:
+            return False
+        if len(self.order) == self.order.maxlen:
+            self.ids.discard(self.order[0])
+        self.order.append(key)
+        self.ids.add(key)
+        return True
+
+
+def _fatal(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(w in text for w in ("Unauthorized", "Forbidden", "401", "403"))
+
+
+def _abort(response) -> None:
+    """Wake a reader blocked on this response: shut the socket down (closing alone does not interrupt recv)."""
+    try:
+        response.raw._fp.fp.raw._sock.shutdown(socket.SHUT_RDWR)
+        return
+    except Exception:  # noqa: BLE001 - already closed or a different transport: close it instead
+        pass
+    try:
+        response.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _plain(obj):
+    """Mastodon.py's AttribAccessDict/datetime objects -> plain JSON-able values."""
+    return json.loads(json.dumps(obj, default=lambda o: o.isoformat() if hasattr(o, "isoformat") else str(o)))
+
+
+class InstanceFeed:
+    """Streaming or polling of one instance into `out`; run() returns when `stop` is set or on a fatal error."""
+
+    def __init__(self, base_url: str, out: queue.Queue, stop: threading.Event, settings: FeedSettings,
+                 access_token: str | None = None, rng: random.Random | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.host = urlsplit(self.base_url).hostname or self.base_url
+        self.out, self.stop, self.s = out, stop, settings
+        self.token = access_token
+        self.stats = FeedStats()
+        self.backoff = Backoff(settings.reconnect_base_s, settings.reconnect_max_s, rng)
+        self.last_id: str | None = None
+        self.seen = _Seen()
+        self.fatal: BaseException | None = None
+        self.response = None
+        self.last_activity = time.monotonic()
+        self._api = None
+
+    # -- shared ---------------------------------------------------------------------------------------------
+    @property
+    def api(self):
+        if self._api is None:
+            from mastodon import Mastodon
+            self._api = Mastodon(api_base_url=self.base_url, access_token=self.token, ratelimit_method="pace",
+                                 request_timeout=self.s.request_timeout_s, version_check_mode="none")
+        return self._api
+
+    def _emit(self, event: str, data, from_rest: bool = False) -> None:
+        if event in ("update", "status.update") and isinstance(data, dict) and data.get("id") is not None:
+            sid = str(data["id"])
+            key = (event, sid, data.get("edited_at") if event == "status.update" else None)
+            if not self.seen.add(key):
+                self.stats.duplicates_dropped += 1
+                return
+            if self.last_id is None or _id_key(sid) > _id_key(self.last_id):
+                self.last_id = sid
+            if from_rest:
+                self.stats.gap_filled += 1
+        self.stats.events += 1
+        self.stats.by_kind[event] = self.stats.by_kind.get(event, 0) + 1
+        self.out.put({"event": event, "instance": self.host, "data": data})
+
+    def _timeline_page(self, min_id: str | None):
+        tl = self.s.timeline
+        if tl.startswith("tag:"):
+            return self.api.timeline_hashtag(tl[4:], min_id=min_id, limit=self.s.page_size)
+        return self.api.timeline_public(min_id=min_id, limit=self.s.page_size, local=tl == "public:local")
+
+    def fetch_newer(self, min_id: str | None) -> int:
+        """REST pages newer than `min_id`, oldest first, until the timeline is exhausted; returns statuses read."""
+        n = 0
+        while not self.stop.is_set():
+            page = self._timeline_page(min_id)
+            for status in sorted(page, key=lambda s: _id_key(s["id"])):
+                self._emit("update", _plain(status), from_rest=True)
+                min_id = str(status["id"])
+                n += 1
+            if len(page) < self.s.page_size or min_id is None:
+                break
+        return n
+
+    def _failed(self, exc: BaseException, what: str) -> bool:
+        """Record an error; True when it is fatal (the feed stops), else sleep the next backoff delay."""
+        self.stats.errors += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        if _fatal(exc):
+            self.fatal = SourceError(f"{self.host}: {what} refused ({exc}); check MASTODON_ACCESS_TOKEN and that "
+                                     f"the token has the read scope")
+            return True
+        # a fresh client: Mastodon.py's "pace" mode refuses every later request once a response without rate-limit
+        # headers (a proxy's 502, say) leaves its reset time in the past
+        self._api = None
+        delay = self.backoff.next()
+        log.warning("%s: %s failed (%s); retrying in %.1f s", self.host, what, self.stats.last_error, delay)
+        self.stop.wait(delay)
+        return False
+
+    # -- polling --------------------------------------------------------------------------------------------
+    def run_poll(self) -> None:
+        from mastodon import MastodonError
+        while not self.stop.is_set():
+            try:
+                if self.last_id is None:  # start at the newest page, like a person opening the timeline
+                    page = self._timeline_page(None)
+                    for status in sorted(page, key=lambda s: _id_key(s["id"])):
+                        self._emit("update", _plain(status))
+                else:
+                    self.fetch_newer(self.last_id)
+                self.backoff.reset()
+            except MastodonError as exc:
+                if self._failed(exc, "timeline request"):
+                    return
+                continue
+            self.stop.wait(self.s.poll_interval_s)
+
+    # -- streaming ------------------------------------------------------------------------------------------
+    def run_stream(self) -> None:
+        from mastodon import MastodonError
+        from requests.exceptions import RequestException
+        try:
+            self.api.account_verify_credentials()
+        except MastodonError as exc:
+            if _fatal(exc) or "Unauthorized" in type(exc).__name__:
+                self._failed(SourceError(f"Unauthorized: {exc}"), "access token")
+                return
+        while not self.stop.is_set():
+            listener = _Listener(self)
+            try:
+                self.stats.connects += 1
+                self._open(listener)
+                error = None
+            except (MastodonError, RequestException, OSError, ValueError, AttributeError) as exc:
+                error = exc
+            self.response = None
+            if self.stop.is_set():
+                return
+            if listener.active:
+                self.backoff.reset()
+            self.stats.reconnects += 1
+            if error is None:
+                error = ConnectionError("the server closed the stream")
+            if self._failed(error, "stream"):
+                return
+
+    def _open(self, listener) -> None:
+        tl = self.s.timeline
+        read_timeout = self.s.watchdog_s * 2  # the watchdog acts first; this only bounds a wedged socket
+        if tl.startswith("tag:"):
+            self.api.stream_hashtag(tl[4:], listener, local=False, timeout=read_timeout)
+        elif tl == "public:local":
+            self.api.stream_local(listener, timeout=read_timeout)
+        else:
+            self.api.stream_public(listener, timeout=read_timeout)
+
+    def on_connected(self, response) -> None:
+        """Called by the listener once the stream is open and before it is read: fill the gap over REST."""
+        self.response = response
+        if self.last_id is not None:
+            n = self.fetch_newer(self.last_id)
+            log.info("%s: reconnected; %d statuses filled in over REST since id %s", self.host, n, self.last_id)
+        self.last_activity = time.monotonic()
+
+    def check_watchdog(self, now: float) -> None:
+        response = self.response
+        if response is not None and now - self.last_activity > self.s.watchdog_s:
+            self.stats.watchdog_fires += 1
+            log.warning("%s: no event or heartbeat for %.0f s; reconnecting", self.host, now - self.last_activity)
+            self.last_activity = now
+            _abort(response)
+
+
+@lru_cache(maxsize=1)
+def _listener_class():
+    from mastodon import StreamListener
+
+    class Listener(StreamListener):
+        """Hands raw events to the feed: JSON is decoded here, and a payload that is not JSON passes as text."""
+
+        def __init__(self, feed: InstanceFeed):
+            self.feed = feed
+            self.active = False
+
+        def handle_stream(self, response):
+            self.feed.on_connected(response)
+            return super().handle_stream(response)
+
+        def handle_heartbeat(self):
+            self.active = True
+            self.feed.last_activity = time.monotonic()
+
+        def _dispatch(self, event):
+            if not event:
+                return
+            self.active = True
+            self.feed.last_activity = time.monotonic()
+            name, raw = event.get("event"), event.get("data")
+            if name == "delete":
+                self.feed._emit("delete", (raw or "").strip())
+            elif name in ("update", "status.update"):
+                try:
+                    data = json.loads(raw)
+                except (TypeError, ValueError):
+                    data = raw
+                self.feed._emit(name, data)
+            # other events (notification, conversation, filters_changed, ...) are not toots
+
+    return Listener
+
+
+def _Listener(feed):  # noqa: N802 - reads like a class at the call site
+    return _listener_class()(feed)
+
+
+def live_events(instances: list[str], kind: str, settings: FeedSettings, access_token: str | None = None,
+                feeds_out: list | None = None, tick_s: float = 0.5) -> Iterator[dict]:
+    """Events from every instance at once (`kind` is "stream" or "poll"), with :data:`TICK` while idle.
+
+    Closing the generator stops every feed. A fatal error of any feed raises :class:`SourceError`.
+    """
+    if kind == "stream" and not access_token:
+        raise SourceError("source.kind=stream needs a user access token in $MASTODON_ACCESS_TOKEN (Mastodon 4.2+ "
+                          "refuses anonymous and app tokens); without one use source.kind=poll")
+    out: queue.Queue = queue.Queue(maxsize=50000)
+    stop = threading.Event()
+    feeds = [InstanceFeed(url, out, stop, settings, access_token) for url in instances]
+    if feeds_out is not None:
+        feeds_out.extend(feeds)
+    threads = [threading.Thread(target=f.run_stream if kind == "stream" else f.run_poll, daemon=True,
+                                name=f"{kind}-{f.host}") for f in feeds]
+
+    def watchdog():
+        while not stop.wait(min(1.0, settings.watchdog_s / 4)):
+            for f in feeds:
+                f.check_watchdog(time.monotonic())
+
+    for t in threads:
+        t.start()
+    if kind == "stream":
+        threading.Thread(target=watchdog, daemon=True, name="stream-watchdog").start()
+    try:
+        while True:
+            try:
+                yield out.get(timeout=tick_s)
+                continue
+            except queue.Empty:
+                pass
+            failed = [f.fatal for f in feeds if f.fatal is not None]
+            if failed:
+                raise failed[0]
+            if not any(t.is_alive() for t in threads):
+                return
+            yield TICK
+    finally:
+        stop.set()
+        for f in feeds:
+            if f.response is not None:
+                _abort(f.response)
+        for t in threads:
+            t.join(timeout=5)

@@ -1,0 +1,154 @@
+"""A local HTTP server that speaks Mastodon's wire format, for pointing the real Mastodon.py client at it.
+
+- ``GET /api/v1/instance`` and ``/api/v2/instance``: enough for Mastodon.py to find the streaming base (itself).
+- ``GET /api/v1/accounts/verify_credentials``: 200, or 401 when the token is not ``good-token``.
+- ``GET /api/v1/timelines/public`` and ``/timelines/tag/NAME``: the statuses of ``store`` with id > ``min_id``
+  (the oldest ``limit`` of them, newest first, as Mastodon does), with ``Link`` headers.
+- ``GET /api/v1/streaming/public``: one scripted connection per request from ``connections``: a list of steps
+  ``("event", name, data)``, ``("heartbeat",)``, ``("sleep", s)``, ``("silent",)`` (hold the socket open and
+  send nothing), ``("close",)``; HTTP errors are scripted as ``("status", code)``.
+- ``rest_errors``: status codes returned (in order) by the timeline endpoint before it answers normally; 429
+  carries ``X-RateLimit-Reset`` one second ahead.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+
+class FakeMastodon:
+    def __init__(self, store: list[dict] | None = None, connections: list[list[tuple]] | None = None,
+                 rest_errors: list[int] | None = None, good_token: str = "good-token"):
+        self.store = sorted(store or [], key=lambda s: int(s["id"]))
+        self.connections = list(connections or [])
+        self.rest_errors = list(rest_errors or [])
+        self.good_token = good_token
+        self.requests: list[tuple[str, int]] = []
+        self.stream_connects = 0
+        self.closing = threading.Event()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):  # noqa: N802
+                fake._handle(self)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+    def _authorised(self, h) -> bool:
+        return h.headers.get("Authorization", "") in ("", f"Bearer {self.good_token}")
+
+    def _json(self, h, code: int, body, headers: dict | None = None):
+        data = json.dumps(body).encode()
+        h.send_response(code)
+        h.send_header("Content-Type", "application/json; charset=utf-8")
+        h.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(data)
+
+    def _handle(self, h):
+        path = urlsplit(h.path).path.rstrip("/")
+        q = {k: v[-1] for k, v in parse_qs(urlsplit(h.path).query).items()}
+        status = 200
+        try:
+            if path in ("/api/v1/instance", "/api/v2/instance"):
+                self._json(h, 200, {"uri": "127.0.0.1", "version": "4.3.0", "urls": {"streaming_api": self.url},
+                                    "configuration": {"urls": {"streaming": self.url}}})
+            elif path == "/api/v1/accounts/verify_credentials":
+                status = 200 if h.headers.get("Authorization") == f"Bearer {self.good_token}" else 401
+                self._json(h, status, {"id": "1", "username": "tester", "acct": "tester"} if status == 200
+                           else {"error": "The access token is invalid"})
+            elif path.startswith("/api/v1/timelines/"):
+                status = self._timeline(h, q)
+            elif path.startswith("/api/v1/streaming/"):
+                status = self._stream(h)
+            else:
+                status = 404
+                self._json(h, 404, {"error": "Record not found"})
+        except (BrokenPipeError, ConnectionResetError):
+            status = -1
+        self.requests.append((path, status))
+
+    def _timeline(self, h, q) -> int:
+        if not self._authorised(h):
+            self._json(h, 401, {"error": "The access token is invalid"})
+            return 401
+        if self.rest_errors:
+            code = self.rest_errors.pop(0)
+            headers = {}
+            if code == 429:
+                reset = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() + 1.5))
+                headers = {"X-RateLimit-Limit": "300", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}
+            self._json(h, code, {"error": f"HTTP {code}"}, headers)
+            return code
+        limit = int(q.get("limit", 20))
+        newer = [s for s in self.store if "min_id" not in q or int(s["id"]) > int(q["min_id"])]
+        page = newer[:limit] if "min_id" in q else newer[-limit:]
+        page = list(reversed(page))
+        headers = {"X-RateLimit-Limit": "300", "X-RateLimit-Remaining": "299",
+                   "X-RateLimit-Reset": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() + 300))}
+        if page:
+            base = f"{self.url}/api/v1/timelines/public"
+            headers["Link"] = (f'<{base}?max_id={page[-1]["id"]}>; rel="next", '
+                               f'<{base}?min_id={page[0]["id"]}>; rel="prev"')
+        self._json(h, 200, page, headers)
+        return 200
+
+    def _stream(self, h) -> int:
+        self.stream_connects += 1
+        if not self._authorised(h):
+            self._json(h, 401, {"error": "The access token is invalid"})
+            return 401
+        script = self.connections.pop(0) if self.connections else [("silent",)]
+        if script and script[0][0] == "status":
+            self._json(h, script[0][1], {"error": "scripted"})
+            return script[0][1]
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Cache-Control", "no-store")
+        h.send_header("Connection", "close")
+        h.end_headers()
+        h.close_connection = True
+        w = h.wfile
+        for step in script:
+            kind = step[0]
+            if kind == "event":
+                _, name, data = step
+                payload = data if isinstance(data, str) else json.dumps(data)
+                w.write(f"event: {name}\n".encode() + b"".join(
+                    b"data: " + line.encode() + b"\n" for line in payload.split("\n")) + b"\n")
+                w.flush()
+            elif kind == "heartbeat":
+                w.write(b":thump\n")
+                w.flush()
+            elif kind == "sleep":
+                time.sleep(step[1])
+            elif kind == "silent":
+                self.closing.wait(step[1] if len(step) > 1 else 30)
+            elif kind == "close":
+                break
+        return 200

@@ -1,0 +1,201 @@
+"""The real Mastodon.py client against a local server that speaks Mastodon's wire format (tests/fake_mastodon.py),
+serving the real recorded timeline: reconnects, gap-fill, watchdog, HTTP errors, bad payloads, edits, deletes."""
+import json
+import time
+
+import pytest
+
+from conftest import FIXTURES
+from fake_mastodon import FakeMastodon
+from tootpipe import config
+from tootpipe.mastodon_live import TICK, Backoff, FeedSettings, SourceError, live_events
+from tootpipe.mastodon_source import ingest
+
+pytestmark = pytest.mark.timeout(60)
+FAST = dict(reconnect_base_s=0.05, reconnect_max_s=0.5, poll_interval_s=0.1)
+
+
+def statuses():
+    return sorted(json.loads((FIXTURES / "public_timeline_2020-04-16.json").read_text()), key=lambda s: int(s["id"]))
+
+
+def collect(gen, until, timeout=15.0):
+    """Events from `gen` until `until(events)` holds (or timeout); the generator is closed afterwards."""
+    events, t0 = [], time.monotonic()
+    try:
+        for e in gen:
+            if e is not TICK:
+                events.append(e)
+            if until(events) or time.monotonic() - t0 > timeout:
+                break
+    finally:
+        gen.close()
+    return events
+
+
+def ids(events):
+    return [str(e["data"]["id"]) for e in events if e["event"] == "update"]
+
+
+def test_backoff_grows_exponentially_with_jitter_and_resets():
+    import random
+    b = Backoff(1.0, 8.0, random.Random(1))
+    delays = [b.next() for _ in range(6)]
+    for n, d in enumerate(delays):
+        cap = min(8.0, 2 ** n)
+        assert cap / 2 <= d <= cap
+    assert len(set(delays)) == len(delays)  # jittered, not a fixed ladder
+    b.reset()
+    assert b.next() <= 1.0
+
+
+def test_disconnect_mid_stream_then_reconnect_fills_the_gap_without_loss_or_duplicate():
+    st = statuses()
+    every = [str(s["id"]) for s in st]
+    # first connection: 8 toots then the server drops it; toots 9..12 are posted while we are away;
+    # the second connection carries on from toot 13 (and repeats toot 12, as a real overlap would)
+    conns = [[("heartbeat",)] + [("event", "update", s) for s in st[:8]] + [("close",)],
+             [("heartbeat",)] + [("event", "update", s) for s in st[11:]] + [("silent",)]]
+    with FakeMastodon(st[:12], conns) as fake:
+        feeds = []
+        gen = live_events([fake.url], "stream", FeedSettings(watchdog_s=5, **FAST), "good-token", feeds_out=feeds)
+        got = collect(gen, lambda ev: len(ev) >= 20)
+    assert sorted(ids(got), key=int) == every  # nothing lost
+    assert len(ids(got)) == len(set(ids(got))) == 20  # nothing twice
+    s = feeds[0].stats
+    assert s.reconnects == 1 and s.gap_filled == 4 and s.duplicates_dropped == 1
+    assert any("timelines/public" in p for p, _ in fake.requests)
+
+
+def test_a_silent_connection_is_noticed_by_the_watchdog_and_replaced():
+    st = statuses()
+    conns = [[("heartbeat",)] + [("event", "update", s) for s in st[:3]] + [("silent",)],
+             [("event", "update", s) for s in st[3:]] + [("silent",)]]
+    with FakeMastodon(st[:3], conns) as fake:
+        feeds = []
+        t0 = time.monotonic()
+        gen = live_events([fake.url], "stream", FeedSettings(watchdog_s=0.6, **FAST), "good-token", feeds_out=feeds)
+        got = collect(gen, lambda ev: len(ev) >= 20)
+        took = time.monotonic() - t0
+    assert len(set(ids(got))) == 20 and len(ids(got)) == 20
+    assert feeds[0].stats.watchdog_fires >= 1 and fake.stream_connects >= 2
+    assert took < 10  # not the 300 s a read timeout would take
+
+
+def test_heartbeats_keep_a_quiet_connection_alive():
+    conns = [[("heartbeat",), ("sleep", 0.3)] * 8 + [("silent",)]]
+    with FakeMastodon([], conns) as fake:
+        feeds = []
+        gen = live_events([fake.url], "stream", FeedSettings(watchdog_s=0.8, **FAST), "good-token", feeds_out=feeds,
+                          tick_s=0.1)
+        t0 = time.monotonic()
+        collect(gen, lambda ev: time.monotonic() - t0 > 2.2)
+    assert feeds[0].stats.watchdog_fires == 0 and fake.stream_connects == 1
+
+
+def test_a_rejected_token_stops_with_a_clear_error_instead_of_retrying_forever():
+    with FakeMastodon(statuses()) as fake:
+        gen = live_events([fake.url], "stream", FeedSettings(watchdog_s=1, **FAST), "wrong-token")
+        with pytest.raises(SourceError, match="MASTODON_ACCESS_TOKEN"):
+            collect(gen, lambda ev: False, timeout=10)
+        assert fake.stream_connects == 0
+    with pytest.raises(SourceError, match="needs a user access token"):
+        next(live_events(["http://127.0.0.1:9"], "stream", FeedSettings(), None))
+    with FakeMastodon(statuses()) as fake:
+        with pytest.raises(SourceError, match="refused"):
+            collect(live_events([fake.url], "poll", FeedSettings(**FAST), "wrong-token"), lambda ev: False)
+
+
+def test_server_errors_on_the_stream_are_retried_with_backoff():
+    st = statuses()
+    conns = [[("status", 503)], [("status", 502)], [("status", 500)],
+             [("event", "update", s) for s in st[:5]] + [("silent",)]]
+    with FakeMastodon([], conns) as fake:
+        feeds = []
+        gen = live_events([fake.url], "stream", FeedSettings(watchdog_s=5, **FAST), "good-token", feeds_out=feeds)
+        got = collect(gen, lambda ev: len(ev) >= 5)
+    assert ids(got) == [str(s["id"]) for s in st[:5]]
+    assert feeds[0].stats.errors == 3 and fake.stream_connects == 4
+
+
+def test_poll_honours_429_retries_5xx_and_pages_with_min_id():
+    st = statuses()
+    with FakeMastodon(st[:10], rest_errors=[429, 502]) as fake:
+        feeds = []
+        t0 = time.monotonic()
+        gen = live_events([fake.url], "poll", FeedSettings(**FAST), None, feeds_out=feeds)
+        first = []
+        for e in gen:
+            if e is not TICK:
+                first.append(e)
+            if len(first) == 10:
+                break
+        waited = time.monotonic() - t0
+        fake.store.extend(st[10:])  # new toots appear on the instance
+        rest = collect(gen, lambda ev: len(ev) >= 10)
+    assert waited >= 1.0  # the 429's X-RateLimit-Reset was honoured
+    assert ids(first) + ids(rest) == [str(s["id"]) for s in st]
+    assert [c for _, c in fake.requests if c in (429, 502)] == [429, 502]
+
+
+def test_bad_payloads_edits_and_deletes_through_ingest():
+    st = statuses()
+    hostile = dict(st[0], id="999000000000000001", uri="https://x.example/1",
+                   content="<p>hi<script>alert(1)</script><b><i>there</i></b></p>" + "<p>" + "z" * 1_000_000 + "</p>")
+    edited = dict(st[1], edited_at="2020-04-16T12:00:00.000Z", content="<p>edited text</p>")
+    conns = [[("event", "update", "{not json"), ("event", "update", hostile), ("event", "status.update", edited),
+              ("event", "delete", "104009345973121628"), ("event", "notification", {"id": "5"}),
+              ("event", "update", st[2]), ("silent",)]]
+
+    class Recorder:
+        def __init__(self):
+            self.records, self.dead = [], []
+
+        def send_record(self, r):
+            self.records.append(r)
+
+        def send_dead_letter(self, raw, error, source):
+            self.dead.append((raw, error, source))
+
+        def flush(self):
+            pass
+
+    params = config.load(None, {"filters.exclude_reblogs": False, "filters.respect_opt_out": False}, use_env=False)
+    with FakeMastodon([], conns) as fake:
+        feeds = []
+        gen = live_events([fake.url], "stream", FeedSettings(watchdog_s=5, **FAST), "good-token", feeds_out=feeds)
+        pub = Recorder()
+        stats = ingest(gen, pub, params, max_toots=5, source="stream")
+    assert fake.stream_connects == 1  # the bad payload did not cost the connection
+    assert pub.dead == [("{not json", pub.dead[0][1], "stream:127.0.0.1")] and "malformed JSON" in pub.dead[0][1]
+    by_event = {}
+    for r in pub.records:
+        by_event.setdefault(r["event"], []).append(r)
+    text = next(r["text"] for r in by_event["update"] if r["uri"] == "https://x.example/1")
+    assert text.startswith("hi") and "alert" not in text and "<" not in text and len(text) > 1_000_000
+    assert by_event["status.update"][0]["edited_at"] == "2020-04-16T12:00:00.000Z"
+    assert by_event["delete"][0]["id"] == "104009345973121628"
+    assert stats.read == 5 and stats.dead_letters == 1 and stats.deletes == 1
+
+
+@pytest.mark.integration
+def test_stream_source_into_the_real_broker_loses_nothing_and_sends_nothing_twice(fresh):
+    from tootpipe import kafka_io
+    from tootpipe.kafka_io import Publisher
+    params, ep = fresh
+    params.filters.exclude_reblogs = False
+    params.filters.respect_opt_out = False
+    st = statuses()
+    conns = [[("event", "update", s) for s in st[:7]] + [("close",)],
+             [("heartbeat",)] + [("event", "update", s) for s in st[9:]] + [("silent",)]]
+    kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], 3)
+    with FakeMastodon(st[:10], conns) as fake:
+        gen = live_events([fake.url], "stream", FeedSettings(watchdog_s=5, **FAST), "good-token")
+        pub = Publisher(ep.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
+        try:
+            stats = ingest(gen, pub, params, max_toots=20, duration_s=20, source="stream")
+        finally:
+            pub.close()
+    msgs = list(kafka_io.export(ep.bootstrap_servers, params.kafka.topic, max_messages=1000))
+    uris = [m["value"]["uri"] for m in msgs]
+    assert stats.published == 20 and len(uris) == 20 and set(uris) == {s["uri"] for s in st}
