@@ -128,3 +128,46 @@ def test_export_newest_or_from_the_beginning(fresh):
     assert len(newest) == 4 and all(m["offset"] >= ends[m["partition"]] - 4 for m in newest)
     assert all(isinstance(m["value"], dict) and m["value"]["uri"] or m["value"]["event"] == "delete" for m in newest)
     assert len(list(kafka_io.export(ep.bootstrap_servers, params.kafka.topic, None, True))) == sum(ends.values())
+
+
+def _toot(n, created_at, user="alice"):
+    return {"v": 1, "event": "update", "uri": f"https://a.example/s/{n}", "id": str(n), "instance": "a.example",
+            "created_at": created_at, "account": {"acct": user, "username": user}, "visibility": "public",
+            "text": f"toot {n}", "language": "en"}
+
+
+def test_late_events_within_the_watermark_fix_their_window_and_beyond_it_do_not(fresh, spark):
+    """Watermark 10 minutes. Batch 0 reaches 12:30. Batch 1 brings 12:25 (inside: its window is refreshed) and
+    12:05 (beyond: stored, counted as late, its finalised window left alone)."""
+    params, ep = fresh
+    kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic], 1)
+    from kafka import KafkaProducer
+    sink = PostgresSink(params, ep, "late-test")
+
+    def batch_of(records, batch_id):
+        prod = KafkaProducer(bootstrap_servers=ep.bootstrap_servers)
+        for r in records:
+            prod.send(params.kafka.topic, value=json.dumps(r).encode(), partition=0)
+        prod.flush()
+        prod.close()
+        ends = kafka_io.end_offsets(ep.bootstrap_servers, params.kafka.topic)
+        df = spark.read.format("tootkafka").option("kafka.bootstrap.servers", ep.bootstrap_servers) \
+            .option("subscribe", params.kafka.topic) \
+            .option("startingOffsets", json.dumps({params.kafka.topic: {"0": ends[0] - len(records)}})) \
+            .option("endingOffsets", json.dumps({params.kafka.topic: {"0": ends[0]}})).load()
+        sink(df, batch_id)
+
+    batch_of([_toot(1, "2026-11-26T12:05:10Z"), _toot(2, "2026-11-26T12:25:10Z"), _toot(3, "2026-11-26T12:30:00Z")], 0)
+    counts = lambda: dict(db.query_df(ep.database_url, "SELECT to_char(window_start AT TIME ZONE 'UTC', 'HH24:MI') w, "
+                                                        "cnt FROM streamed_toot_counts").values.tolist())
+    assert counts() == {"12:05": 1, "12:25": 1, "12:30": 1}
+    batch_of([_toot(4, "2026-11-26T12:25:40Z"), _toot(5, "2026-11-26T12:05:50Z", user="bob")], 1)
+    assert counts() == {"12:05": 1, "12:25": 2, "12:30": 1}  # 12:25 refreshed, 12:05 finalised
+    assert posts(ep) == {f"https://a.example/s/{i}" for i in range(1, 6)}  # the late toot itself is kept
+    late = db.scalar(ep.database_url, "SELECT late_rows FROM stream_progress WHERE batch_id = 1")
+    assert late == 1
+    # an edit inside the watermark replaces the text, an older edit does not
+    batch_of([dict(_toot(4, "2026-11-26T12:25:40Z"), text="newer", edited_at="2026-11-26T12:31:00Z"),
+              dict(_toot(3, "2026-11-26T12:30:00Z"), text="stale", edited_at="2026-11-26T12:20:00Z")], 2)
+    texts = dict(db.query_df(ep.database_url, "SELECT uri, content FROM mastodon_posts").values.tolist())
+    assert texts["https://a.example/s/4"] == "newer" and texts["https://a.example/s/3"] == "toot 3"

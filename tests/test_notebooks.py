@@ -3,7 +3,11 @@ import re
 
 import pytest
 
+from browser import Browser, chromium_path
+from conftest import ROOT
 from tootpipe.reports import run_notebooks
+
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.timeout(900)]
 
@@ -20,6 +24,21 @@ def test_chain_writes_offline_reports(services_up, tmp_path):
     for page in out.glob("0*.html"):
         assert not re.search(r"<script[^>]+src=\"https?://", page.read_text()), f"{page.name} loads a CDN script"
     assert (tmp_path / "latest").resolve() == out.resolve()
+    check_in_a_real_browser(out)
+
+
+def check_in_a_real_browser(out):
+    """Every report opens from disk in headless Chromium with no failed request and no console error."""
+    binary = chromium_path()
+    assert binary, "chromium is missing: scripts/system-deps.sh installs it"
+    with Browser(binary) as browser:
+        for page in sorted(out.glob("*.html")):
+            r = browser.load(page, SCREENSHOTS / f"{page.stem}.png")
+            assert r.console_errors == [], f"{page.name}: console errors {r.console_errors}"
+            assert r.failed_requests == [], f"{page.name}: failed requests {r.failed_requests}"
+            assert r.screenshot.stat().st_size > 10_000, f"{page.name}: blank screenshot"
+    index = (SCREENSHOTS / "index.png")
+    assert index.exists()
 
 
 def test_a_failing_notebook_stops_the_chain_and_names_the_cell(services_up, tmp_path):

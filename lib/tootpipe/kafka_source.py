@@ -180,7 +180,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         hint = start.get("offsets", {}) if start.get("cluster", "") == self.opts.cluster else None
         available = self.broker.latest(hint=hint)
         if isinstance(limit, ReadMaxRows):
-            available = split_limit(self._begin(start, available), available, limit.maxRows)
+            available = split_limit(self._begin(start, available), available, limit.max_rows)
         return self._wrap(available)
 
     def getDefaultReadLimit(self) -> ReadLimit:

@@ -70,6 +70,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as PostgreSQL binds: TIME_WAIT is no obstacle
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def _alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -175,7 +185,8 @@ def _run_pg(args: list[str], user: pwd.struct_passwd | None, timeout: float = 60
         raise ServiceError(f"{' '.join(args[:2])} failed ({r.returncode}): {r.stderr.strip() or r.stdout.strip()}")
 
 
-def _start_postgres() -> dict:
+def _start_postgres(port: int | None = None) -> dict:
+    """Start the embedded PostgreSQL, on `port` when given and free (a restart keeps its URL), else a free one."""
     pgdata = state_dir() / "pg"
     user = _ensure_system_user() if _as_root() else None
     if user:
@@ -189,7 +200,7 @@ def _start_postgres() -> dict:
             os.chown(pgdata, user.pw_uid, user.pw_gid)
         _run_pg([_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
                  "--no-instructions"], user)
-    port = _free_port()
+    port = port if port and _port_free(port) else _free_port()
     log = pgdata / "server.log"
     opts = f"-h 127.0.0.1 -p {port} -k {pgdata} -c fsync=on -c max_connections=50"
     _run_pg([_pg_bin("pg_ctl"), "-D", str(pgdata), "-l", str(log), "-o", opts, "-w", "-t", "60", "start"], user)
@@ -211,12 +222,13 @@ def _create_database(admin_url: str, name: str) -> None:
     conn.close()
 
 
-def _stop_postgres(pg: dict) -> None:
+def _stop_postgres(pg: dict, mode: str = "fast") -> None:
+    """Stop PostgreSQL; mode "immediate" aborts without a clean shutdown (what a crash looks like)."""
     pgdata = Path(pg["pgdata"])
     user = pwd.getpwnam(pg["user"]) if pg.get("user") else None
     if (pgdata / "postmaster.pid").exists():
         try:
-            _run_pg([_pg_bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "-t", "30", "stop"], user)
+            _run_pg([_pg_bin("pg_ctl"), "-D", str(pgdata), "-m", mode, "-w", "-t", "30", "stop"], user)
         except ServiceError:
             pass
     _kill(pg.get("pid"))
@@ -252,7 +264,7 @@ def up(params: Params) -> Endpoints:
     if want_kafka and not _alive(state.get("kafka", {}).get("pid")):
         state["kafka"] = _start_broker()
     if want_pg and not _alive(state.get("postgres", {}).get("pid")):
-        state["postgres"] = _start_postgres()
+        state["postgres"] = _start_postgres(state.get("postgres", {}).get("port"))
     _write_state(state)
     return endpoints(params)
 

@@ -20,7 +20,8 @@ from .db import connect, copy_arrow, ensure_schema
 from .services import Endpoints
 from .transforms import POST_COLUMNS, apply_filters, parse_kafka, to_post_rows
 
-__all__ = ["PostgresSink", "start_stream", "run_available_now", "checkpoint_path", "kafka_stream"]
+__all__ = ["PostgresSink", "start_stream", "run_available_now", "run_until_caught_up", "checkpoint_path",
+           "kafka_stream"]
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +177,35 @@ class PostgresSink:
                      lat[0], lat[1]))
         finally:
             conn.close()
+        _inject_fault(batch_id)
         self.last = {"batch_id": batch_id, "input_rows": rows.num_rows, "posts_written": written,
                      "deletes": deletes, "errors": errors.num_rows, "late_rows": late}
+
+    def committed_ends(self) -> dict[int, int]:
+        """Per partition, the end offset of everything this checkpoint has committed (from the ledger)."""
+        conn = connect(self.url, retries=2)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT end_offsets FROM stream_batches WHERE checkpoint = %s", (self.checkpoint,))
+                ends: dict[int, int] = {}
+                for (value,) in cur.fetchall():
+                    for p, o in (json.loads(value) if isinstance(value, str) else value).items():
+                        ends[int(p)] = max(ends.get(int(p), 0), int(o))
+                return ends
+        finally:
+            conn.close()
+
+
+def _inject_fault(batch_id: int) -> None:
+    """Fault injection for the reliability tests: ``TOOTPIPE_FAULT=kill_after_commit:N`` kills this driver with
+    SIGKILL right after batch N committed in PostgreSQL and before Spark records it as done (the crash the ledger
+    exists for). Unset in normal runs."""
+    import os
+    fault = os.environ.get("TOOTPIPE_FAULT", "")
+    if fault == f"kill_after_commit:{batch_id}":
+        import signal
+        log.warning("TOOTPIPE_FAULT: killing the driver after committing batch %d", batch_id)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _latency_ms(ts_column) -> tuple[float | None, float | None]:
@@ -226,6 +254,31 @@ def start_stream(spark, params: Params, endpoints: Endpoints, *, available_now: 
     else:
         writer = writer.trigger(processingTime=params.stream.processing_time)
     return writer.start(), sink
+
+
+def run_until_caught_up(spark, params: Params, endpoints: Endpoints, timeout_s: float = 600) -> dict:
+    """Run the processing-time query (which honours `stream.max_offsets_per_trigger`) until everything that was in
+    the topic when it started is committed, then stop; returns a summary. Raises when the query fails."""
+    from .kafka_io import end_offsets
+    t0 = time.monotonic()
+    target = end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
+    query, sink = start_stream(spark, params, endpoints, available_now=False)
+    try:
+        while True:
+            if query.awaitTermination(0.5) or query.exception():
+                raise RuntimeError(f"streaming query failed: {query.exception()}")
+            done = sink.committed_ends()
+            if all(done.get(p, 0) >= o for p, o in target.items()):
+                break
+            if time.monotonic() - t0 > timeout_s:
+                raise TimeoutError(f"not caught up after {timeout_s:.0f} s: committed {done}, target {target}")
+    finally:
+        if query.isActive:
+            query.stop()
+    progress = query.recentProgress
+    return {"seconds": round(time.monotonic() - t0, 2), "batches": len(progress),
+            "input_rows": sum(p["numInputRows"] for p in progress), "checkpoint": sink.checkpoint,
+            "target_end_offsets": target}
 
 
 def run_available_now(spark, params: Params, endpoints: Endpoints) -> dict:
