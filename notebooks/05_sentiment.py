@@ -1,15 +1,17 @@
 # %% [markdown]
 # # 05 · Sentiment with Spark MLlib
 #
-# Trained on real human-labelled tweets (SemEval 2013-2016), measured on newer tweets (SemEval-2017, the
+# Trained on real human-labelled tweets (SemEval 2013-2016), measured on newer tweets (SemEval-2017 dev, the
 # distribution the model is judged on) and on TweetEval validation (same pool as training, so it flatters every
-# model). The metric is macro-averaged recall, TweetEval's official one. Toots in a language without a model are
-# marked `unsupported`, never guessed.
+# model). The metric is macro-averaged recall, TweetEval's official one (published on the 2017 test set: SVM 62.9,
+# FastText 65.2, Twitter-RoBERTa 72.6). Nothing is ever trained on either evaluation set; the default model's
+# regularisation was chosen on the training data alone (fit on older tweets, scored on the newest 20%:
+# `tootpipe sentiment train --tune`). Toots in a language without a model are marked `unsupported`, never guessed.
 
 # %% tags=["parameters"]
 params_file = "params/default.yaml"
 run_id = "interactive"
-variants = ["seed", "balanced_ngrams"]
+variants = ["seed", "balanced_ngrams", "vader_ngrams"]
 
 # %%
 import pandas as pd
@@ -17,23 +19,47 @@ from tootpipe import steps, db, plots
 
 params, ep = steps.context(params_file)
 plots.style()
+METRICS = ("macro_recall", "macro_f1", "accuracy")
+SETS = ("semeval2017_dev", "tweeteval_val")
+
+# %% [markdown]
+# ## Baselines and variants
+# The seed's keyword auto-labelling and VADER alone need no training. The seed's pipeline removes stop words,
+# which drops negations ("not", "no"); `balanced_ngrams` keeps them, masks URLs and mentions, keeps emoji and
+# emoticons as tokens, adds bigrams and balances the classes; `vader_ngrams` adds VADER's six scores as features
+# and regularises strongly, so the lexicon carries the model on newer tweets.
+
+# %%
+baselines = steps.baselines_step(params)
 results = {v: steps.train_step(params, v) for v in variants}
-table = pd.DataFrame([{"variant": v, "train_s": r["train_s"],
-                       **{f"{ds}_{m}": r[ds][m] for ds in ("semeval2017_dev", "tweeteval_val")
-                          for m in ("macro_recall", "macro_f1", "accuracy")}} for v, r in results.items()])
+rows = [{"model": name, "train_s": 0.0, **{f"{ds}_{m}": r[ds][m] for ds in SETS for m in METRICS}}
+        for name, r in baselines.items()]
+rows += [{"model": v, "train_s": r["train_s"], **{f"{ds}_{m}": r[ds][m] for ds in SETS for m in METRICS}}
+         for v, r in results.items()]
+table = pd.DataFrame(rows).set_index("model")
 table
 
 # %%
-best = variants[-1]
-conf = pd.DataFrame(results[best]["semeval2017_dev"]["confusion"], index=["true " + l for l in results[best]["semeval2017_dev"]["labels"]],
-                    columns=["pred " + l for l in results[best]["semeval2017_dev"]["labels"]])
-conf
+default = params.sentiment.variant if params.sentiment.variant in results else variants[-1]
+dev = table.loc[default, "semeval2017_dev_macro_recall"]
+print(f"default model {default}: macro-recall {dev:.3f} on SemEval-2017 dev "
+      f"({'meets' if dev >= 0.62 else 'below'} the 0.62 requirement; goal 0.66)")
+plots.confusion_matrix(results[default]["semeval2017_dev"]);
 
 # %% [markdown]
-# ## Score the stored toots with the newest model
+# ## Other languages (XLM-T, one model each)
+# Trained on each language's XLM-T train split (1,839 tweets) and measured on its validation split.
 
 # %%
-scored = steps.score_step(params, ep, results[best]["model"])
+langs = results[default].get("languages", {})
+pd.DataFrame([{"language": code, "train_s": m["train_s"], **{k: m["xlmt_val"][k] for k in METRICS}}
+              for code, m in langs.items()]) if langs else "only English is configured (sentiment.languages)"
+
+# %% [markdown]
+# ## Score the stored toots with the default model set
+
+# %%
+scored = steps.score_step(params, ep, results[default]["model"])
 scored
 
 # %%

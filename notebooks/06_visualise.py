@@ -1,7 +1,8 @@
 # %% [markdown]
 # # 06 · Visualise
 #
-# The state of the pipeline at the end of the run, read from PostgreSQL.
+# The state of the pipeline at the end of the run, read from PostgreSQL (and the dead-letter topic). Every chart
+# says so plainly when it has nothing to show yet.
 
 # %% tags=["parameters"]
 params_file = "params/default.yaml"
@@ -13,22 +14,50 @@ from tootpipe import steps, db, plots
 
 params, ep = steps.context(params_file)
 plots.style()
+q = lambda sql: db.query_df(ep.database_url, sql)
 pd.Series(db.table_counts(ep.database_url, steps.TABLES), name="rows").to_frame()
 
-# %%
-plots.toots_per_minute(db.query_df(ep.database_url, "SELECT window_start, cnt FROM streamed_toot_counts"));
+# %% [markdown]
+# ## Volume
 
 # %%
-plots.activity_heatmap(db.query_df(ep.database_url, "SELECT created_at FROM mastodon_posts"));
+plots.toots_per_minute(q("SELECT window_start, cnt FROM streamed_toot_counts"));
 
 # %%
-plots.top_hashtags(db.query_df(ep.database_url, "SELECT hashtag, cnt FROM hashtags_per_day_counts"));
+plots.toots_per_day(q("SELECT day, cnt FROM daily_toot_counts"));
 
 # %%
-plots.sentiment_distribution(db.query_df(ep.database_url, "SELECT language, sentiment_name FROM mastodon_sentiments"));
+plots.activity_heatmap(q("SELECT created_at FROM mastodon_posts"));
+
+# %% [markdown]
+# ## Hashtags
 
 # %%
-plots.reconciliation(db.query_df(ep.database_url, "SELECT * FROM stream_batch_reconciliation"));
+tags = q("SELECT day, hashtag, cnt FROM hashtags_per_day_counts")
+plots.top_hashtags(tags);
 
 # %%
-plots.stream_health(db.query_df(ep.database_url, "SELECT * FROM stream_progress"));
+plots.hashtag_trend(tags);
+
+# %% [markdown]
+# ## Sentiment
+
+# %%
+sent = q("SELECT s.language, s.sentiment_name, p.created_at FROM mastodon_sentiments s "
+         "JOIN mastodon_posts p USING (uri)")
+plots.sentiment_distribution(sent);
+
+# %%
+plots.sentiment_over_time(sent);
+
+# %% [markdown]
+# ## Pipeline health
+
+# %%
+plots.reconciliation(q("SELECT * FROM stream_batch_reconciliation"));
+
+# %%
+plots.stream_health(q("SELECT * FROM stream_progress"));
+
+# %%
+plots.problems_summary(steps.problems(params, ep));

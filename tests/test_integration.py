@@ -171,3 +171,36 @@ def test_late_events_within_the_watermark_fix_their_window_and_beyond_it_do_not(
               dict(_toot(3, "2026-11-26T12:30:00Z"), text="stale", edited_at="2026-11-26T12:20:00Z")], 2)
     texts = dict(db.query_df(ep.database_url, "SELECT uri, content FROM mastodon_posts").values.tolist())
     assert texts["https://a.example/s/4"] == "newer" and texts["https://a.example/s/3"] == "toot 3"
+
+
+def test_pgquery_reads_every_row_once_in_slices_with_nulls_empties_and_types(fresh, spark):
+    params, ep = fresh
+    url = ep.database_url
+    with db.transaction(url) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE probe (k bigint, s text, b boolean, t timestamptz, d double precision)")
+        cur.execute("INSERT INTO probe SELECT g, CASE WHEN g % 3 = 0 THEN NULL WHEN g % 3 = 1 THEN '' "
+                    "ELSE 'x,\"y\"' || g END, g % 2 = 0, TIMESTAMPTZ '2026-11-26 23:59:59.5+00' + g * interval '1 s', "
+                    "g / 4.0 FROM generate_series(1, 997) g")
+        cur.execute("INSERT INTO probe VALUES (NULL, 'null key', NULL, NULL, NULL)")
+    df = batch.read_query(spark, url, "SELECT * FROM probe", "k long, s string, b boolean, t timestamp, d double",
+                          "k", partitions=5)
+    assert df.rdd.getNumPartitions() == 5
+    got = sorted(df.collect(), key=lambda r: (r.k is None, r.k or 0))
+    want = db.query_df(url, "SELECT * FROM probe ORDER BY k NULLS LAST")
+    assert len(got) == len(want) == 998
+    assert [r.k for r in got[:-1]] == list(range(1, 998)) and got[-1].s == "null key"
+    assert got[0].s == "" and got[1].s == 'x,"y"2' and got[2].s is None and got[1].b is True
+    assert got[0].t.isoformat() == "2026-11-27T00:00:00.500000"  # UTC across midnight
+    assert got[3].d == 1.0
+
+
+def test_a_failed_table_write_leaves_the_previous_table_intact(fresh, spark):
+    params, ep = fresh
+    ok = spark.createDataFrame([(1, "a"), (2, "b")], "n int, s string")
+    assert batch.write_table(ep.database_url, "probe_out", ok) == 2
+    from pyspark.sql import functions as F
+    boom = F.udf(lambda n: 1 // (n - 2), "int")  # fails on the second row, inside a task
+    bad = spark.createDataFrame([(1, "x"), (2, "y"), (3, "z")], "n int, s string").withColumn("n", boom("n"))
+    with pytest.raises(Exception):
+        batch.write_table(ep.database_url, "probe_out", bad)
+    assert db.query_df(ep.database_url, "SELECT n, s FROM probe_out ORDER BY n").values.tolist() == [[1, "a"], [2, "b"]]

@@ -1,22 +1,58 @@
+import io
+import json
+
 import pytest
 
-from tootpipe import sentiment
+from tootpipe import cli, sentiment
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+TRAIN = "data/sentiment/semeval_2013_2016_train.tsv.gz"
+DEV = "data/sentiment/semeval2017_dev.tsv"
 
 
-def test_train_evaluate_predict_on_edge_cases(spark, tmp_path):
-    model, secs = sentiment.train(spark, "data/sentiment/semeval_2013_2016_train.tsv.gz", "balanced_ngrams", 5000)
-    m = sentiment.evaluate(model, sentiment.load_labelled(spark, "data/sentiment/semeval2017_dev.tsv", 600))
-    assert m["n"] == 600 and 0.34 < m["macro_recall"] <= 1  # better than chance on held-out newer tweets
-    out = sentiment.save_model(model, tmp_path, {"dev": m})
-    loaded, version = sentiment.load_model(sentiment.latest_model(tmp_path))
+@pytest.fixture(scope="module")
+def saved(spark, tmp_path_factory):
+    """The default variant (with its Python VADER stage) trained on 5,000 tweets, saved and loaded back."""
+    model, _ = sentiment.train(spark, TRAIN, "vader_ngrams", 5000)
+    m = sentiment.evaluate(model, sentiment.load_labelled(spark, DEV, 600))
+    out = sentiment.save_model(model, tmp_path_factory.mktemp("models"), {"semeval2017_dev": m})
+    return out, m
+
+
+def test_train_evaluate_save_load_and_edge_cases(spark, saved):
+    out, m = saved
+    assert m["n"] == 600 and 0.45 < m["macro_recall"] <= 1  # well above chance (0.33) on newer tweets
+    loaded, version = sentiment.load_model(sentiment.latest_model(out.parent))
     assert version == out.name
-    texts = ["", "😀😀🎉", "word " * 20000, "Je suis très content", "I hate this, it is awful :("]
+    texts = ["", "😀😀🎉", "word " * 20000, "Je suis très content", "I hate this, it is awful :(", None]
     df = spark.createDataFrame([(i, t) for i, t in enumerate(texts)], "i long, text string")
     rows = sentiment.predict(loaded, df).orderBy("i").collect()
-    assert len(rows) == 5 and all(r["sentiment"] in (-1, 0, 1) for r in rows)
-    assert rows[4]["sentiment_label"] == "negative"
+    assert len(rows) == 6 and all(r["sentiment"] in (-1, 0, 1) for r in rows)
+    assert rows[4]["sentiment_label"] == "negative" and rows[1]["sentiment_label"] == "positive"
+    assert all(abs(sum(r["probabilities"]) - 1) < 1e-6 for r in rows)
+
+
+def test_cli_evaluate_and_predict(saved, capsys, monkeypatch):
+    out, _ = saved
+    assert cli.main(["--params", "params/small.yaml", "sentiment", "evaluate", "--data", DEV, "--model", str(out)]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(line) == {"n", "accuracy", "macro_f1", "macro_recall", "per_class"} and line["n"] > 2000
+    assert set(line["per_class"]) == {"negative", "neutral", "positive"}
+    monkeypatch.setattr("sys.stdin", io.StringIO("I love this so much!\n\n🙄\nworst day ever\n"))
+    assert cli.main(["--params", "params/small.yaml", "sentiment", "predict", "--model", str(out)]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [r["label"] for r in rows][::3] == ["positive", "negative"] and len(rows) == 4
+    assert all(set(r["probabilities"]) == {"negative", "neutral", "positive"} for r in rows)
+
+
+def test_baselines_and_a_language_model(spark, tmp_path):
+    dev = sentiment.load_labelled(spark, DEV, 400)
+    vader = sentiment.evaluate_baseline("vader_alone", dev)
+    keyword = sentiment.evaluate_baseline("keyword_autolabel", dev)
+    assert vader["n"] == keyword["n"] == 400 and vader["macro_recall"] > keyword["macro_recall"]
+    langs = sentiment.train_language_models(spark, "data/sentiment/xlmt", tmp_path, ["en", "fr", "xx"])
+    assert list(langs) == ["fr"] and 0.34 < langs["fr"]["xlmt_val"]["macro_recall"] <= 1
+    assert (tmp_path / "languages" / "fr" / "model").is_dir()
 
 
 def test_bad_training_file_is_a_clear_error(spark, tmp_path):

@@ -40,3 +40,25 @@ def test_metrics_hand_computed():
     assert m["per_class"]["negative"]["recall"] == 0.5 and m["per_class"]["positive"]["recall"] == 0.0
     assert m["macro_recall"] == round((0.5 + 1 + 0) / 3, 4)
     assert m["confusion"] == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
+
+
+def test_slice_bounds_cover_every_integer_once():
+    from tootpipe.pg_source import slice_bounds
+    b = slice_bounds(0, 100, 4)
+    assert b[0][0] is None and b[-1][1] is None and len(b) == 4
+    assert all(hi == lo for (_, hi), (lo, _) in zip(b, b[1:]))  # contiguous, no overlap
+    assert slice_bounds(5, 5, 4) == [(None, None)]
+    assert slice_bounds(0, 3, 10) == [(None, 0), (0, 1), (1, 2), (2, None)]  # more slices than values: no empties
+
+
+def test_explicit_backfill_ranges():
+    import pytest
+    from tootpipe.batch import explicit_ranges
+    latest = {0: 10, 1: 20, 2: 0}
+    assert explicit_ranges({0: 4}, None, latest) == {0: (4, 10)}
+    assert explicit_ranges(None, {1: 5}, latest) == {1: (0, 5)}
+    assert explicit_ranges({0: 2, 1: 3}, {0: 6}, latest) == {0: (2, 6), 1: (3, 20)}
+    with pytest.raises(ValueError, match="partitions \\[7\\] do not exist"):
+        explicit_ranges({7: 0}, None, latest)
+    with pytest.raises(ValueError, match="beyond the end"):
+        explicit_ranges(None, {0: 11}, latest)

@@ -13,11 +13,11 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from .config import Params
-from .db import copy_arrow, ensure_schema, query_df, replace_table, replace_table_as, transaction
+from .db import ensure_schema, query_df, replace_table_as, replace_table_with, transaction
 from .services import Endpoints
 from .transforms import apply_filters, parse_kafka, pg_array
 
-__all__ = ["backfill", "read_sql", "load_raw", "load_clean", "clean", "analytics", "write_table", "ANALYTICS_TABLES", "BATCH_SCHEMA_SQL",
+__all__ = ["backfill", "explicit_ranges", "read_query", "copy_from_tasks", "load_raw", "load_clean", "clean", "analytics", "write_table", "ANALYTICS_TABLES", "BATCH_SCHEMA_SQL",
            "pending_ranges", "reconcile"]
 
 ANALYTICS_TABLES = ["hourly_toot_counts", "daily_toot_counts", "user_activity_counts", "active_users_gtX",
@@ -56,6 +56,25 @@ def pending_ranges(url: str, cluster: str, topic: str, latest: dict[int, int]) -
     return {p: (done.get(p, 0), e) for p, e in latest.items() if e > done.get(p, 0)}
 
 
+def explicit_ranges(start: dict[int, int] | None, end: dict[int, int] | None,
+                    latest: dict[int, int]) -> dict[int, tuple[int, int]]:
+    """Ranges for `--from`/`--to`: the partitions named in either (all when only --to names some), from `start`
+    (default 0) to `end` (default the current end). Raises ValueError for an unknown partition or an end beyond
+    the topic's end. Pure."""
+    named = set(start or {}) | set(end or {})
+    unknown = named - set(latest)
+    if unknown:
+        raise ValueError(f"partitions {sorted(unknown)} do not exist (the topic has {sorted(latest)})")
+    out = {}
+    for p in sorted(named or latest):
+        s, e = (start or {}).get(p, 0), (end or {}).get(p, latest[p])
+        if e > latest[p]:
+            raise ValueError(f"partition {p}: --to {e} is beyond the end of the topic ({latest[p]})")
+        if s < e:
+            out[p] = (s, e)
+    return out
+
+
 def backfill(spark: SparkSession, params: Params, ep: Endpoints, ranges: dict[int, tuple[int, int]] | None = None) -> dict:
     """Load Kafka offset ranges into `toots_raw` (default: everything not loaded yet)."""
     from .kafka_io import end_offsets
@@ -75,46 +94,88 @@ def backfill(spark: SparkSession, params: Params, ep: Endpoints, ranges: dict[in
     kafka = (spark.read.format("tootkafka").option("kafka.bootstrap.servers", ep.bootstrap_servers)
              .option("subscribe", topic).option("startingOffsets", start).option("endingOffsets", end).load())
     parsed = parse_kafka(kafka).withColumn("cluster", F.lit(cluster)).withColumn("hashtags", pg_array(F.col("hashtags")))
-    rows = parsed.withColumn("raw", F.when(F.col("error").isNotNull(), F.col("raw"))).select(_RAW_COLUMNS).toArrow()
-    read_s = time.monotonic() - t0
+    rows = parsed.withColumn("raw", F.when(F.col("error").isNotNull(), F.col("raw"))).select(_RAW_COLUMNS)
+    cols = ", ".join(_RAW_COLUMNS)
+    # every task COPYs its rows and inserts them idempotently (a retried task adds nothing twice)
+    read, inserted = copy_from_tasks(rows, ep.database_url, "toots_raw",
+                                     f"INSERT INTO toots_raw ({cols}) SELECT {cols} FROM stage ON CONFLICT DO NOTHING")
     with transaction(ep.database_url) as conn, conn.cursor() as cur:
-        cur.execute("CREATE TEMP TABLE stage_raw ON COMMIT DROP AS SELECT * FROM toots_raw WITH NO DATA")
-        copy_arrow(cur, "stage_raw", rows)
-        cur.execute(f"INSERT INTO toots_raw ({', '.join(_RAW_COLUMNS)}) SELECT {', '.join(_RAW_COLUMNS)} "
-                    "FROM stage_raw ON CONFLICT DO NOTHING")
-        inserted = cur.rowcount
         for p, (s, e) in ranges.items():
             cur.execute("INSERT INTO backfill_ranges (cluster, topic, kafka_partition, start_offset, end_offset, "
                         "rows_loaded) VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING", (cluster, topic, p, s, e, e - s))
     seconds = time.monotonic() - t0
-    return {"rows": rows.num_rows, "inserted": inserted, "ranges": {str(p): list(r) for p, r in ranges.items()},
-            "read_s": round(read_s, 2), "seconds": round(seconds, 2),
-            "toots_per_s": round(rows.num_rows / seconds, 1) if seconds else None}
+    return {"rows": read, "inserted": inserted, "ranges": {str(p): list(r) for p, r in ranges.items()},
+            "seconds": round(seconds, 2), "toots_per_s": round(read / seconds, 1) if seconds else None}
 
 
-def read_sql(spark: SparkSession, url: str, query: str, schema: str) -> DataFrame:
-    """A query's rows as a Spark DataFrame with `schema` (read through the driver with psycopg2)."""
-    df = query_df(url, query)
-    if df.empty:
-        return spark.createDataFrame([], schema)
-    return spark.createDataFrame(df, schema)
+def copy_from_tasks(df: DataFrame, url: str, table: str, insert_sql: str | None = None) -> tuple[int, int]:
+    """Write a DataFrame into PostgreSQL from the Spark tasks themselves (nothing passes through the driver):
+    each task COPYs its rows in one transaction, straight into `table`, or into a temporary `stage` shaped like
+    `table` followed by `insert_sql`. Returns (rows, rows inserted)."""
+    columns = df.columns
+
+    def write(batches):
+        import pyarrow as pa
+        from tootpipe.db import connect, copy_arrow
+        rows = inserted = 0
+        conn = connect(url, retries=3)
+        try:
+            with conn, conn.cursor() as cur:
+                target = table
+                if insert_sql:
+                    cur.execute(f'CREATE TEMP TABLE stage ON COMMIT DROP AS SELECT * FROM "{table}" WITH NO DATA')
+                    target = "stage"
+                for batch in batches:
+                    rows += copy_arrow(cur, target, pa.Table.from_batches([batch]), columns)
+                if insert_sql:
+                    cur.execute(insert_sql)
+                    inserted = cur.rowcount
+                else:
+                    inserted = rows
+        finally:
+            conn.close()
+        yield pa.RecordBatch.from_pydict({"rows": [rows], "inserted": [inserted]})
+
+    out = df.mapInArrow(write, "rows long, inserted long").agg(F.sum("rows"), F.sum("inserted")).collect()[0]
+    return int(out[0] or 0), int(out[1] or 0)
 
 
-def load_raw(spark: SparkSession, url: str) -> DataFrame:
-    """`toots_raw` as a Spark DataFrame."""
-    return read_sql(spark, url, "SELECT cluster, topic, kafka_partition, kafka_offset, kafka_timestamp, event, uri, "
+def read_query(spark: SparkSession, url: str, query: str, schema: str, column: str | None = None,
+               partitions: int = 4) -> DataFrame:
+    """A query's rows as a DataFrame, read by the tasks in `partitions` slices of the integer `column`."""
+    reader = spark.read.format("pgquery").option("url", url).option("query", query).schema(schema)
+    if column:
+        bounds = query_df(url, f"SELECT min({column}), max({column}) FROM ({query}) q").iloc[0]
+        if bounds.iloc[0] is not None:
+            reader = (reader.option("partitionColumn", column).option("lowerBound", int(bounds.iloc[0]))
+                      .option("upperBound", int(bounds.iloc[1]) + 1).option("numPartitions", partitions))
+    return reader.load()
+
+
+def load_raw(spark: SparkSession, url: str, partitions: int = 4) -> DataFrame:
+    """`toots_raw` as a Spark DataFrame, read in parallel slices of `kafka_offset`."""
+    df = read_query(spark, url, "SELECT cluster, topic, kafka_partition, kafka_offset, kafka_timestamp, event, uri, "
                                 "id, instance, username, content, language, visibility, created_at, edited_at, "
-                                "hashtags, is_reblog, is_reply, error FROM toots_raw",
+                                "array_to_string(hashtags, ' ') AS hashtags, is_reblog, is_reply, error FROM toots_raw",
                     "cluster string, topic string, kafka_partition int, kafka_offset long, kafka_timestamp timestamp, "
                     "event string, uri string, id string, instance string, username string, content string, "
                     "language string, visibility string, created_at timestamp, edited_at timestamp, "
-                    "hashtags array<string>, is_reblog boolean, is_reply boolean, error string")
+                    "hashtags string, is_reblog boolean, is_reply boolean, error string", "kafka_offset", partitions)
+    return df.withColumn("hashtags", _split_tags("hashtags"))
 
 
-def load_clean(spark: SparkSession, url: str) -> DataFrame:
-    """The columns of `toots_clean` the analytics need."""
-    return read_sql(spark, url, "SELECT uri, username, created_at, hashtags, content_length FROM toots_clean",
-                    "uri string, username string, created_at timestamp, hashtags array<string>, content_length int")
+def load_clean(spark: SparkSession, url: str, partitions: int = 4) -> DataFrame:
+    """The columns of `toots_clean` the analytics need, read in parallel slices of a hash of `uri`."""
+    df = read_query(spark, url, "SELECT uri, username, created_at, array_to_string(hashtags, ' ') AS hashtags, "
+                                "content_length, hashtext(uri) AS h FROM toots_clean",
+                    "uri string, username string, created_at timestamp, hashtags string, content_length int, h int",
+                    "h", partitions)
+    return df.withColumn("hashtags", _split_tags("hashtags")).drop("h")
+
+
+def _split_tags(col: str):
+    """'a b' -> [a, b]; '' -> []; NULL stays NULL (hashtags never contain spaces)."""
+    return F.when(F.col(col) == "", F.array().cast("array<string>")).otherwise(F.split(F.col(col), " "))
 
 
 def clean(raw: DataFrame, filters) -> tuple[DataFrame, DataFrame]:
@@ -165,22 +226,23 @@ def analytics(clean_df: DataFrame, active_min: int) -> dict[str, DataFrame]:
             "avg_toot_length_by_user_batch": avg_len.orderBy("username")}
 
 
-_PG_TYPES = {"string": "text", "large_string": "text", "int32": "integer", "int64": "bigint", "double": "double precision",
-             "bool": "boolean", "date32[day]": "date", "timestamp[us, tz=UTC]": "timestamptz",
-             "timestamp[us]": "timestamp"}
+_PG_TYPES = {"string": "text", "int": "integer", "bigint": "bigint", "double": "double precision",
+             "boolean": "boolean", "date": "date", "timestamp": "timestamptz", "smallint": "smallint",
+             "float": "real"}
 
 
 def write_table(url: str, table: str, df: DataFrame) -> int:
-    """Replace `table` with a Spark DataFrame's rows, atomically; array columns become text[]."""
-    array_cols = [f.name for f in df.schema.fields if f.dataType.typeName() == "array"]
-    for col in array_cols:
-        df = df.withColumn(col, pg_array(F.col(col)))
-    arrow = df.toArrow()
+    """Replace `table` with a DataFrame's rows, atomically (staging table + swap); the Spark tasks write the rows
+    themselves. Array columns become text[]."""
     cols = []
-    for field in arrow.schema:
-        pg = "text[]" if field.name in array_cols else _PG_TYPES.get(str(field.type), "text")
-        cols.append(f'"{field.name}" {pg}')
-    return replace_table(url, table, ", ".join(cols), arrow)
+    for f in df.schema.fields:
+        kind = f.dataType.simpleString()
+        if kind.startswith("array"):
+            df = df.withColumn(f.name, pg_array(F.col(f.name)))
+            cols.append(f'"{f.name}" text[]')
+        else:
+            cols.append(f'"{f.name}" {_PG_TYPES.get(kind, "text")}')
+    return replace_table_with(url, table, ", ".join(cols), lambda new: copy_from_tasks(df, url, new)[0])
 
 
 def reconcile(url: str) -> int:

@@ -103,16 +103,37 @@ def cmd_stream(args) -> int:
 def cmd_batch(args) -> int:
     from . import steps
     params, ep = _ctx(args)
+    if args.job == "backfill" and (args.from_offsets or args.to_offsets):
+        from .batch import explicit_ranges
+        from .kafka_io import end_offsets
+        latest = end_offsets(ep.bootstrap_servers, params.kafka.topic)
+        try:
+            ranges = explicit_ranges(_offsets(args.from_offsets), _offsets(args.to_offsets), latest)
+        except ValueError as exc:
+            print(f"tootpipe: {exc}", file=sys.stderr)
+            return 2
+        print(steps.dumps(steps.backfill_step(params, ep, ranges)))
+        return 0
     fn = {"backfill": steps.backfill_step, "clean": steps.clean_step, "analytics": steps.analytics_step}[args.job]
     print(steps.dumps(fn(params, ep)))
     return 0
+
+
+def _offsets(text: str | None) -> dict[int, int] | None:
+    """"0=100,2=5" -> {0: 100, 2: 5}."""
+    if not text:
+        return None
+    try:
+        return {int(p): int(o) for p, o in (item.split("=") for item in text.split(","))}
+    except ValueError:
+        raise SystemExit(f"cannot read offsets {text!r}: write PARTITION=OFFSET[,PARTITION=OFFSET...]") from None
 
 
 def cmd_sentiment(args) -> int:
     from . import steps
     params = _params(args)
     if args.action == "train":
-        print(steps.dumps(steps.train_step(params, args.variant)))
+        print(steps.dumps(steps.train_step(params, args.variant, tune=args.tune)))
         return 0
     if args.action == "score":
         _, ep = _ctx(args)
@@ -169,10 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_stream)
     s = sub.add_parser("batch", help="batch jobs")
     s.add_argument("job", choices=["backfill", "clean", "analytics"])
+    s.add_argument("--from", dest="from_offsets", metavar="P=OFFSET,...",
+                   help="backfill: first offset per partition (default: everything not loaded yet)")
+    s.add_argument("--to", dest="to_offsets", metavar="P=OFFSET,...",
+                   help="backfill: end offset (exclusive) per partition (default: the current end)")
     s.set_defaults(fn=cmd_batch)
     s = sub.add_parser("sentiment", help="train, evaluate, predict, score")
     s.add_argument("action", choices=["train", "evaluate", "predict", "score"])
-    s.add_argument("--variant", default="balanced_ngrams")
+    s.add_argument("--variant", default=None, help="default: sentiment.variant from the parameters")
+    s.add_argument("--tune", action="store_true", help="choose regParam on the training data (temporal holdout)")
     s.add_argument("--data")
     s.add_argument("--model")
     s.set_defaults(fn=cmd_sentiment)
@@ -184,13 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     from .db import DatabaseUnavailable
     from .kafka_io import KafkaUnavailable
     from .services import ServiceError
+    from .mastodon_live import SourceError
     from .spark_session import JavaMissing
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.fn(args)
-    except (ParamsError, ServiceError, KafkaUnavailable, DatabaseUnavailable, JavaMissing, FileNotFoundError) as exc:
+    except (ParamsError, ServiceError, KafkaUnavailable, DatabaseUnavailable, JavaMissing, FileNotFoundError,
+            SourceError) as exc:
         print(f"tootpipe: {exc}", file=sys.stderr)
         return 2
 

@@ -93,7 +93,10 @@ class SentimentParams(_Strict):
     train_path: str = "data/sentiment/semeval_2013_2016_train.tsv.gz"
     dev_path: str = "data/sentiment/semeval2017_dev.tsv"
     val_path: str = "data/sentiment/tweeteval_val.tsv"
+    xlmt_dir: str = "data/sentiment/xlmt"
     model_dir: str = "models/sentiment"
+    variant: Literal["seed", "balanced_ngrams", "vader_ngrams"] = "vader_ngrams"
+    reg_param: float = Field(4.0, gt=0)  # for `variant`; `tootpipe sentiment train --tune` chooses it
     train_limit: int | None = Field(None, ge=100)
     languages: list[str] = ["en"]
 

@@ -161,6 +161,24 @@ def replace_table(url: str, table: str, ddl_columns: str, arrow_table) -> int:
     return n
 
 
+def replace_table_with(url: str, table: str, ddl_columns: str, fill) -> int:
+    """Replace `table` atomically with rows written by others (for example Spark tasks): `fill(new_table)` writes
+    into the empty `table__new` and returns how many rows it wrote; the count is checked, then `table__new` is
+    swapped in, in one transaction. On any failure the previous table stays as it was."""
+    new = f"{table}__new"
+    with transaction(url) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(new)))
+        cur.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(new), sql.SQL(ddl_columns)))
+    n = fill(new)
+    with transaction(url) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(new)))
+        found = cur.fetchone()[0]
+        if found != n:
+            raise RuntimeError(f"{table}: {found} rows staged but the writers reported {n}; previous table kept")
+        _swap_in(cur, new, table)
+    return n
+
+
 def replace_table_as(url: str, table: str, select_sql: str) -> int:
     """Replace `table` with the result of a query, atomically (as :func:`replace_table`); returns its rows."""
     new = f"{table}__new"

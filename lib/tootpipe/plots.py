@@ -9,7 +9,8 @@ import pandas as pd
 import seaborn as sns
 
 __all__ = ["style", "toots_per_minute", "sentiment_distribution", "top_hashtags", "stream_health",
-           "reconciliation", "activity_heatmap", "empty_figure"]
+           "reconciliation", "activity_heatmap", "empty_figure", "confusion_matrix", "sentiment_over_time",
+           "toots_per_day", "hashtag_trend", "problems_summary"]
 
 PALETTE = {"negative": "#d1495b", "neutral": "#8d99ae", "positive": "#2a9d8f", "unsupported": "#dddddd"}
 
@@ -114,4 +115,75 @@ def activity_heatmap(posts: pd.DataFrame, title: str = "When people toot (UTC)")
     fig, ax = plt.subplots(figsize=(12, 3.8))
     sns.heatmap(grid, cmap="mako_r", ax=ax, cbar_kws={"label": "toots"})
     ax.set(title=title, xlabel="hour of day", ylabel="")
+    return fig
+
+
+def confusion_matrix(metrics: dict, title: str = "Confusion matrix, SemEval-2017 dev"):
+    """`metrics` from sentiment.metrics_from_predictions (confusion rows = true, columns = predicted)."""
+    if not metrics.get("n"):
+        return empty_figure(title, "no evaluation rows")
+    labels = metrics["labels"]
+    grid = pd.DataFrame(metrics["confusion"], index=labels, columns=labels)
+    share = grid.div(grid.sum(axis=1).replace(0, 1), axis=0)
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    sns.heatmap(share, annot=grid, fmt="d", cmap="Blues", vmin=0, vmax=1, ax=ax,
+                cbar_kws={"label": "share of the true class"})
+    ax.set(title=title, xlabel="predicted", ylabel="true")
+    return fig
+
+
+def sentiment_over_time(sent: pd.DataFrame, freq: str = "1h", title: str = "Sentiment over time"):
+    """`sent` has created_at and sentiment_name; shares of each class per `freq` (unsupported left out)."""
+    sent = sent[sent["sentiment_name"] != "unsupported"] if not sent.empty else sent
+    if sent.empty:
+        return empty_figure(title, "no scored toots yet: run 05_sentiment")
+    t = pd.to_datetime(sent["created_at"], utc=True).dt.floor(freq)
+    counts = pd.crosstab(t, sent["sentiment_name"])
+    shares = counts.div(counts.sum(axis=1), axis=0)
+    order = [c for c in ("negative", "neutral", "positive") if c in shares]
+    fig, ax = plt.subplots(figsize=(11, 3.5))
+    ax.stackplot(shares.index, *[shares[c] for c in order], labels=order, colors=[PALETTE[c] for c in order],
+                 alpha=0.9)
+    ax.set(title=title, xlabel=f"event time (UTC), per {freq}", ylabel="share of scored toots", ylim=(0, 1))
+    ax.legend(loc="upper left", ncols=3)
+    fig.autofmt_xdate()
+    return fig
+
+
+def toots_per_day(daily: pd.DataFrame, title: str = "Toots per day (batch)"):
+    """`daily` is `daily_toot_counts` (day, cnt)."""
+    if daily.empty:
+        return empty_figure(title)
+    d = daily.sort_values("day")
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    ax.bar(pd.to_datetime(d["day"]).dt.strftime("%Y-%m-%d"), d["cnt"], color="#457b9d")
+    ax.set(title=title, xlabel="day (UTC)", ylabel="toots")
+    return fig
+
+
+def hashtag_trend(tags: pd.DataFrame, n: int = 5, title: str = "Top hashtags per day"):
+    """`tags` is `hashtags_per_day_counts` (day, hashtag, cnt); the `n` most used hashtags over the days."""
+    if tags.empty:
+        return empty_figure(title)
+    top = tags.groupby("hashtag")["cnt"].sum().nlargest(n).index
+    grid = tags[tags["hashtag"].isin(top)].pivot_table(index="day", columns="hashtag", values="cnt",
+                                                       aggfunc="sum", fill_value=0).sort_index()
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    for tag in top:
+        ax.plot(pd.to_datetime(grid.index), grid[tag], marker="o", label=f"#{tag}")
+    ax.set(title=title, xlabel="day (UTC)", ylabel="toots")
+    ax.legend(loc="upper left", ncols=min(n, 5))
+    fig.autofmt_xdate()
+    return fig
+
+
+def problems_summary(problems: pd.DataFrame, title: str = "Dead letters, stream errors and batch rejects"):
+    """`problems` has stage and reason (one row per problem record)."""
+    if problems.empty:
+        return empty_figure(title, "no dead letters, stream errors or rejects: every record was usable")
+    p = problems.assign(reason=problems["reason"].fillna("?").str.slice(0, 60))
+    counts = p.groupby(["stage", "reason"]).size().rename("records").reset_index().nlargest(15, "records")
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(counts) + 1.4))
+    sns.barplot(data=counts, y="reason", x="records", hue="stage", dodge=False, ax=ax)
+    ax.set(title=title, xlabel="records", ylabel="")
     return fig

@@ -1,8 +1,8 @@
 """The one SparkSession of a process: local mode by default, any `spark.master` from the parameters.
 
 Guarantees: fails early with a clear message when Java 17+ is missing; workers run the driver's Python (so they
-import this library); on a non-local master the library is shipped to executors as a zip; the `tootkafka` data
-source is registered; the session time zone is UTC.
+import this library); on a non-local master the library is shipped to executors as a zip; the `tootkafka` and
+`pgquery` data sources are registered; the session time zone is UTC.
 """
 from __future__ import annotations
 
@@ -100,5 +100,7 @@ def get_spark(params: Params | None = None, app_name: str = "tootpipe"):
     if not master.startswith("local["):
         spark.sparkContext.addPyFile(str(_library_zip()))
     from .kafka_source import register
+    from .pg_source import register as register_pg
     register(spark)
+    register_pg(spark)
     return spark

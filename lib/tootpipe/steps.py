@@ -48,10 +48,10 @@ def stream_step(params: Params, ep: Endpoints) -> dict:
     return run_available_now(get_spark(params), params, ep)
 
 
-def backfill_step(params: Params, ep: Endpoints) -> dict:
+def backfill_step(params: Params, ep: Endpoints, ranges: dict | None = None) -> dict:
     from .batch import backfill
     from .spark_session import get_spark
-    return backfill(get_spark(params), params, ep)
+    return backfill(get_spark(params), params, ep, ranges)
 
 
 def clean_step(params: Params, ep: Endpoints) -> dict:
@@ -82,27 +82,67 @@ def analytics_step(params: Params, ep: Endpoints) -> dict:
     return {"rows": counts, "seconds_per_table": timings, "seconds": round(time.monotonic() - t0, 2)}
 
 
-def train_step(params: Params, variant: str = "balanced_ngrams") -> dict:
-    from .sentiment import evaluate, load_labelled, save_model, train
+def train_step(params: Params, variant: str | None = None, *, tune: bool = False) -> dict:
+    """Train the English model (`variant`, default sentiment.variant) on the SemEval training file only, measure it
+    on both evaluation sets, train the XLM-T models of the other configured languages, save the set."""
+    from .sentiment import (evaluate, load_labelled, save_model, train, train_language_models, tune_reg_param)
     from .spark_session import get_spark
     spark = get_spark(params)
-    model, seconds = train(spark, params.path(params.sentiment.train_path), variant, params.sentiment.train_limit)
-    metrics = {"variant": variant, "train_s": round(seconds, 1),
+    variant = variant or params.sentiment.variant
+    train_path = params.path(params.sentiment.train_path)
+    tuned = tune_reg_param(spark, train_path, variant, limit=params.sentiment.train_limit) if tune else None
+    reg = tuned["best"] if tuned else params.sentiment.reg_param if variant == params.sentiment.variant else None
+    model, seconds = train(spark, train_path, variant, params.sentiment.train_limit, reg_param=reg)
+    metrics = {"variant": variant, "reg_param": reg, "tuning": tuned, "train_s": round(seconds, 1),
                "semeval2017_dev": evaluate(model, load_labelled(spark, params.path(params.sentiment.dev_path))),
                "tweeteval_val": evaluate(model, load_labelled(spark, params.path(params.sentiment.val_path)))}
     path = save_model(model, params.path(params.sentiment.model_dir), metrics)
+    langs = train_language_models(spark, params.path(params.sentiment.xlmt_dir), path, params.sentiment.languages)
+    if langs:
+        metrics["languages"] = langs
+        (path / "metrics.json").write_text(json.dumps({"version": path.name, **metrics}, indent=2))
     return {"model": str(path), **metrics}
 
 
-def score_step(params: Params, ep: Endpoints, model_path: str | None = None) -> dict:
-    from .sentiment import latest_model, load_model, score_posts
+def baselines_step(params: Params) -> dict:
+    """The rule baselines (the seed's keyword auto-labelling, VADER alone) on both evaluation sets."""
+    from .sentiment import BASELINES, evaluate_baseline, load_labelled
     from .spark_session import get_spark
     spark = get_spark(params)
-    model, version = load_model(model_path or latest_model(params.path(params.sentiment.model_dir)))
+    sets = {"semeval2017_dev": params.sentiment.dev_path, "tweeteval_val": params.sentiment.val_path}
+    return {name: {ds: evaluate_baseline(name, load_labelled(spark, params.path(p))) for ds, p in sets.items()}
+            for name in BASELINES}
+
+
+def score_step(params: Params, ep: Endpoints, model_path: str | None = None) -> dict:
+    from .sentiment import latest_model, load_models, score_posts
+    from .spark_session import get_spark
+    spark = get_spark(params)
+    models, version = load_models(model_path or latest_model(params.path(params.sentiment.model_dir)))
     t0 = time.monotonic()
-    out = score_posts(spark, model, version, ep.database_url, params.sentiment.languages)
+    out = score_posts(spark, models, version, ep.database_url, params.sentiment.languages)
     out.update(model_version=version, seconds=round(time.monotonic() - t0, 2))
     return out
+
+
+def problems(params: Params, ep: Endpoints, limit: int = 20000):
+    """Every record the pipeline could not use, as a DataFrame (stage, reason): dead letters from the DLQ topic,
+    the stream's `stream_errors`, the batch's `toots_rejects`."""
+    import pandas as pd
+    from .db import query_df, table_counts
+    from .kafka_io import KafkaUnavailable, export, partitions_for
+    rows = []
+    try:
+        partitions_for(ep.bootstrap_servers, params.kafka.dlq_topic, timeout=2)
+        rows += [("dead letter (ingest)", m["value"].get("error") if isinstance(m["value"], dict) else "unreadable")
+                 for m in export(ep.bootstrap_servers, params.kafka.dlq_topic, limit, from_beginning=True)]
+    except KafkaUnavailable:  # no DLQ topic yet: nothing was dead-lettered
+        pass
+    present = table_counts(ep.database_url, ["stream_errors", "toots_rejects"])
+    for stage, table, col in (("stream error", "stream_errors", "error"), ("batch reject", "toots_rejects", "reason")):
+        if present.get(table):
+            rows += [(stage, r) for r in query_df(ep.database_url, f"SELECT {col} AS reason FROM {table}").reason]
+    return pd.DataFrame(rows, columns=["stage", "reason"])
 
 
 def dumps(d: dict) -> str:

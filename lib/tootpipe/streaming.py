@@ -85,6 +85,7 @@ class PostgresSink:
         self.cluster = endpoints.cluster_id or endpoints.bootstrap_servers
         self.user_window = user_window
         self.last: dict = {}
+        self.committed_latencies_ms = None
         ensure_schema(self.url)
 
     def already_applied(self, batch_id: int) -> bool:
@@ -100,6 +101,7 @@ class PostgresSink:
     def __call__(self, df, batch_id: int) -> None:
         import pyarrow.compute as pc
         t0 = time.monotonic()
+        self.committed_latencies_ms = None
         if self.already_applied(batch_id):
             log.warning("batch %d of %s was already committed: skipped (replay after a crash)", batch_id,
                         self.checkpoint)
@@ -177,6 +179,7 @@ class PostgresSink:
                      lat[0], lat[1]))
         finally:
             conn.close()
+        self.committed_latencies_ms = _latencies_ms(rows["kafka_timestamp"])  # Kafka timestamp -> committed
         _inject_fault(batch_id)
         self.last = {"batch_id": batch_id, "input_rows": rows.num_rows, "posts_written": written,
                      "deletes": deletes, "errors": errors.num_rows, "late_rows": late}
@@ -208,14 +211,19 @@ def _inject_fault(batch_id: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _latency_ms(ts_column) -> tuple[float | None, float | None]:
-    """p50 and p95 of now minus the Kafka timestamps (microsecond Arrow timestamps), in milliseconds."""
-    import numpy as np
+def _latencies_ms(ts_column):
+    """Now minus each Kafka timestamp (microsecond Arrow timestamps), in milliseconds, as a numpy array."""
     import pyarrow as pa
     vals = ts_column.drop_null().cast(pa.int64()).to_numpy()
-    if vals.size == 0:
+    return (time.time() * 1e6 - vals) / 1000
+
+
+def _latency_ms(ts_column) -> tuple[float | None, float | None]:
+    """p50 and p95 of now minus the Kafka timestamps, in milliseconds."""
+    import numpy as np
+    lat = _latencies_ms(ts_column)
+    if lat.size == 0:
         return None, None
-    lat = (time.time() * 1e6 - vals) / 1000
     return float(np.percentile(lat, 50)), float(np.percentile(lat, 95))
 
 
@@ -239,8 +247,9 @@ def kafka_stream(spark, params: Params, endpoints: Endpoints):
 
 
 def start_stream(spark, params: Params, endpoints: Endpoints, *, available_now: bool | None = None,
-                 sink: PostgresSink | None = None):
-    """Start the query; returns (StreamingQuery, PostgresSink)."""
+                 sink=None):
+    """Start the query; returns (StreamingQuery, sink). `sink` defaults to a PostgresSink on the query's checkpoint;
+    any foreachBatch function (df, batch_id) may be given instead."""
     from .kafka_io import ensure_topics
     ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], params.kafka.partitions,
                   params.kafka.replication_factor)

@@ -1,0 +1,222 @@
+"""Streaming throughput and latency: Kafka -> tootkafka -> exactly-once PostgreSQL sink, beside a no-op ceiling.
+
+    python bench/stream.py --n 200000
+
+1. A backlog of `--n` sample toots is published to a fresh topic.
+2. No-op ceiling: the same source into Spark's `noop` sink (reads and discards), per maxOffsetsPerTrigger setting.
+3. The real job (parse, filter, one PostgreSQL transaction per batch) at the same settings, each into a fresh
+   database, checked for exactly-once (posts = independent expectation).
+4. Live latency: a producer publishes `--rate` toots/s for `--live-s` seconds while the query runs on a
+   processing-time trigger; latency = Kafka timestamp -> the batch's PostgreSQL commit, per row.
+Prints a table and writes bench/results/stream.json (rows_per_s, noop_rows_per_s, latency_p50_ms,
+latency_p95_ms, jvm_rss_mb, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import threading
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+
+from tootpipe import config, db, kafka_io, services  # noqa: E402
+from tootpipe.sample import expected_posts, generate  # noqa: E402
+from tootpipe.spark_session import get_spark  # noqa: E402
+from tootpipe.streaming import PostgresSink, kafka_stream, run_until_caught_up  # noqa: E402
+
+
+def jvm_peak_rss_mb(spark) -> float | None:
+    """Peak resident memory (VmHWM) of the driver JVM."""
+    proc = getattr(spark.sparkContext._gateway, "proc", None)
+    if proc is None:
+        return None
+    try:
+        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def fresh_db(ep, name: str):
+    admin = ep.database_url.rsplit("/", 1)[0] + "/postgres"
+    services._create_database(admin, name)
+    url = ep.database_url.rsplit("/", 1)[0] + "/" + name
+    db.ensure_schema(url)
+    return replace(ep, database_url=url)
+
+
+def publish(ep, topic: str, events: list[dict], params) -> int:
+    from tootpipe.mastodon_source import ingest
+    pub = kafka_io.Publisher(ep.bootstrap_servers, topic, topic + "_dlq")
+    stats = ingest(events, pub, params, source="bench", progress_every=1e9)
+    pub.close()
+    return stats.published + stats.deletes
+
+
+def noop_run(spark, params, ep, per_trigger: int) -> dict:
+    params = params.model_copy(deep=True)
+    params.stream.max_offsets_per_trigger = per_trigger
+    ck = ROOT / ".tootpipe" / "bench" / f"noop_{uuid.uuid4().hex[:8]}"
+    target = sum(kafka_io.end_offsets(ep.bootstrap_servers, params.kafka.topic).values())
+    t0 = time.perf_counter()
+    q = (kafka_stream(spark, params, ep).writeStream.format("noop").option("checkpointLocation", str(ck))
+         .trigger(processingTime="0 seconds").start())
+    seen = 0
+    while seen < target:
+        q.awaitTermination(0.2)
+        seen = sum(p["numInputRows"] for p in q.recentProgress)
+        if q.exception():
+            raise RuntimeError(q.exception())
+    wall = time.perf_counter() - t0
+    q.stop()
+    prog = q.recentProgress
+    busy = sum(p["durationMs"].get("triggerExecution", 0) for p in prog) / 1000
+    return {"rows": seen, "wall_s": round(wall, 2), "batches": len(prog), "rows_per_s": round(seen / busy),
+            "rows_per_s_wall": round(seen / wall)}
+
+
+def sink_run(spark, params, ep, per_trigger: int, expected: set) -> dict:
+    params = params.model_copy(deep=True)
+    params.stream.max_offsets_per_trigger = per_trigger
+    params.stream.processing_time = "0 seconds"
+    params.stream.query_name = f"bench_{per_trigger}_{uuid.uuid4().hex[:6]}"
+    params.stream.checkpoint_dir = ".tootpipe/bench/checkpoints"
+    ep = fresh_db(ep, params.stream.query_name)
+    out = run_until_caught_up(spark, params, ep, timeout_s=1800)
+    prog = db.query_df(ep.database_url, "SELECT input_rows, collect_s, write_s FROM stream_progress")
+    rows = int(prog.input_rows.sum())
+    busy = float((prog.collect_s + prog.write_s).sum())
+    uris = set(db.query_df(ep.database_url, "SELECT uri FROM mastodon_posts").uri)
+    return {"rows": rows, "wall_s": out["seconds"], "batches": out["batches"], "rows_per_s": round(rows / busy),
+            "rows_per_s_wall": round(rows / out["seconds"]), "collect_s": round(float(prog.collect_s.sum()), 2),
+            "write_s": round(float(prog.write_s.sum()), 2), "exactly_once": uris == expected}
+
+
+def live_latency(spark, params, ep, rate: int, seconds: float, seed: int) -> dict:
+    from tootpipe.mastodon_source import ingest
+    from tootpipe.streaming import start_stream
+    params = params.model_copy(deep=True)
+    params.kafka.topic = f"bench_live_{uuid.uuid4().hex[:8]}"
+    params.stream.processing_time = "0 seconds"
+    params.stream.max_offsets_per_trigger = 100_000
+    params.stream.query_name = params.kafka.topic
+    params.stream.checkpoint_dir = ".tootpipe/bench/checkpoints"
+    ep = fresh_db(ep, params.kafka.topic)
+    kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic, params.kafka.topic + "_dlq"], 3)
+    sink = PostgresSink(params, ep, str(ROOT / ".tootpipe" / "bench" / "checkpoints" / params.kafka.topic))
+    latencies: list = []
+
+    def recording(df, batch_id):
+        sink(df, batch_id)
+        if sink.committed_latencies_ms is not None and batch_id > 0:  # batch 0 pays the worker start
+            latencies.append(sink.committed_latencies_ms)
+
+    query, _ = start_stream(spark, params, ep, available_now=False, sink=recording)
+    time.sleep(8)  # let the first (empty) batches start the Python workers
+
+    events = [e for e in generate(int(rate * seconds * 1.2), seed) if e["event"] == "update"]
+    pub = kafka_io.Publisher(ep.bootstrap_servers, params.kafka.topic, params.kafka.topic + "_dlq")
+    t0 = time.perf_counter()
+    sent = 0
+
+    def paced():
+        nonlocal sent
+        for e in events:
+            due = t0 + sent / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            if time.perf_counter() - t0 > seconds:
+                return
+            sent += 1
+            yield e
+
+    params.filters.exclude_reblogs = params.filters.respect_opt_out = params.filters.public_only = False
+    ingest(paced(), pub, params, source="bench-live", progress_every=1e9)
+    pub.close()
+    time.sleep(5)
+    query.stop()
+    lat = np.concatenate(latencies) if latencies else np.array([])
+    return {"rate": rate, "seconds": seconds, "sent": sent, "measured_rows": int(lat.size),
+            "latency_p50_ms": round(float(np.percentile(lat, 50)), 1) if lat.size else None,
+            "latency_p95_ms": round(float(np.percentile(lat, 95)), 1) if lat.size else None,
+            "latency_max_ms": round(float(lat.max()), 1) if lat.size else None}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200_000, help="sample toots in the backlog")
+    ap.add_argument("--params", default=None)
+    ap.add_argument("--triggers", default="20000,50000", help="maxOffsetsPerTrigger settings to compare")
+    ap.add_argument("--rate", type=int, default=500)
+    ap.add_argument("--live-s", type=float, default=30)
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "stream.json"))
+    args = ap.parse_args(argv)
+
+    params = config.load(args.params)
+    ep = services.up(params)
+    run = uuid.uuid4().hex[:8]
+    params.kafka.topic, params.kafka.dlq_topic = f"bench_stream_{run}", f"bench_stream_{run}_dlq"
+    kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], params.kafka.partitions)
+    t0 = time.perf_counter()
+    events = generate(args.n, args.seed)
+    messages = publish(ep, params.kafka.topic, events, params)
+    publish_s = time.perf_counter() - t0
+    expected = set(expected_posts(events, params.filters))
+    print(f"backlog: {args.n:,} toots -> {messages:,} messages in {publish_s:.1f} s; expected posts {len(expected):,}",
+          flush=True)
+
+    t0 = time.perf_counter()
+    spark = get_spark(params)
+    spark_start_s = time.perf_counter() - t0
+    results = {"n": args.n, "messages": messages, "spark_start_s": round(spark_start_s, 1), "runs": []}
+    for per in [int(x) for x in args.triggers.split(",")]:
+        noop = noop_run(spark, params, ep, per)
+        print(f"noop  maxOffsetsPerTrigger={per}: {noop}", flush=True)
+        real = sink_run(spark, params, ep, per, expected)
+        print(f"sink  maxOffsetsPerTrigger={per}: {real}", flush=True)
+        results["runs"].append({"max_offsets_per_trigger": per, "noop": noop, "sink": real})
+    live = live_latency(spark, params, ep, args.rate, args.live_s, args.seed + 1)
+    print(f"live: {live}", flush=True)
+    best = max(results["runs"], key=lambda r: r["sink"]["rows_per_s"])
+    results.update({
+        "rows_per_s": best["sink"]["rows_per_s"], "rows_per_s_wall": best["sink"]["rows_per_s_wall"],
+        "noop_rows_per_s": best["noop"]["rows_per_s"], "best_max_offsets_per_trigger": best["max_offsets_per_trigger"],
+        "exactly_once": all(r["sink"]["exactly_once"] for r in results["runs"]),
+        "latency_p50_ms": live["latency_p50_ms"], "latency_p95_ms": live["latency_p95_ms"], "live": live,
+        "jvm_rss_mb": jvm_peak_rss_mb(spark), "spark_master": params.spark.master,
+        "driver_memory": params.spark.driver_memory,
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+    spark.stop()
+
+    print()
+    print(f"{'maxOffsetsPerTrigger':>20} {'noop rows/s':>12} {'sink rows/s':>12} {'sink wall rows/s':>17} "
+          f"{'batches':>8} {'exactly-once':>13}")
+    for r in results["runs"]:
+        print(f"{r['max_offsets_per_trigger']:>20,} {r['noop']['rows_per_s']:>12,} {r['sink']['rows_per_s']:>12,} "
+              f"{r['sink']['rows_per_s_wall']:>17,} {r['sink']['batches']:>8} {str(r['sink']['exactly_once']):>13}")
+    print(f"live at {args.rate}/s: latency p50 {live['latency_p50_ms']} ms, p95 {live['latency_p95_ms']} ms "
+          f"({live['measured_rows']:,} rows); driver JVM peak RSS {results['jvm_rss_mb']} MB")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
