@@ -62,3 +62,14 @@ def test_explicit_backfill_ranges():
         explicit_ranges({7: 0}, None, latest)
     with pytest.raises(ValueError, match="beyond the end"):
         explicit_ranges(None, {0: 11}, latest)
+
+
+def test_split_ranges_keeps_every_offset_once():
+    from tootpipe.kafka_source import split_ranges
+    ranges = [(0, 0, 10), (1, 5, 6), (2, 100, 107)]
+    pieces = split_ranges(ranges, 6)
+    assert len(pieces) >= 6
+    for p, s, e in ranges:
+        mine = sorted((a, b) for q, a, b in pieces if q == p)
+        assert mine[0][0] == s and mine[-1][1] == e and all(b == c for (_, b), (c, _) in zip(mine, mine[1:]))
+    assert split_ranges(ranges, 2) == ranges

@@ -92,7 +92,8 @@ def backfill(spark: SparkSession, params: Params, ep: Endpoints, ranges: dict[in
     start = json.dumps({topic: {str(p): s for p, (s, _) in bounds.items()}})
     end = json.dumps({topic: {str(p): e for p, (_, e) in bounds.items()}})
     kafka = (spark.read.format("tootkafka").option("kafka.bootstrap.servers", ep.bootstrap_servers)
-             .option("subscribe", topic).option("startingOffsets", start).option("endingOffsets", end).load())
+             .option("subscribe", topic).option("startingOffsets", start).option("endingOffsets", end)
+             .option("minPartitions", str(_task_count(spark, sum(e - s for s, e in ranges.values())))).load())
     parsed = parse_kafka(kafka).withColumn("cluster", F.lit(cluster)).withColumn("hashtags", pg_array(F.col("hashtags")))
     rows = parsed.withColumn("raw", F.when(F.col("error").isNotNull(), F.col("raw"))).select(_RAW_COLUMNS)
     cols = ", ".join(_RAW_COLUMNS)
@@ -106,6 +107,11 @@ def backfill(spark: SparkSession, params: Params, ep: Endpoints, ranges: dict[in
     seconds = time.monotonic() - t0
     return {"rows": read, "inserted": inserted, "ranges": {str(p): list(r) for p, r in ranges.items()},
             "seconds": round(seconds, 2), "toots_per_s": round(read / seconds, 1) if seconds else None}
+
+
+def _task_count(spark: SparkSession, rows: int, rows_per_task: int = 100_000) -> int:
+    """Enough tasks to keep every core busy, and none larger than `rows_per_task` rows."""
+    return max(spark.sparkContext.defaultParallelism, -(-rows // rows_per_task))
 
 
 def copy_from_tasks(df: DataFrame, url: str, table: str, insert_sql: str | None = None) -> tuple[int, int]:

@@ -194,6 +194,7 @@ def end_offsets(bootstrap: str, topic: str, partitions: list[int] | None = None,
     try:
         parts = partitions if partitions is not None else sorted(c.partitions_for_topic(topic) or [])
         tps = [TopicPartition(topic, p) for p in parts]
+        c.unsubscribe()  # fresh partition states: a reused consumer would otherwise report its cached watermarks
         c.assign(tps)
         earliest = c.beginning_offsets(tps)
         for tp in tps:

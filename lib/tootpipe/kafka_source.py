@@ -20,7 +20,7 @@ from typing import Iterator
 from pyspark.sql.datasource import DataSource, DataSourceReader, DataSourceStreamReader, InputPartition
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows
 
-__all__ = ["KafkaDataSource", "KAFKA_COLUMNS", "split_limit", "register"]
+__all__ = ["KafkaDataSource", "KAFKA_COLUMNS", "split_limit", "split_ranges", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,34 @@ def _read_range(part: KafkaRange) -> Iterator:
     def batch(cols: list[list]):
         return pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, schema)], schema=schema)
 
+    consumer = _worker_consumer(part.bootstrap)
+    try:
+        yield from _batches(consume_range(part.bootstrap, part.topic, part.partition, part.start, part.end,
+                                          timeout=part.timeout, consumer=consumer), part, batch)
+    except BaseException:
+        _CONSUMERS.pop(part.bootstrap, None)
+        consumer.close()
+        raise
+
+
+# One consumer per broker in each (reused) Python worker: a fresh one per micro-batch costs a connection and a
+# metadata round trip for every partition, which dominated small live batches.
+_CONSUMERS: dict = {}
+
+
+def _worker_consumer(bootstrap: str):
+    from .kafka_io import _consumer
+    c = _CONSUMERS.get(bootstrap)
+    if c is None:
+        c = _CONSUMERS[bootstrap] = _consumer(bootstrap, max_poll_records=5000,
+                                              max_partition_fetch_bytes=4 * 1024 * 1024,
+                                              fetch_max_bytes=16 * 1024 * 1024)
+    return c
+
+
+def _batches(messages, part, batch):
     cols: list[list] = [[] for _ in range(7)]
-    for msg in consume_range(part.bootstrap, part.topic, part.partition, part.start, part.end,
-                             timeout=part.timeout):
+    for msg in messages:
         for col, v in zip(cols, (msg.key, msg.value, part.topic, part.partition, msg.offset, msg.timestamp * 1000,
                                  msg.timestamp_type)):
             col.append(v)
@@ -89,6 +114,7 @@ class _Options:
         self.max_per_trigger = int(options["maxOffsetsPerTrigger"]) if options.get("maxOffsetsPerTrigger") else None
         self.timeout = float(options.get("readTimeoutSeconds", "60"))
         self.cluster = options.get("clusterId") or ""
+        self.min_partitions = int(options.get("minPartitions") or 0)
 
 
 class _Broker:
@@ -143,9 +169,21 @@ class _Broker:
             self._consumer = None
 
 
+def split_ranges(ranges: list[tuple[int, int, int]], min_partitions: int) -> list[tuple[int, int, int]]:
+    """(partition, start, end) ranges cut into pieces of equal size so that there are at least `min_partitions`
+    (as Spark's Kafka source does with minPartitions); each offset stays in exactly one piece. Pure."""
+    total = sum(e - s for _, s, e in ranges)
+    if min_partitions <= len(ranges) or total == 0:
+        return ranges
+    size = max(1, -(-total // min_partitions))
+    return [(p, a, min(a + size, e)) for p, s, e in ranges for a in range(s, e, size)]
+
+
 def _ranges(opts: _Options, start: dict[str, int], end: dict[str, int]) -> list[KafkaRange]:
-    return [KafkaRange(opts.bootstrap, opts.topic, int(p), start.get(p, 0), e, opts.timeout)
-            for p, e in sorted(end.items(), key=lambda kv: int(kv[0])) if e > start.get(p, 0)]
+    ranges = [(int(p), start.get(p, 0), e) for p, e in sorted(end.items(), key=lambda kv: int(kv[0]))
+              if e > start.get(p, 0)]
+    return [KafkaRange(opts.bootstrap, opts.topic, p, s, e, opts.timeout)
+            for p, s, e in split_ranges(ranges, opts.min_partitions)]
 
 
 class KafkaStreamReader(DataSourceStreamReader):

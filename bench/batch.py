@@ -1,0 +1,150 @@
+"""Batch at scale: backfill from Kafka, clean, the seven analytics tables, three ways of computing them.
+
+    python bench/batch.py --n 1000000
+
+1. `--n` toots go into a fresh topic: the sample generator's toots (with their edits, deletes, duplicates,
+   federated copies and malformed payloads), repeated with fresh ids/uris and shifted days past `--base`.
+2. backfill (Kafka -> toots_raw, written by the Spark tasks), clean (toots_raw -> toots_clean + rejects).
+3. analytics three ways, same input: `cached` (what the pipeline does: read toots_clean once, cache), `naive`
+   (each table computed from a fresh read, no caching), `repartition_cache` (the seed's repartition(4).cache()).
+Prints a table and writes bench/results/batch.json (backfill_toots_per_s, clean_s, analytics_s,
+naive_analytics_s, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from tootpipe import batch, config, kafka_io, services, steps  # noqa: E402
+from tootpipe.sample import generate  # noqa: E402
+from tootpipe.spark_session import get_spark  # noqa: E402
+from stream import fresh_db, jvm_peak_rss_mb  # noqa: E402
+
+
+def scaled_events(n: int, seed: int, base: int):
+    """Events for `n` toots: the generator's `base` toots, repeated with new ids, uris and days."""
+    events = generate(min(n, base), seed)
+    for k in range((n + base - 1) // base):
+        shift = str(k)
+        for e in events:
+            if k == 0:
+                yield e
+                continue
+            d = e["data"]
+            if isinstance(d, dict):
+                d = copy.deepcopy(d)
+                d["id"] = f"{d['id']}{shift}"
+                d["uri"] = f"{d['uri']}/{shift}"
+                if isinstance(d.get("created_at"), str) and d["created_at"][:4].isdigit():
+                    day = int(d["created_at"][8:10])
+                    d["created_at"] = f"{d['created_at'][:8]}{(day + 2 * k - 1) % 28 + 1:02d}{d['created_at'][10:]}"
+            elif e["event"] == "delete":
+                d = f"{d}{shift}"
+            yield {**e, "data": d}
+
+
+def analytics_timed(spark, url: str, active_min: int, mode: str) -> dict:
+    t0 = time.perf_counter()
+    per = {}
+    if mode == "naive":
+        for name in batch.ANALYTICS_TABLES:
+            t = time.perf_counter()
+            batch.write_table(url, name, batch.analytics(batch.load_clean(spark, url), active_min)[name])
+            per[name] = round(time.perf_counter() - t, 2)
+    else:
+        clean = batch.load_clean(spark, url)
+        if mode == "repartition_cache":
+            clean = clean.repartition(4)
+        clean = clean.cache()
+        for name, df in batch.analytics(clean, active_min).items():
+            t = time.perf_counter()
+            batch.write_table(url, name, df)
+            per[name] = round(time.perf_counter() - t, 2)
+        clean.unpersist()
+    return {"seconds": round(time.perf_counter() - t0, 2), "per_table": per}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--base", type=int, default=50_000, help="distinct generated toots, repeated up to --n")
+    ap.add_argument("--params", default=None)
+    ap.add_argument("--seed", type=int, default=4)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "batch.json"))
+    args = ap.parse_args(argv)
+
+    params = config.load(args.params)
+    ep = services.up(params)
+    run = uuid.uuid4().hex[:8]
+    params.kafka.topic, params.kafka.dlq_topic = f"bench_batch_{run}", f"bench_batch_{run}_dlq"
+    kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], params.kafka.partitions)
+    t0 = time.perf_counter()
+    from tootpipe.mastodon_source import ingest
+    pub = kafka_io.Publisher(ep.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
+    stats = ingest(scaled_events(args.n, args.seed, args.base), pub, params, source="bench", progress_every=1e9)
+    pub.close()
+    messages = stats.published + stats.deletes
+    print(f"published {messages:,} messages for {args.n:,} toots in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    ep = fresh_db(ep, f"bench_batch_{run}")
+    spark = get_spark(params)
+    res = {"n": args.n, "messages": messages}
+    t = time.perf_counter()
+    bf = batch.backfill(spark, params, ep)
+    res["backfill_s"] = round(time.perf_counter() - t, 2)
+    res["backfill_rows"] = bf["rows"]
+    res["backfill_toots_per_s"] = round(bf["rows"] / res["backfill_s"])
+    print(f"backfill: {bf['rows']:,} rows in {res['backfill_s']} s", flush=True)
+    again = batch.backfill(spark, params, ep)
+    res["backfill_rerun_rows"] = again["rows"]
+
+    t = time.perf_counter()
+    cl = steps.clean_step(params, ep)
+    res["clean_s"] = round(time.perf_counter() - t, 2)
+    res["toots_clean"], res["toots_rejects"] = cl["toots_clean"], cl["toots_rejects"]
+    print(f"clean: {cl} in {res['clean_s']} s", flush=True)
+
+    runs = {}
+    for mode in ("cached", "naive", "repartition_cache"):
+        runs[mode] = analytics_timed(spark, ep.database_url, params.batch.active_min, mode)
+        print(f"analytics {mode}: {runs[mode]}", flush=True)
+    res.update({
+        "analytics_s": runs["cached"]["seconds"], "naive_analytics_s": runs["naive"]["seconds"],
+        "repartition_cache_analytics_s": runs["repartition_cache"]["seconds"], "analytics": runs,
+        "clean_plus_analytics_s": round(res["clean_s"] + runs["cached"]["seconds"], 2),
+        "jvm_rss_mb": jvm_peak_rss_mb(spark), "driver_memory": params.spark.driver_memory,
+        "spark_master": params.spark.master,
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+    spark.stop()
+
+    print()
+    print(f"{'stage':34} {'seconds':>8} {'rows/s':>10}")
+    print(f"{'backfill (Kafka -> toots_raw)':34} {res['backfill_s']:>8} {res['backfill_toots_per_s']:>10,}")
+    print(f"{'clean (-> toots_clean, rejects)':34} {res['clean_s']:>8}")
+    for mode, r in runs.items():
+        print(f"{'analytics, ' + mode:34} {r['seconds']:>8}")
+    print(f"{'table':34} " + " ".join(f"{m:>18}" for m in runs))
+    for name in batch.ANALYTICS_TABLES:
+        print(f"{name:34} " + " ".join(f"{runs[m]['per_table'][name]:>18}" for m in runs))
+    print(f"re-run backfill loaded {res['backfill_rerun_rows']} rows; driver JVM peak RSS {res['jvm_rss_mb']} MB")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
