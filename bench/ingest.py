@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 import uuid
@@ -19,7 +18,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from common import write  # noqa: E402
 from tootpipe import config, kafka_io, services  # noqa: E402
 from tootpipe.mastodon_source import events_from_file, ingest  # noqa: E402
 from tootpipe.sample import generate  # noqa: E402
@@ -108,8 +109,6 @@ def main(argv=None) -> int:
         "published": stats.published, "deletes": stats.deletes, "filtered": dict(stats.filtered),
         "opted_out": stats.opted_out, "dead_letters": stats.dead_letters, "messages_in_topic": published,
         "broker": "embedded Tansu" if params.kafka.bootstrap_servers is None else params.kafka.bootstrap_servers,
-        "machine": f"{platform.machine()} {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
-        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     print(f"{'stage':44} {'events/s':>10} {'seconds':>8}")
     print(f"{'tootpipe ingest (parse+normalise+filter+produce)':44} {res['toots_per_s']:>10,} {ingest_s:>8.2f}")
@@ -118,9 +117,7 @@ def main(argv=None) -> int:
     print(f"{events:,} events ({mb:.0f} MB); ratio to raw kafka-python {res['ratio']}, to raw confluent-kafka "
           f"{res['ratio_vs_same_client']}; published {stats.published:,}, deletes {stats.deletes:,}, "
           f"dead letters {stats.dead_letters:,}, filtered {sum(stats.filtered.values()):,}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write(args.out, res)
     return 0
 
 

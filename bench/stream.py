@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import threading
 import time
@@ -28,7 +26,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from common import write  # noqa: E402
 from tootpipe import config, db, kafka_io, services  # noqa: E402
 from tootpipe.sample import expected_posts, generate  # noqa: E402
 from tootpipe.spark_session import get_spark  # noqa: E402
@@ -183,7 +183,7 @@ def main(argv=None) -> int:
                     "live": live, "jvm_rss_mb_live": jvm_peak_rss_mb(spark)})
         spark.stop()
         print(f"live at {args.rate}/s: {live}")
-        Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+        write(args.out, res)
         return 0
 
     params = config.load(args.params)
@@ -219,8 +219,6 @@ def main(argv=None) -> int:
         "latency_p50_ms": live["latency_p50_ms"], "latency_p95_ms": live["latency_p95_ms"], "live": live,
         "jvm_rss_mb": jvm_peak_rss_mb(spark), "spark_master": params.spark.master,
         "driver_memory": params.spark.driver_memory,
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
-        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
     spark.stop()
 
@@ -232,9 +230,7 @@ def main(argv=None) -> int:
               f"{r['sink']['rows_per_s_wall']:>17,} {r['sink']['batches']:>8} {str(r['sink']['exactly_once']):>13}")
     print(f"live at {args.rate}/s: latency p50 {live['latency_p50_ms']} ms, p95 {live['latency_p95_ms']} ms "
           f"({live['measured_rows']:,} rows); driver JVM peak RSS {results['jvm_rss_mb']} MB")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write(args.out, results)
     return 0
 
 

@@ -59,7 +59,4 @@ pd.DataFrame([{"error": d["error"], "source": d["source"], "raw": str(d["raw"])[
 # `bench/ingest.py` against raw produce of the same bytes in the same run; its last result, when present:
 
 # %%
-import json
-from tootpipe.config import project_root
-bench = project_root() / "bench" / "results" / "ingest.json"
-pd.Series(json.loads(bench.read_text())).to_frame("bench/ingest.py") if bench.exists() else "no benchmark result yet"
+steps.bench_result("ingest")

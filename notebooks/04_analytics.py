@@ -38,3 +38,11 @@ plots.reconciliation(rec);
 
 # %%
 disagree
+
+# %% [markdown]
+# ## At a million toots
+# Measured by `bench/batch.py`: backfill, clean, and the analytics computed three ways (read once and cached, as
+# here; each table from scratch; the seed's `repartition(4).cache()`):
+
+# %%
+steps.bench_result("batch")

@@ -65,3 +65,10 @@ scored
 # %%
 sent = db.query_df(ep.database_url, "SELECT language, sentiment_name FROM mastodon_sentiments")
 plots.sentiment_distribution(sent);
+
+# %% [markdown]
+# ## Scoring speed
+# Measured by `bench/sentiment.py` through the saved pipelines:
+
+# %%
+steps.bench_result("sentiment")

@@ -96,10 +96,8 @@ def backfill(spark: SparkSession, params: Params, ep: Endpoints, ranges: dict[in
              .option("minPartitions", str(_task_count(spark, sum(e - s for s, e in ranges.values())))).load())
     parsed = parse_kafka(kafka).withColumn("cluster", F.lit(cluster)).withColumn("hashtags", pg_array(F.col("hashtags")))
     rows = parsed.withColumn("raw", F.when(F.col("error").isNotNull(), F.col("raw"))).select(_RAW_COLUMNS)
-    cols = ", ".join(_RAW_COLUMNS)
-    # every task COPYs its rows and inserts them idempotently (a retried task adds nothing twice)
-    read, inserted = copy_from_tasks(rows, ep.database_url, "toots_raw",
-                                     f"INSERT INTO toots_raw ({cols}) SELECT {cols} FROM stage ON CONFLICT DO NOTHING")
+    # every task COPYs its rows; offsets already in toots_raw are skipped (a retried task adds nothing twice)
+    read, inserted = copy_from_tasks(rows, ep.database_url, "toots_raw", unique=True)
     with transaction(ep.database_url) as conn, conn.cursor() as cur:
         for p, (s, e) in ranges.items():
             cur.execute("INSERT INTO backfill_ranges (cluster, topic, kafka_partition, start_offset, end_offset, "
@@ -114,30 +112,41 @@ def _task_count(spark: SparkSession, rows: int, rows_per_task: int = 100_000) ->
     return max(spark.sparkContext.defaultParallelism, -(-rows // rows_per_task))
 
 
-def copy_from_tasks(df: DataFrame, url: str, table: str, insert_sql: str | None = None) -> tuple[int, int]:
-    """Write a DataFrame into PostgreSQL from the Spark tasks themselves (nothing passes through the driver):
-    each task COPYs its rows in one transaction, straight into `table`, or into a temporary `stage` shaped like
-    `table` followed by `insert_sql`. Returns (rows, rows inserted)."""
+def copy_from_tasks(df: DataFrame, url: str, table: str, unique: bool = False) -> tuple[int, int]:
+    """Write a DataFrame into PostgreSQL from the Spark tasks themselves (nothing passes through the driver);
+    each task writes its rows in one transaction with COPY. With `unique`, rows whose key is already in `table`
+    are skipped: each Arrow batch is COPYed straight in, and only a batch that hits a duplicate key is loaded again
+    through a staging table with ON CONFLICT DO NOTHING (so a re-run or a retried task adds nothing twice at the
+    price of one extra pass over that batch). Returns (rows, rows inserted)."""
     columns = df.columns
 
     def write(batches):
+        import psycopg2.errors
         import pyarrow as pa
         from tootpipe.db import connect, copy_arrow
         rows = inserted = 0
         conn = connect(url, retries=3)
+        cols = ", ".join(f'"{c}"' for c in columns)
         try:
             with conn, conn.cursor() as cur:
-                target = table
-                if insert_sql:
-                    cur.execute(f'CREATE TEMP TABLE stage ON COMMIT DROP AS SELECT * FROM "{table}" WITH NO DATA')
-                    target = "stage"
+                if unique:
+                    cur.execute(f'CREATE TEMP TABLE stage ON COMMIT DROP AS SELECT {cols} FROM "{table}" WITH NO DATA')
                 for batch in batches:
-                    rows += copy_arrow(cur, target, pa.Table.from_batches([batch]), columns)
-                if insert_sql:
-                    cur.execute(insert_sql)
-                    inserted = cur.rowcount
-                else:
-                    inserted = rows
+                    arrow = pa.Table.from_batches([batch])
+                    rows += arrow.num_rows
+                    if not unique:
+                        inserted += copy_arrow(cur, table, arrow, columns)
+                        continue
+                    cur.execute("SAVEPOINT batch")
+                    try:
+                        inserted += copy_arrow(cur, table, arrow, columns)
+                        cur.execute("RELEASE SAVEPOINT batch")
+                    except psycopg2.errors.UniqueViolation:
+                        cur.execute("ROLLBACK TO SAVEPOINT batch")
+                        copy_arrow(cur, "stage", arrow, columns)
+                        cur.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM stage ON CONFLICT DO NOTHING')
+                        inserted += cur.rowcount
+                        cur.execute("TRUNCATE stage")
         finally:
             conn.close()
         yield pa.RecordBatch.from_pydict({"rows": [rows], "inserted": [inserted]})

@@ -92,6 +92,7 @@ class _Reader(DataSourceReader):
             return
         buf.seek(0)
         table = pacsv.read_csv(buf, read_options=pacsv.ReadOptions(column_names=names, block_size=8 << 20),
+                               parse_options=pacsv.ParseOptions(newlines_in_values=True),
                                convert_options=pacsv.ConvertOptions(
                                    column_types=types, true_values=["t"], false_values=["f"], null_values=[""],
                                    strings_can_be_null=True, quoted_strings_can_be_null=False))

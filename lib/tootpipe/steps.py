@@ -145,5 +145,18 @@ def problems(params: Params, ep: Endpoints, limit: int = 20000):
     return pd.DataFrame(rows, columns=["stage", "reason"])
 
 
+def bench_result(name: str):
+    """The last `bench/<name>.py` result (bench/results/<name>.json) as a one-column table, flat keys only; or a
+    sentence saying how to produce it."""
+    import pandas as pd
+    from .config import project_root
+    path = project_root() / "bench" / "results" / f"{name}.json"
+    if not path.exists():
+        return f"no benchmark result yet: run `python bench/{name}.py`"
+    data = json.loads(path.read_text())
+    return pd.Series({k: v for k, v in data.items() if not isinstance(v, (dict, list))}, dtype=object) \
+        .to_frame(f"bench/{name}.py")
+
+
 def dumps(d: dict) -> str:
     return json.dumps(d, indent=2, default=str)
