@@ -99,6 +99,7 @@ class SentimentParams(_Strict):
     reg_param: float = Field(4.0, gt=0)  # for `variant`; `tootpipe sentiment train --tune` chooses it
     train_limit: int | None = Field(None, ge=100)
     languages: list[str] = ["en"]
+    min_language_recall: float = Field(0.45, ge=0, le=1)  # a language model below this is not used
 
 
 class ReportParams(_Strict):

@@ -128,7 +128,10 @@ def run_notebooks(params_file: str, only: list[str] | None = None, keep_services
             print(f"run_all: {py.name} ...", flush=True)
             try:
                 pm.execute_notebook(nb, str(out), parameters={"params_file": params_path, "run_id": run_id},
-                                    cwd=str(project_root()), kernel_name="python3", progress_bar=False)
+                                    cwd=str(project_root()), kernel_name="python3", progress_bar=False,
+                                    # the JVM's and Spark workers' own stderr (JDK notices, worker shutdown
+                                    # noise) goes to the console, not into the report; Python output still does
+                                    extra_arguments=["--IPKernelApp.capture_fd_output=False"])
             except pm.PapermillExecutionError as exc:
                 result.update(status="failed", cell=exc.exec_count, error=f"{exc.ename}: {exc.evalue}"[:500])
                 failure = NotebookFailed(py.stem, exc.exec_count, f"{exc.ename}: {exc.evalue}")

@@ -123,7 +123,7 @@ SELECT *, regexp_replace(regexp_replace(regexp_replace(regexp_replace(lower(coal
 FROM __THIS__
 """
 
-_TOKEN_PATTERN = r"[a-z0-9']+|[!?]+|[:;=8][-o*']?[)(\]\[dDpP/\\|]|[\x{2600}-\x{27BF}\x{1F300}-\x{1FAFF}]"
+_TOKEN_PATTERN = r"[\p{L}\p{M}\p{N}']+|[!?]+|[:;=8][-o*']?[)(\]\[dDpP/\\|]|[\x{2600}-\x{27BF}\x{1F300}-\x{1FAFF}]"
 
 
 def build_pipeline(variant: str = DEFAULT_VARIANT, reg_param: float | None = None) -> Pipeline:
@@ -271,9 +271,11 @@ def latest_model(model_dir: str | Path) -> Path:
 
 
 def train_language_models(spark: SparkSession, xlmt_dir: str | Path, version_dir: str | Path,
-                          languages: list[str]) -> dict:
+                          languages: list[str], min_recall: float = 0.45) -> dict:
     """One `balanced_ngrams` model per XLM-T language (trained on its train split, measured on its val split),
-    saved under `<version>/languages/<code>/model`. English keeps the SemEval model. Returns metrics per code."""
+    saved under `<version>/languages/<code>/model` only when its macro-recall reaches `min_recall` (chance is
+    0.33): a model no better than a guess is not kept, and that language's toots are marked unsupported.
+    English keeps the SemEval model. Returns metrics per code."""
     out = {}
     for code in languages:
         if code == "en" or code not in XLMT_LANGUAGES:
@@ -285,8 +287,10 @@ def train_language_models(spark: SparkSession, xlmt_dir: str | Path, version_dir
         model = build_pipeline("balanced_ngrams").fit(_with_class_weights(load_xlmt(spark, folder, "train")))
         seconds = time.monotonic() - t0
         m = evaluate(model, load_xlmt(spark, folder, "val"))
-        model.write().overwrite().save(str(Path(version_dir) / "languages" / code / "model"))
-        out[code] = {"xlmt_val": m, "train_s": round(seconds, 1)}
+        kept = m["macro_recall"] >= min_recall
+        if kept:
+            model.write().overwrite().save(str(Path(version_dir) / "languages" / code / "model"))
+        out[code] = {"xlmt_val": m, "train_s": round(seconds, 1), "kept": kept}
     return out
 
 

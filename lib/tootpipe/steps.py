@@ -97,7 +97,8 @@ def train_step(params: Params, variant: str | None = None, *, tune: bool = False
                "semeval2017_dev": evaluate(model, load_labelled(spark, params.path(params.sentiment.dev_path))),
                "tweeteval_val": evaluate(model, load_labelled(spark, params.path(params.sentiment.val_path)))}
     path = save_model(model, params.path(params.sentiment.model_dir), metrics)
-    langs = train_language_models(spark, params.path(params.sentiment.xlmt_dir), path, params.sentiment.languages)
+    langs = train_language_models(spark, params.path(params.sentiment.xlmt_dir), path, params.sentiment.languages,
+                                  params.sentiment.min_language_recall)
     if langs:
         metrics["languages"] = langs
         (path / "metrics.json").write_text(json.dumps({"version": path.name, **metrics}, indent=2))
