@@ -211,7 +211,7 @@ def table_counts(url: str, tables: list[str]) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     with transaction(url) as conn, conn.cursor() as cur:
         for t in tables:
-            cur.execute("SELECT to_regclass(%s)", (t,))
+            cur.execute("SELECT to_regclass(quote_ident(%s))", (t,))  # mixed case: active_users_gtX
             if cur.fetchone()[0] is None:
                 out[t] = None
             else:

@@ -15,7 +15,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
-__all__ = ["ensure_topics", "Publisher", "end_offsets", "start_offsets", "consume_range", "export",
+__all__ = ["ensure_topics", "Publisher", "end_offsets", "start_offsets", "consume_range", "read_range",
+           "range_consumer", "export",
            "cluster_id", "KafkaUnavailable", "partitions_for", "check_reachable"]
 
 
@@ -250,6 +251,61 @@ def consume_range(bootstrap: str, topic: str, partition: int, start: int, end: i
     finally:
         if own:
             c.close()
+
+
+def range_consumer(bootstrap: str):
+    """A librdkafka consumer for :func:`read_range` (reads ~3x faster than kafka-python); no group, no commits."""
+    from confluent_kafka import Consumer
+    check_reachable(bootstrap)
+    return Consumer({"bootstrap.servers": bootstrap, "group.id": "tootpipe-range-reader",
+                     "enable.auto.commit": False, "enable.auto.offset.store": False,
+                     "enable.partition.eof": True, "fetch.wait.max.ms": 20,
+                     "fetch.max.bytes": 32 * 1024 * 1024, "max.partition.fetch.bytes": 8 * 1024 * 1024,
+                     "client.id": "tootpipe-reader"})
+
+
+def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int, *, timeout: float = 60.0,
+               consumer=None) -> Iterator:
+    """Every message of one partition with start <= offset < end, in order, as confluent-kafka messages
+    (`offset()`, `key()`, `value()`, `timestamp()`). A reused `consumer` is re-assigned, not closed.
+
+    Raises KafkaUnavailable when the range cannot be read completely within `timeout` (never returns short).
+    """
+    from confluent_kafka import KafkaError
+    from confluent_kafka import TopicPartition as CTP
+    if end <= start:
+        return
+    own = consumer is None
+    c = consumer or range_consumer(bootstrap)
+    try:
+        c.assign([CTP(topic, partition, start)])
+        pos, deadline = start, time.monotonic() + timeout
+        while pos < end:
+            msgs = c.consume(num_messages=min(10000, end - pos), timeout=0.2)
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaUnavailable(f"{topic}[{partition}]: {err.str()}")
+                if m.offset() >= end:
+                    return
+                pos = m.offset() + 1
+                yield m
+            if msgs:
+                deadline = time.monotonic() + timeout
+            else:
+                at = c.position([CTP(topic, partition)])[0].offset
+                if at >= end:  # only control records (transaction markers) were left
+                    return
+                if time.monotonic() > deadline:
+                    raise KafkaUnavailable(f"{topic}[{partition}] stopped at offset {pos} before {end} "
+                                           f"(range {start}..{end}); refusing to return a short range")
+    finally:
+        if own:
+            c.close()
+        else:
+            c.unassign()
 
 
 def _as_dict(msg) -> dict:
