@@ -261,7 +261,7 @@ def range_consumer(bootstrap: str):
                      "enable.auto.commit": False, "enable.auto.offset.store": False,
                      "enable.partition.eof": True, "fetch.wait.max.ms": 20,
                      "fetch.max.bytes": 32 * 1024 * 1024, "max.partition.fetch.bytes": 8 * 1024 * 1024,
-                     "client.id": "tootpipe-reader"})
+                     "client.id": "tootpipe-reader", "log_level": 2})  # broker errors are raised, not logged
 
 
 def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int, *, timeout: float = 60.0,

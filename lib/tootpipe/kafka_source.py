@@ -37,24 +37,41 @@ class KafkaRange(InputPartition):
 
 
 def _read_range(part: KafkaRange) -> Iterator:
-    """All messages of one range as Arrow record batches (runs on a worker)."""
+    """All messages of one range as Arrow record batches (runs on a worker, with librdkafka)."""
     import pyarrow as pa
-    from .kafka_io import consume_range
+    from .kafka_io import read_range
 
     schema = pa.schema([("key", pa.binary()), ("value", pa.binary()), ("topic", pa.string()),
                         ("partition", pa.int32()), ("offset", pa.int64()),
                         ("timestamp", pa.timestamp("us", tz="UTC")), ("timestampType", pa.int32())])
-    def batch(cols: list[list]):
-        return pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, schema)], schema=schema)
+
+    def batch(keys, values, offsets, stamps, types):
+        n = len(keys)
+        return pa.RecordBatch.from_arrays([
+            pa.array(keys, pa.binary()), pa.array(values, pa.binary()), pa.array([part.topic] * n, pa.string()),
+            pa.array([part.partition] * n, pa.int32()), pa.array(offsets, pa.int64()),
+            pa.array(stamps, pa.timestamp("us", tz="UTC")), pa.array(types, pa.int32())], schema=schema)
 
     consumer = _worker_consumer(part.bootstrap)
+    keys, values, offsets, stamps, types = [], [], [], [], []
     try:
-        yield from _batches(consume_range(part.bootstrap, part.topic, part.partition, part.start, part.end,
-                                          timeout=part.timeout, consumer=consumer), part, batch)
+        for m in read_range(part.bootstrap, part.topic, part.partition, part.start, part.end, timeout=part.timeout,
+                            consumer=consumer):
+            kind, ts = m.timestamp()
+            keys.append(m.key())
+            values.append(m.value())
+            offsets.append(m.offset())
+            stamps.append(ts * 1000 if ts >= 0 else None)
+            types.append(0 if kind == 1 else 1 if kind == 2 else -1)  # Spark: 0 CreateTime, 1 LogAppendTime
+            if len(keys) >= _ARROW_CHUNK:
+                yield batch(keys, values, offsets, stamps, types)
+                keys, values, offsets, stamps, types = [], [], [], [], []
     except BaseException:
         _CONSUMERS.pop(part.bootstrap, None)
         consumer.close()
         raise
+    if keys:
+        yield batch(keys, values, offsets, stamps, types)
 
 
 # One consumer per broker in each (reused) Python worker: a fresh one per micro-batch costs a connection and a
@@ -63,26 +80,11 @@ _CONSUMERS: dict = {}
 
 
 def _worker_consumer(bootstrap: str):
-    from .kafka_io import _consumer
+    from .kafka_io import range_consumer
     c = _CONSUMERS.get(bootstrap)
     if c is None:
-        c = _CONSUMERS[bootstrap] = _consumer(bootstrap, max_poll_records=5000,
-                                              max_partition_fetch_bytes=4 * 1024 * 1024,
-                                              fetch_max_bytes=16 * 1024 * 1024)
+        c = _CONSUMERS[bootstrap] = range_consumer(bootstrap)
     return c
-
-
-def _batches(messages, part, batch):
-    cols: list[list] = [[] for _ in range(7)]
-    for msg in messages:
-        for col, v in zip(cols, (msg.key, msg.value, part.topic, part.partition, msg.offset, msg.timestamp * 1000,
-                                 msg.timestamp_type)):
-            col.append(v)
-        if len(cols[0]) >= _ARROW_CHUNK:
-            yield batch(cols)
-            cols = [[] for _ in range(7)]
-    if cols[0]:
-        yield batch(cols)
 
 
 def split_limit(start: dict[str, int], available: dict[str, int], max_rows: int) -> dict[str, int]:
