@@ -230,7 +230,7 @@ class InstanceFeed:
                 self._failed(SourceError(f"Unauthorized: {exc}"), "access token")
                 return
         while not self.stop.is_set():
-            listener = _Listener(self)
+            listener = _listener_class()(self)
             try:
                 self.stats.connects += 1
                 self._open(listener)
@@ -311,10 +311,6 @@ def _listener_class():
             # other events (notification, conversation, filters_changed, ...) are not toots
 
     return Listener
-
-
-def _Listener(feed):  # noqa: N802 - reads like a class at the call site
-    return _listener_class()(feed)
 
 
 def live_events(instances: list[str], kind: str, settings: FeedSettings, access_token: str | None = None,

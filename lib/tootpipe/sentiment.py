@@ -21,7 +21,7 @@ from pyspark.ml.feature import (IDF, CountVectorizer, NGram, RegexTokenizer, SQL
                                 VectorAssembler)
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 __all__ = ["LABELS", "load_labelled", "load_xlmt", "build_pipeline", "train", "tune_reg_param", "evaluate",
@@ -187,8 +187,7 @@ def tune_reg_param(spark: SparkSession, train_path: str | Path, variant: str = D
     """Choose regParam on the training data only: fit on the older tweets, score macro-recall on the newest
     `holdout` share (tweet ids grow with time), as the model will meet newer posts than it learned from.
     Returns {"best": value, "scores": {value: macro_recall}}."""
-    df = load_labelled(spark, train_path, limit).withColumn("rank", F.percent_rank().over(
-        __import__("pyspark.sql.window", fromlist=["Window"]).Window.orderBy("tweet_id")))
+    df = load_labelled(spark, train_path, limit).withColumn("rank", F.percent_rank().over(Window.orderBy("tweet_id")))
     older = _with_class_weights(df.where(F.col("rank") < 1 - holdout)).cache()
     newest = df.where(F.col("rank") >= 1 - holdout).cache()
     scores = {}
