@@ -102,8 +102,14 @@ class _Seen:
 
 
 def _fatal(exc: BaseException) -> bool:
-    text = str(exc)
-    return any(w in text for w in ("Unauthorized", "Forbidden", "401", "403"))
+    """True for errors a retry cannot fix: a refused token or forbidden timeline (HTTP 401/403)."""
+    from mastodon import MastodonAPIError, MastodonNetworkError, MastodonUnauthorizedError
+    if isinstance(exc, (SourceError, MastodonUnauthorizedError)):
+        return True
+    if isinstance(exc, MastodonAPIError) and len(exc.args) > 1 and exc.args[1] in (401, 403):
+        return True
+    # a refused streaming connection is reported with the reason phrase only
+    return isinstance(exc, MastodonNetworkError) and any(w in str(exc) for w in ("Unauthorized", "Forbidden"))
 
 
 def _abort(response) -> None:
@@ -226,8 +232,8 @@ class InstanceFeed:
         try:
             self.api.account_verify_credentials()
         except MastodonError as exc:
-            if _fatal(exc) or "Unauthorized" in type(exc).__name__:
-                self._failed(SourceError(f"Unauthorized: {exc}"), "access token")
+            if _fatal(exc):
+                self._failed(exc, "access token")
                 return
         while not self.stop.is_set():
             listener = _listener_class()(self)
