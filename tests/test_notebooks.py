@@ -37,6 +37,7 @@ def check_in_a_real_browser(out):
             assert r.console_errors == [], f"{page.name}: console errors {r.console_errors}"
             assert r.failed_requests == [], f"{page.name}: failed requests {r.failed_requests}"
             assert r.screenshot.stat().st_size > 10_000, f"{page.name}: blank screenshot"
+            assert r.title != "Notebook" and r.title.split()[0] in (page.stem[:2], "tootpipe"), r.title
     index = (SCREENSHOTS / "index.png")
     assert index.exists()
 

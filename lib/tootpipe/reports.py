@@ -38,7 +38,10 @@ def to_html(ipynb: Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
     exporter = HTMLExporter(template_file=str(Path(__file__).parent / "templates" / "offline.html.j2"))
-    body, _ = exporter.from_notebook_node(nbformat.read(ipynb, as_version=4))
+    nb = nbformat.read(ipynb, as_version=4)
+    heading = next((line.lstrip("# ").strip() for c in nb.cells if c.cell_type == "markdown"
+                    for line in c.source.splitlines() if line.startswith("# ")), ipynb.stem)
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": heading}})  # the page's <title>
     out = ipynb.with_suffix(".html")
     out.write_text(body, encoding="utf-8")
     return out
