@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PARAMS ?= params/default.yaml
 
-.PHONY: install run test test-fast services-up services-down live notebooks clean
+.PHONY: install run test test-fast services-up services-down live live-stop notebooks clean
 
 $(VENV)/.installed: pyproject.toml
 	bash scripts/system-deps.sh
@@ -34,10 +34,17 @@ services-down:
 notebooks: install
 	$(VENV)/bin/jupytext --to ipynb notebooks/[0-9][0-9]_*.py
 
-# The live demo: services of compose.yaml, a real instance (params/live.yaml, secrets in .env).
+# The live demo: services of compose.yaml, a real instance (params/live.yaml, secrets in .env). Ingest and the
+# stream run in the background (logs and pids under .tootpipe/live/); `make live-stop` stops both.
 live: install
-	$(VENV)/bin/tootpipe --params params/live.yaml ingest > .tootpipe-live-ingest.log 2>&1 &
-	$(VENV)/bin/tootpipe --params params/live.yaml stream --follow
+	mkdir -p .tootpipe/live
+	$(VENV)/bin/tootpipe --params params/live.yaml ingest > .tootpipe/live/ingest.log 2>&1 & echo $$! > .tootpipe/live/ingest.pid
+	$(VENV)/bin/tootpipe --params params/live.yaml stream --follow > .tootpipe/live/stream.log 2>&1 & echo $$! > .tootpipe/live/stream.pid
+	@echo "ingest and stream are running; logs in .tootpipe/live/; stop them with: make live-stop"
+
+live-stop:
+	-kill -TERM $$(cat .tootpipe/live/ingest.pid .tootpipe/live/stream.pid 2>/dev/null) 2>/dev/null
+	rm -f .tootpipe/live/*.pid
 
 clean:
 	-$(VENV)/bin/tootpipe services down

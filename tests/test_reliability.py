@@ -99,3 +99,21 @@ def test_postgresql_stopped_under_a_running_query_then_restarted(fresh, tmp_path
     rc, out, err = worker(tmp_path)
     assert rc == 0, err[-2000:]
     assert_exactly_once(params, ep)
+
+
+def test_stream_follow_stops_cleanly_on_sigterm(fresh, tmp_path):
+    """`tootpipe stream --follow` (what `make live` runs) commits what it read and exits 0 on SIGTERM."""
+    import signal
+    params, ep = prepare(fresh, tmp_path, per_trigger=100)
+    params.database.url, params.kafka.bootstrap_servers = ep.database_url, ep.bootstrap_servers
+    (tmp_path / "live.yaml").write_text(yaml.safe_dump(params.model_dump()))
+    proc = subprocess.Popen([sys.executable, "-m", "tootpipe.cli", "--params", str(tmp_path / "live.yaml"), "stream",
+                             "--follow"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "lib")},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and db.scalar(ep.database_url, "SELECT count(*) FROM stream_batches") < 1:
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert db.scalar(ep.database_url, "SELECT count(*) FROM stream_batches") >= 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 
 __all__ = ["main"]
@@ -90,13 +91,18 @@ def cmd_stream(args) -> int:
         print(json.dumps(run_available_now(spark, params, ep), indent=2))
         return 0
     query, sink = start_stream(spark, params, ep, available_now=False)
-    try:
-        while query.isActive:
-            query.awaitTermination(10)
-            if sink.last:
-                logging.getLogger("tootpipe").info("last batch: %s", sink.last)
-    except KeyboardInterrupt:
+    stopping: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a clean stop: the batch in flight finishes or is replayed
+        signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+    while query.isActive and not stopping:
+        query.awaitTermination(1)
+        if sink.last:
+            logging.getLogger("tootpipe").info("last batch: %s", sink.last)
+    if query.isActive:
         query.stop()
+    if query.exception():
+        print(f"tootpipe: streaming query failed: {query.exception()}", file=sys.stderr)
+        return 1
     return 0
 
 
