@@ -1,8 +1,8 @@
 """PostgreSQL: connections, the schema, COPY-based bulk writes, atomic table replacement, reads.
 
 Guarantees: SQL values are always parameterised; bulk writes go through COPY into a staging table inside the
-caller's transaction; :func:`replace_table` swaps a new table in within one transaction, so a reader never sees
-a half-written table and a failed run leaves the previous one intact.
+caller's transaction; :func:`replace_table_with` and :func:`replace_table_as` swap a new table in within one
+transaction, so a reader never sees a half-written table and a failed run leaves the previous one intact.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Iterator
 import psycopg2
 from psycopg2 import sql
 
-__all__ = ["connect", "transaction", "ensure_schema", "copy_arrow", "replace_table", "replace_table_as", "query_df", "scalar",
+__all__ = ["connect", "transaction", "ensure_schema", "copy_arrow", "replace_table_with", "replace_table_as", "query_df", "scalar",
            "DatabaseUnavailable", "SCHEMA_SQL", "table_counts"]
 
 
@@ -149,18 +149,6 @@ def _swap_in(cur, new: str, table: str) -> None:
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(old)))
 
 
-def replace_table(url: str, table: str, ddl_columns: str, arrow_table) -> int:
-    """Replace `table` with the rows of `arrow_table` atomically: build `table__new`, then swap in one
-    transaction. On any failure the previous table stays as it was."""
-    new = f"{table}__new"
-    with transaction(url) as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(new)))
-        cur.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(new), sql.SQL(ddl_columns)))
-        n = copy_arrow(cur, new, arrow_table)
-        _swap_in(cur, new, table)
-    return n
-
-
 def replace_table_with(url: str, table: str, ddl_columns: str, fill) -> int:
     """Replace `table` atomically with rows written by others (for example Spark tasks): `fill(new_table)` writes
     into the empty `table__new` and returns how many rows it wrote; the count is checked, then `table__new` is
@@ -180,7 +168,7 @@ def replace_table_with(url: str, table: str, ddl_columns: str, fill) -> int:
 
 
 def replace_table_as(url: str, table: str, select_sql: str) -> int:
-    """Replace `table` with the result of a query, atomically (as :func:`replace_table`); returns its rows."""
+    """Replace `table` with the result of a query, atomically (as :func:`replace_table_with`); returns its rows."""
     new = f"{table}__new"
     with transaction(url) as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(new)))

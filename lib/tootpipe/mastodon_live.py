@@ -178,15 +178,21 @@ class InstanceFeed:
             return self.api.timeline_hashtag(tl[4:], min_id=min_id, limit=self.s.page_size)
         return self.api.timeline_public(min_id=min_id, limit=self.s.page_size, local=tl == "public:local")
 
+    def _emit_page(self, page, from_rest: bool) -> str | None:
+        """A REST page's statuses, oldest first; returns the newest id of the page (None when it is empty)."""
+        newest = None
+        for status in sorted(page, key=lambda s: _id_key(s["id"])):
+            self._emit("update", _plain(status), from_rest=from_rest)
+            newest = str(status["id"])
+        return newest
+
     def fetch_newer(self, min_id: str | None) -> int:
         """REST pages newer than `min_id`, oldest first, until the timeline is exhausted; returns statuses read."""
         n = 0
         while not self.stop.is_set():
             page = self._timeline_page(min_id)
-            for status in sorted(page, key=lambda s: _id_key(s["id"])):
-                self._emit("update", _plain(status), from_rest=True)
-                min_id = str(status["id"])
-                n += 1
+            min_id = self._emit_page(page, from_rest=True) or min_id
+            n += len(page)
             if len(page) < self.s.page_size or min_id is None:
                 break
         return n
@@ -213,9 +219,7 @@ class InstanceFeed:
         while not self.stop.is_set():
             try:
                 if self.last_id is None:  # start at the newest page, like a person opening the timeline
-                    page = self._timeline_page(None)
-                    for status in sorted(page, key=lambda s: _id_key(s["id"])):
-                        self._emit("update", _plain(status))
+                    self._emit_page(self._timeline_page(None), from_rest=False)
                 else:
                     self.fetch_newer(self.last_id)
                 self.backoff.reset()
