@@ -129,7 +129,7 @@ def live_latency(spark, params, ep, rate: int, seconds: float, seed: int, warmup
     events = [e for e in generate(int(rate * seconds * 1.2), seed)
               if e["event"] == "update" and isinstance(e["data"], dict)]
     pub = kafka_io.Publisher(ep.bootstrap_servers, params.kafka.topic, params.kafka.topic + "_dlq")
-    t0 = time.perf_counter()
+    t0, wall0 = time.perf_counter(), time.time()
     sent = 0
 
     def paced():
@@ -150,6 +150,12 @@ def live_latency(spark, params, ep, rate: int, seconds: float, seed: int, warmup
     pub.close()
     time.sleep(5)
     query.stop()
+    phases = phase_breakdown([q for q in query.recentProgress if q["batchId"] > 0 and q["numInputRows"] > 0],
+                             wall0 + warmup_s)
+    sink_split = db.query_df(ep.database_url, "SELECT round(avg(collect_s) * 1000) AS sink_collect, "
+                             "round(avg(write_s) * 1000) AS sink_write FROM stream_progress WHERE batch_id > 0 "
+                             "AND input_rows > 0 AND committed_at > to_timestamp(%s)", (wall0 + warmup_s,))
+    phases.update({k: float(v) for k, v in sink_split.iloc[0].items() if v is not None})
     def pct(arrays, q):
         a = np.concatenate(arrays) if arrays else np.array([])
         return (round(float(np.percentile(a, q)), 1) if a.size else None), int(a.size)
@@ -159,7 +165,20 @@ def live_latency(spark, params, ep, rate: int, seconds: float, seed: int, warmup
     return {"rate": rate, "seconds": seconds, "sent": sent, "warmup_s": warmup_s,
             "latency_p50_ms": pct(steady, 50)[0], "latency_p95_ms": pct(steady, 95)[0],
             "measured_rows": pct(steady, 50)[1], "latency_max_ms": pct(steady, 100)[0],
-            "with_warmup_p50_ms": pct(every, 50)[0], "with_warmup_p95_ms": pct(every, 95)[0]}
+            "with_warmup_p50_ms": pct(every, 50)[0], "with_warmup_p95_ms": pct(every, 95)[0],
+            "batch_phases_ms": phases}
+
+
+def phase_breakdown(progress: list[dict], after_epoch_s: float) -> dict:
+    """Mean milliseconds per trigger phase (Spark's durationMs) over the steady batches, and batches/s."""
+    from datetime import datetime
+    steady = [q for q in progress
+              if datetime.fromisoformat(q["timestamp"].replace("Z", "+00:00")).timestamp() > after_epoch_s]
+    keys = sorted({k for q in steady for k in q["durationMs"]})
+    out = {k: round(float(np.mean([q["durationMs"].get(k, 0) for q in steady])), 1) for k in keys}
+    out["batches"] = len(steady)
+    out["rows_per_batch"] = round(float(np.mean([q["numInputRows"] for q in steady])), 1) if steady else None
+    return out
 
 
 def main(argv=None) -> int:

@@ -77,7 +77,7 @@ def test_poison_messages_go_to_stream_errors_and_good_rows_still_land(fresh, spa
 def test_read_raises_rather_than_return_a_short_range(fresh):
     params, ep = fresh
     kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic], 3)
-    part = KafkaRange(ep.bootstrap_servers, params.kafka.topic, 0, 0, 5, timeout=1.0)
+    part = KafkaRange(ep.bootstrap_servers, params.kafka.topic, [(0, 0, 5)], timeout=1.0)
     with pytest.raises(kafka_io.KafkaUnavailable, match="refusing to return a short range"):
         list(_read_range(part))
 

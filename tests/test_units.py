@@ -73,3 +73,33 @@ def test_split_ranges_keeps_every_offset_once():
         mine = sorted((a, b) for q, a, b in pieces if q == p)
         assert mine[0][0] == s and mine[-1][1] == e and all(b == c for (_, b), (c, _) in zip(mine, mine[1:]))
     assert split_ranges(ranges, 2) == ranges
+
+
+def test_pack_ranges_groups_small_batches_and_keeps_big_ones_apart():
+    from tootpipe.kafka_source import pack_ranges
+    small = [(0, 0, 150), (1, 10, 160), (2, 5, 200)]
+    assert pack_ranges(small, 2000) == [sorted(small)]            # a live batch: one task reads all three
+    big = [(0, 0, 50_000), (1, 0, 40_000), (2, 0, 45_000)]
+    assert sorted(map(tuple, pack_ranges(big, 2000))) == [(r,) for r in big]  # a backlog: one task per range
+    pieces = [(p, a, a + n) for p, (a, n) in enumerate([(0, 3000), (7, 1000), (9, 900), (0, 2500), (4, 100)])]
+    tasks = pack_ranges(pieces, 2000)
+    assert len(tasks) == 4                                           # 7,500 messages -> ceil(7500 / 2000)
+    assert sorted(r for t in tasks for r in t) == sorted(pieces)     # every range exactly once, never cut
+    assert pack_ranges([], 2000) == []
+
+
+def test_column_expressions_are_rebuilt_for_a_new_spark_context(monkeypatch):
+    from pyspark import SparkContext
+    from tootpipe.transforms import _per_context
+    built = []
+
+    @_per_context
+    def columns(x):
+        built.append(x)
+        return object()
+
+    monkeypatch.setattr(SparkContext, "_active_spark_context", object(), raising=False)
+    first = columns(1)
+    assert columns(1) is first and columns(2) is not first and built == [1, 2]
+    monkeypatch.setattr(SparkContext, "_active_spark_context", object(), raising=False)
+    assert columns(1) is not first and built == [1, 2, 1]

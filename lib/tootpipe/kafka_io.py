@@ -223,7 +223,7 @@ def range_consumer(bootstrap: str):
     check_reachable(bootstrap)
     return Consumer({"bootstrap.servers": bootstrap, "group.id": "tootpipe-range-reader",
                      "enable.auto.commit": False, "enable.auto.offset.store": False,
-                     "enable.partition.eof": True, "fetch.wait.max.ms": 20,
+                     "enable.partition.eof": True, "fetch.wait.max.ms": 5,
                      "fetch.max.bytes": 32 * 1024 * 1024, "max.partition.fetch.bytes": 8 * 1024 * 1024,
                      "client.id": "tootpipe-reader", "log_level": 2})  # broker errors are raised, not logged
 

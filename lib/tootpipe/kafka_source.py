@@ -1,7 +1,8 @@
 """Kafka for Spark without the JVM connector: a Spark 4 Python Data Source named ``tootkafka``.
 
 Yields the columns of Spark's built-in Kafka source (key, value, topic, partition, offset, timestamp,
-timestampType), one Spark input partition per Kafka partition. Streaming offsets are per-partition positions
+timestampType), one Spark input partition per Kafka partition; a small batch (< `minRowsPerTask` messages per
+partition, default 2,000) is read by fewer tasks, and `minPartitions` cuts big ranges into more. Streaming offsets are per-partition positions
 tagged with the broker's cluster id; batch reads take explicit starting/ending offsets.
 
 Guarantees: ``read()`` returns every message of its range or raises (a short read would checkpoint lost data
@@ -20,7 +21,7 @@ from typing import Iterator
 from pyspark.sql.datasource import DataSource, DataSourceReader, DataSourceStreamReader, InputPartition
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows
 
-__all__ = ["KafkaDataSource", "KAFKA_COLUMNS", "split_limit", "split_ranges", "register"]
+__all__ = ["KafkaDataSource", "KAFKA_COLUMNS", "split_limit", "split_ranges", "pack_ranges", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +31,15 @@ _ARROW_CHUNK = 5000
 
 
 class KafkaRange(InputPartition):
-    def __init__(self, bootstrap: str, topic: str, partition: int, start: int, end: int, timeout: float):
-        super().__init__((topic, partition, start, end))
-        self.bootstrap, self.topic, self.partition, self.start, self.end = bootstrap, topic, partition, start, end
-        self.timeout = timeout
+    """One Spark task's share of a batch: (partition, start, end) ranges of one topic, read one after the other."""
+
+    def __init__(self, bootstrap: str, topic: str, ranges: list[tuple[int, int, int]], timeout: float):
+        super().__init__((topic, tuple(ranges)))
+        self.bootstrap, self.topic, self.ranges, self.timeout = bootstrap, topic, list(ranges), timeout
 
 
 def _read_range(part: KafkaRange) -> Iterator:
-    """All messages of one range as Arrow record batches (runs on a worker, with librdkafka)."""
+    """All messages of a task's ranges as Arrow record batches (runs on a worker, with librdkafka)."""
     import pyarrow as pa
     from .kafka_io import read_range
 
@@ -45,33 +47,34 @@ def _read_range(part: KafkaRange) -> Iterator:
                         ("partition", pa.int32()), ("offset", pa.int64()),
                         ("timestamp", pa.timestamp("us", tz="UTC")), ("timestampType", pa.int32())])
 
-    def batch(keys, values, offsets, stamps, types):
+    def batch(partition, keys, values, offsets, stamps, types):
         n = len(keys)
         return pa.RecordBatch.from_arrays([
             pa.array(keys, pa.binary()), pa.array(values, pa.binary()), pa.array([part.topic] * n, pa.string()),
-            pa.array([part.partition] * n, pa.int32()), pa.array(offsets, pa.int64()),
+            pa.array([partition] * n, pa.int32()), pa.array(offsets, pa.int64()),
             pa.array(stamps, pa.timestamp("us", tz="UTC")), pa.array(types, pa.int32())], schema=schema)
 
     consumer = _worker_consumer(part.bootstrap)
-    keys, values, offsets, stamps, types = [], [], [], [], []
     try:
-        for m in read_range(part.bootstrap, part.topic, part.partition, part.start, part.end, timeout=part.timeout,
-                            consumer=consumer):
-            kind, ts = m.timestamp()
-            keys.append(m.key())
-            values.append(m.value())
-            offsets.append(m.offset())
-            stamps.append(ts * 1000 if ts >= 0 else None)
-            types.append(0 if kind == 1 else 1 if kind == 2 else -1)  # Spark: 0 CreateTime, 1 LogAppendTime
-            if len(keys) >= _ARROW_CHUNK:
-                yield batch(keys, values, offsets, stamps, types)
-                keys, values, offsets, stamps, types = [], [], [], [], []
+        for partition, start, end in part.ranges:
+            keys, values, offsets, stamps, types = [], [], [], [], []
+            for m in read_range(part.bootstrap, part.topic, partition, start, end, timeout=part.timeout,
+                                consumer=consumer):
+                kind, ts = m.timestamp()
+                keys.append(m.key())
+                values.append(m.value())
+                offsets.append(m.offset())
+                stamps.append(ts * 1000 if ts >= 0 else None)
+                types.append(0 if kind == 1 else 1 if kind == 2 else -1)  # Spark: 0 CreateTime, 1 LogAppendTime
+                if len(keys) >= _ARROW_CHUNK:
+                    yield batch(partition, keys, values, offsets, stamps, types)
+                    keys, values, offsets, stamps, types = [], [], [], [], []
+            if keys:
+                yield batch(partition, keys, values, offsets, stamps, types)
     except BaseException:
         _CONSUMERS.pop(part.bootstrap, None)
         consumer.close()
         raise
-    if keys:
-        yield batch(keys, values, offsets, stamps, types)
 
 
 # One consumer per broker in each (reused) Python worker: a fresh one per micro-batch costs a connection and a
@@ -117,6 +120,7 @@ class _Options:
         self.timeout = float(options.get("readTimeoutSeconds", "60"))
         self.cluster = options.get("clusterId") or ""
         self.min_partitions = int(options.get("minPartitions") or 0)
+        self.min_rows_per_task = int(options.get("minRowsPerTask") or 2000)
 
 
 class _Broker:
@@ -181,11 +185,30 @@ def split_ranges(ranges: list[tuple[int, int, int]], min_partitions: int) -> lis
     return [(p, a, min(a + size, e)) for p, s, e in ranges for a in range(s, e, size)]
 
 
+def pack_ranges(ranges: list[tuple[int, int, int]], min_rows_per_task: int) -> list[list[tuple[int, int, int]]]:
+    """Ranges grouped into tasks: as many tasks as there are ranges, but fewer when the batch is small, so that a
+    task reads at least `min_rows_per_task` messages (one task per ~2,000 messages: a Python task costs ~50-100 ms
+    to start, which small live batches paid once per Kafka partition). Largest range first into the lightest task;
+    each range stays whole and in exactly one task. Pure."""
+    total = sum(e - s for _, s, e in ranges)
+    n = max(1, min(len(ranges), -(-total // max(1, min_rows_per_task))))
+    tasks: list[list[tuple[int, int, int]]] = [[] for _ in range(n)]
+    load = [0] * n
+    for r in sorted(ranges, key=lambda r: r[2] - r[1], reverse=True):
+        i = load.index(min(load))
+        tasks[i].append(r)
+        load[i] += r[2] - r[1]
+    return [sorted(t) for t in tasks if t]
+
+
 def _ranges(opts: _Options, start: dict[str, int], end: dict[str, int]) -> list[KafkaRange]:
     ranges = [(int(p), start.get(p, 0), e) for p, e in sorted(end.items(), key=lambda kv: int(kv[0]))
               if e > start.get(p, 0)]
-    return [KafkaRange(opts.bootstrap, opts.topic, p, s, e, opts.timeout)
-            for p, s, e in split_ranges(ranges, opts.min_partitions)]
+    if opts.min_partitions:  # asked for at least this many tasks: one per piece
+        tasks = [[piece] for piece in split_ranges(ranges, opts.min_partitions)]
+    else:
+        tasks = pack_ranges(ranges, opts.min_rows_per_task)
+    return [KafkaRange(opts.bootstrap, opts.topic, task, opts.timeout) for task in tasks]
 
 
 class KafkaStreamReader(DataSourceStreamReader):
