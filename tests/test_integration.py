@@ -40,6 +40,30 @@ def test_stream_is_exactly_once_and_matches_the_independent_expectation(fresh, s
     assert again["input_rows"] == 0 and posts(ep) == set(expected)
 
 
+def test_available_now_honours_max_offsets_per_trigger_and_stops_at_the_ends_it_found(fresh, spark):
+    from tootpipe.streaming import start_stream
+    params, ep = fresh
+    before = publish(params, ep, n=300, seed=11)["topic_end_offsets"]
+    params.stream.max_offsets_per_trigger = 100
+    sink = PostgresSink(params, ep, str(checkpoint_path(params, ep)))
+    late = {}
+
+    def write_then_publish_more(df, batch_id):
+        sink(df, batch_id)
+        if batch_id == 0:  # produced while the query runs: after its target, so for the next run
+            params.source.sample_seed = 12
+            late.update(steps.ingest_step(params, ep)["topic_end_offsets"])
+
+    query, _ = start_stream(spark, params, ep, available_now=True, sink=write_then_publish_more)
+    query.awaitTermination()
+    assert query.exception() is None
+    sizes = [q["numInputRows"] for q in query.recentProgress]
+    assert sum(sizes) == sum(before.values()) and max(sizes) <= 100 and len(sizes) >= sum(before.values()) // 100
+    assert sink.committed_ends() == before and sum(late.values()) > sum(before.values())
+    again = run_available_now(spark, params, ep)  # the next run takes what came later
+    assert again["input_rows"] == sum(late.values()) - sum(before.values()) and sink.committed_ends() == late
+
+
 def test_a_replayed_batch_is_not_applied_twice(fresh, spark):
     params, ep = fresh
     publish(params, ep, n=120, seed=3)

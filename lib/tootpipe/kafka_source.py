@@ -3,7 +3,8 @@
 Yields the columns of Spark's built-in Kafka source (key, value, topic, partition, offset, timestamp,
 timestampType), one Spark input partition per Kafka partition; a small batch (< `minRowsPerTask` messages per
 partition, default 2,000) is read by fewer tasks, and `minPartitions` cuts big ranges into more. Streaming offsets are per-partition positions
-tagged with the broker's cluster id; batch reads take explicit starting/ending offsets.
+tagged with the broker's cluster id; batch reads take explicit starting/ending offsets. ``maxOffsetsPerTrigger``
+bounds every micro-batch, with Trigger.availableNow too (which then stops at the ends found when it started).
 
 Guarantees: ``read()`` returns every message of its range or raises (a short read would checkpoint lost data
 as read). When the broker is a different cluster than the checkpoint's, or a partition's end moved below the
@@ -19,7 +20,7 @@ import logging
 from typing import Iterator
 
 from pyspark.sql.datasource import DataSource, DataSourceReader, DataSourceStreamReader, InputPartition
-from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows
+from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows, SupportsTriggerAvailableNow
 
 __all__ = ["KafkaDataSource", "KAFKA_COLUMNS", "split_limit", "split_ranges", "pack_ranges", "register"]
 
@@ -211,10 +212,16 @@ def _ranges(opts: _Options, start: dict[str, int], end: dict[str, int]) -> list[
     return [KafkaRange(opts.bootstrap, opts.topic, task, opts.timeout) for task in tasks]
 
 
-class KafkaStreamReader(DataSourceStreamReader):
+class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     def __init__(self, options) -> None:
         self.opts = _Options(options)
         self.broker = _Broker(self.opts)
+        self._target: dict[str, int] | None = None
+
+    def prepareForTriggerAvailableNow(self) -> None:
+        """availableNow: the ends as they are now are the target; batches honour maxOffsetsPerTrigger up to it
+        and nothing produced later is read."""
+        self._target = self.broker.latest()
 
     def _wrap(self, offsets: dict[str, int]) -> dict:
         return {"cluster": self.opts.cluster, "topic": self.opts.topic, "offsets": offsets}
@@ -240,8 +247,11 @@ class KafkaStreamReader(DataSourceStreamReader):
         return begin
 
     def latestOffset(self, start: dict, limit: ReadLimit) -> dict:
-        hint = start.get("offsets", {}) if start.get("cluster", "") == self.opts.cluster else None
-        available = self.broker.latest(hint=hint)
+        if self._target is not None:
+            available = dict(self._target)
+        else:
+            hint = start.get("offsets", {}) if start.get("cluster", "") == self.opts.cluster else None
+            available = self.broker.latest(hint=hint)
         if isinstance(limit, ReadMaxRows):
             available = split_limit(self._begin(start, available), available, limit.max_rows)
         return self._wrap(available)
