@@ -41,6 +41,7 @@ def test_stream_is_exactly_once_and_matches_the_independent_expectation(fresh, s
 
 
 def test_available_now_honours_max_offsets_per_trigger_and_stops_at_the_ends_it_found(fresh, spark):
+    from tootpipe.progress import wait_for
     from tootpipe.streaming import start_stream
     params, ep = fresh
     before = publish(params, ep, n=300, seed=11)["topic_end_offsets"]
@@ -56,12 +57,33 @@ def test_available_now_honours_max_offsets_per_trigger_and_stops_at_the_ends_it_
 
     query, _ = start_stream(spark, params, ep, available_now=True, sink=write_then_publish_more)
     query.awaitTermination()
-    assert query.exception() is None
+    assert query.exception() is None and wait_for(spark, query)
     sizes = [q["numInputRows"] for q in query.recentProgress]
     assert sum(sizes) == sum(before.values()) and max(sizes) <= 100 and len(sizes) >= sum(before.values()) // 100
     assert sink.committed_ends() == before and sum(late.values()) > sum(before.values())
+    progress = db.query_df(ep.database_url, "SELECT batch_id, input_rows, lag, trigger_ms, commit_ms, latest_offsets "
+                                            "FROM stream_progress ORDER BY batch_id")
+    total = sum(before.values())
+    # Spark's view, recorded by the listener: the lag shrinks by each batch's rows down to 0 at the target
+    assert list(progress.lag) == [total - n for n in progress.input_rows.cumsum()]
+    assert progress.trigger_ms.notna().all() and progress.commit_ms.notna().all()
+    assert all({int(k): v for k, v in o.items()} == before for o in progress.latest_offsets)
     again = run_available_now(spark, params, ep)  # the next run takes what came later
     assert again["input_rows"] == sum(late.values()) - sum(before.values()) and sink.committed_ends() == late
+
+
+def test_filters_stricter_than_the_producers_still_account_for_every_message(fresh, spark):
+    params, ep = fresh
+    ends = publish(params, ep, n=300, seed=11)["topic_end_offsets"]
+    params.filters.languages = ["de"]  # the producer kept every language; the stream keeps German only
+    run_available_now(spark, params, ep)
+    expected = expected_posts(generate(300, 11), params.filters)
+    assert 0 < len(expected) and posts(ep) == set(expected)
+    ledger = db.query_df(ep.database_url, "SELECT end_offsets, input_rows FROM stream_batches")
+    assert int(ledger.input_rows.sum()) == sum(ends.values())
+    assert {int(p): o for p, o in ledger.end_offsets[0].items()} == ends
+    filtered = db.scalar(ep.database_url, "SELECT sum(filtered)::bigint FROM stream_progress")
+    assert filtered > 0
 
 
 def test_a_replayed_batch_is_not_applied_twice(fresh, spark):

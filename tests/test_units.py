@@ -103,3 +103,13 @@ def test_column_expressions_are_rebuilt_for_a_new_spark_context(monkeypatch):
     assert columns(1) is first and columns(2) is not first and built == [1, 2]
     monkeypatch.setattr(SparkContext, "_active_spark_context", object(), raising=False)
     assert columns(1) is not first and built == [1, 2, 1]
+
+
+def test_progress_offsets_and_lag_from_either_kafka_source():
+    from tootpipe.progress import lag, source_offsets
+    ours = '{"cluster": "c", "topic": "t", "offsets": {"0": 40, "1": 7}}'
+    sparks = '{"t": {"0": 40, "1": 7}}'
+    assert source_offsets(ours) == source_offsets(sparks) == {"0": 40, "1": 7}
+    assert source_offsets(None) == source_offsets("") == {}
+    assert lag({"0": 50, "1": 7, "2": 3}, {"0": 40, "1": 7}) == 13   # a partition the batch did not touch counts
+    assert lag({"0": 40}, {"0": 45}) == 0 and lag({}, {"0": 1}) is None

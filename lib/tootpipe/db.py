@@ -83,6 +83,12 @@ CREATE TABLE IF NOT EXISTS stream_progress (
     write_s double precision, rows_per_s double precision, latency_p50_ms double precision,
     latency_p95_ms double precision, committed_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (checkpoint, batch_id));
+-- columns added after the first release: databases created before get them here
+ALTER TABLE stream_progress ADD COLUMN IF NOT EXISTS filtered bigint,
+    ADD COLUMN IF NOT EXISTS start_offsets jsonb, ADD COLUMN IF NOT EXISTS end_offsets jsonb,
+    ADD COLUMN IF NOT EXISTS latest_offsets jsonb, ADD COLUMN IF NOT EXISTS lag bigint,
+    ADD COLUMN IF NOT EXISTS trigger_ms double precision, ADD COLUMN IF NOT EXISTS commit_ms double precision,
+    ADD COLUMN IF NOT EXISTS durations_ms jsonb;
 CREATE TABLE IF NOT EXISTS stream_errors (
     cluster text NOT NULL, topic text NOT NULL, kafka_partition int NOT NULL, kafka_offset bigint NOT NULL,
     raw text, error text NOT NULL, batch_id bigint, at timestamptz NOT NULL DEFAULT now(),

@@ -217,6 +217,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         self.opts = _Options(options)
         self.broker = _Broker(self.opts)
         self._target: dict[str, int] | None = None
+        self._latest: dict[str, int] | None = None
 
     def prepareForTriggerAvailableNow(self) -> None:
         """availableNow: the ends as they are now are the target; batches honour maxOffsetsPerTrigger up to it
@@ -252,6 +253,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         else:
             hint = start.get("offsets", {}) if start.get("cluster", "") == self.opts.cluster else None
             available = self.broker.latest(hint=hint)
+        self._latest = available
         if isinstance(limit, ReadMaxRows):
             available = split_limit(self._begin(start, available), available, limit.max_rows)
         return self._wrap(available)
@@ -260,7 +262,9 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         return ReadMaxRows(self.opts.max_per_trigger) if self.opts.max_per_trigger else ReadAllAvailable()
 
     def reportLatestOffset(self):
-        return None
+        """The topic's ends seen when the last batch was planned (before maxOffsetsPerTrigger): Spark shows them as
+        the source's latestOffset, and the progress recorder derives the lag from them."""
+        return self._wrap(self._latest) if self._latest is not None else None
 
     def partitions(self, start: dict, end: dict):
         ends = end.get("offsets", {})

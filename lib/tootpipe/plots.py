@@ -73,19 +73,29 @@ def top_hashtags(tags: pd.DataFrame, n: int = 15, title: str = "Top hashtags"):
 
 
 def stream_health(progress: pd.DataFrame, title: str = "Streaming query health"):
-    """`progress` is the `stream_progress` table."""
+    """`progress` is the `stream_progress` table (the lag and Spark's commit time are drawn when recorded)."""
     if progress.empty:
         return empty_figure(title)
     p = progress.sort_values("batch_id")
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
-    axes[0].bar(p["batch_id"], p["input_rows"], color="#457b9d")
-    axes[0].set(title="rows per micro-batch", xlabel="batch", ylabel="rows")
-    axes[1].bar(p["batch_id"], p["collect_s"], label="read + parse", color="#a8dadc")
-    axes[1].bar(p["batch_id"], p["write_s"], bottom=p["collect_s"], label="PostgreSQL transaction", color="#1d3557")
-    axes[1].set(title="batch duration", xlabel="batch", ylabel="seconds")
-    axes[1].legend()
-    axes[2].plot(p["batch_id"], p["rows_per_s"], marker="o")
-    axes[2].set(title="throughput", xlabel="batch", ylabel="rows / s")
+    fig, axes = plt.subplots(2, 2, figsize=(13, 6.5))
+    (rows_ax, time_ax), (rate_ax, lag_ax) = axes
+    rows_ax.bar(p["batch_id"], p["input_rows"], color="#457b9d")
+    rows_ax.set(title="rows per micro-batch", xlabel="batch", ylabel="rows")
+    time_ax.bar(p["batch_id"], p["collect_s"], label="read + parse", color="#a8dadc")
+    time_ax.bar(p["batch_id"], p["write_s"], bottom=p["collect_s"], label="PostgreSQL transaction", color="#1d3557")
+    if "commit_ms" in p and p["commit_ms"].notna().any():
+        time_ax.bar(p["batch_id"], p["commit_ms"].fillna(0) / 1000, bottom=p["collect_s"] + p["write_s"],
+                    label="Spark checkpoint commit", color="#e9c46a")
+    time_ax.set(title="batch duration", xlabel="batch", ylabel="seconds")
+    time_ax.legend()
+    rate_ax.plot(p["batch_id"], p["rows_per_s"], marker="o")
+    rate_ax.set(title="throughput", xlabel="batch", ylabel="rows / s")
+    if "lag" in p and p["lag"].notna().any():
+        lag_ax.plot(p["batch_id"], p["lag"], marker="o", color="#d1495b")
+        lag_ax.set(title="lag: messages waiting after the batch", xlabel="batch", ylabel="messages")
+    else:
+        lag_ax.text(0.5, 0.5, "no lag recorded", ha="center", va="center", transform=lag_ax.transAxes)
+        lag_ax.set_axis_off()
     fig.suptitle(title)
     fig.tight_layout()
     return fig

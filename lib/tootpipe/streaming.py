@@ -17,8 +17,9 @@ from pathlib import Path
 
 from .config import Params
 from .db import connect, copy_arrow, ensure_schema
+from .progress import wait_for, watch
 from .services import Endpoints
-from .transforms import POST_COLUMNS, apply_filters, parse_kafka, to_post_rows
+from .transforms import POST_COLUMNS, parse_kafka, to_post_rows
 
 __all__ = ["PostgresSink", "start_stream", "run_available_now", "run_until_caught_up", "checkpoint_path",
            "kafka_stream"]
@@ -107,14 +108,18 @@ class PostgresSink:
                         self.checkpoint)
             self.last = {"batch_id": batch_id, "skipped": True}
             return
-        rows = to_post_rows(apply_filters(parse_kafka(df), self.params.filters)).toArrow()
+        # filtered in Arrow, not in Spark: the ledger's end offsets and input_rows count every message of the batch
+        rows = to_post_rows(parse_kafka(df), self.params.filters).toArrow()
         collect_s = time.monotonic() - t0
         bad_mask = pc.is_valid(rows["error"])
         errors = rows.filter(bad_mask)
-        good = rows.filter(pc.invert(bad_mask))
+        good = rows.filter(pc.and_(pc.invert(bad_mask), rows["kept"]))
+        filtered = rows.num_rows - errors.num_rows - good.num_rows
         stage = good.select(_STAGE_COLUMNS)
-        last = rows.group_by("kafka_partition").aggregate([("kafka_offset", "max")])
-        ends = {str(p): o + 1 for p, o in zip(last["kafka_partition"].to_pylist(), last["kafka_offset_max"].to_pylist())}
+        span = rows.group_by("kafka_partition").aggregate([("kafka_offset", "min"), ("kafka_offset", "max")])
+        parts = span["kafka_partition"].to_pylist()
+        starts = {str(p): o for p, o in zip(parts, span["kafka_offset_min"].to_pylist())}
+        ends = {str(p): o + 1 for p, o in zip(parts, span["kafka_offset_max"].to_pylist())}
         t1 = time.monotonic()
         conn = connect(self.url, retries=5, wait_s=2)
         try:
@@ -172,17 +177,18 @@ class PostgresSink:
                 total = time.monotonic() - t0
                 cur.execute(
                     "INSERT INTO stream_progress (checkpoint, batch_id, query_name, input_rows, posts_written, "
-                    "deletes, errors, late_rows, collect_s, write_s, rows_per_s, latency_p50_ms, latency_p95_ms) "
-                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+                    "deletes, errors, filtered, late_rows, collect_s, write_s, rows_per_s, latency_p50_ms, "
+                    "latency_p95_ms, start_offsets, end_offsets) "
+                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
                     (self.checkpoint, batch_id, self.params.stream.query_name, rows.num_rows, written, deletes,
-                     errors.num_rows, late, collect_s, write_s, rows.num_rows / total if total else None,
-                     lat[0], lat[1]))
+                     errors.num_rows, filtered, late, collect_s, write_s, rows.num_rows / total if total else None,
+                     lat[0], lat[1], json.dumps(starts), json.dumps(ends)))
         finally:
             conn.close()
         self.committed_latencies_ms = _latencies_ms(rows["kafka_timestamp"])  # Kafka timestamp -> committed
         _inject_fault(batch_id)
         self.last = {"batch_id": batch_id, "input_rows": rows.num_rows, "posts_written": written,
-                     "deletes": deletes, "errors": errors.num_rows, "late_rows": late}
+                     "deletes": deletes, "errors": errors.num_rows, "filtered": filtered, "late_rows": late}
 
     def committed_ends(self) -> dict[int, int]:
         """Per partition, the end offset of everything this checkpoint has committed (from the ledger)."""
@@ -256,6 +262,7 @@ def start_stream(spark, params: Params, endpoints: Endpoints, *, available_now: 
     ck = checkpoint_path(params, endpoints)
     ck.mkdir(parents=True, exist_ok=True)
     sink = sink or PostgresSink(params, endpoints, str(ck))
+    watch(spark, params.stream.query_name, endpoints.database_url, str(ck))
     writer = (kafka_stream(spark, params, endpoints).writeStream.foreachBatch(sink)
               .queryName(params.stream.query_name).option("checkpointLocation", str(ck)))
     if available_now if available_now is not None else params.stream.trigger == "available_now":
@@ -284,6 +291,7 @@ def run_until_caught_up(spark, params: Params, endpoints: Endpoints, timeout_s: 
     finally:
         if query.isActive:
             query.stop()
+    wait_for(spark, query)
     progress = query.recentProgress
     return {"seconds": round(time.monotonic() - t0, 2), "batches": len(progress),
             "input_rows": sum(p["numInputRows"] for p in progress), "checkpoint": sink.checkpoint,
@@ -297,6 +305,7 @@ def run_available_now(spark, params: Params, endpoints: Endpoints) -> dict:
     query.awaitTermination()
     if query.exception():
         raise RuntimeError(f"streaming query failed: {query.exception()}")
+    wait_for(spark, query)
     progress = query.recentProgress
     return {"seconds": round(time.monotonic() - t0, 2), "batches": len(progress),
             "input_rows": sum(p["numInputRows"] for p in progress), "checkpoint": sink.checkpoint}

@@ -144,9 +144,13 @@ def pg_array(c: Column) -> Column:
     return F.when(c.isNull(), F.lit(None)).otherwise(F.concat(F.lit("{"), F.array_join(quoted, ","), F.lit("}")))
 
 
-def to_post_rows(df: DataFrame) -> DataFrame:
-    """Parsed rows -> the columns of `mastodon_posts` plus `event` and `error`, arrays as PostgreSQL literals."""
-    return df.select(*_post_row_columns())
+def to_post_rows(df: DataFrame, filters=None) -> DataFrame:
+    """Parsed rows -> the columns of `mastodon_posts` plus `event` and `error`, arrays as PostgreSQL literals; with
+    `filters`, every row is kept and a boolean column `kept` says whether it passes them (as :func:`apply_filters`)."""
+    cols = _post_row_columns()
+    if filters is not None:
+        cols = [*cols, _filter_condition(filters.model_dump_json()).alias("kept")]
+    return df.select(*cols)
 
 
 @_per_context

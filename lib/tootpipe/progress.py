@@ -1,0 +1,126 @@
+"""Spark's own view of every micro-batch, added to `stream_progress`: trigger and commit durations, the topic's
+latest offsets when the batch was planned, and the lag behind them (messages waiting after the batch's end).
+
+One StreamingQueryListener per SparkContext receives the progress events of the queries registered with
+:func:`watch` (by query name) after Spark committed each batch, and adds them to the row the sink wrote inside
+the batch's transaction: an UPDATE keyed by (checkpoint, batch_id), so a replayed or skipped batch changes
+nothing. Best effort by design: metrics never fail or slow the query; an event that cannot be stored is logged.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+from pyspark.sql.streaming import StreamingQueryListener
+
+from .db import connect
+
+__all__ = ["watch", "wait_for", "lag", "source_offsets", "ProgressRecorder"]
+
+log = logging.getLogger(__name__)
+
+_UPDATE = """
+UPDATE stream_progress SET latest_offsets = %s, lag = %s, trigger_ms = %s, commit_ms = %s, durations_ms = %s
+WHERE checkpoint = %s AND batch_id = %s
+"""
+
+
+def source_offsets(offset_json: str | None) -> dict[str, int]:
+    """Per-partition offsets from a source progress offset: tootkafka's {"offsets": {...}} or Spark's Kafka
+    source's {"topic": {"0": n}}. Pure."""
+    if not offset_json:
+        return {}
+    value = json.loads(offset_json) if isinstance(offset_json, str) else offset_json
+    if isinstance(value, dict) and isinstance(value.get("offsets"), dict):
+        return {str(p): int(o) for p, o in value["offsets"].items()}
+    if isinstance(value, dict) and len(value) == 1 and isinstance(next(iter(value.values())), dict):
+        return {str(p): int(o) for p, o in next(iter(value.values())).items()}
+    return {}
+
+
+def lag(latest: dict[str, int], end: dict[str, int]) -> int | None:
+    """Messages in the topic after the batch's end, summed over partitions (None when the latest is unknown). Pure."""
+    if not latest:
+        return None
+    return sum(max(0, o - end.get(p, 0)) for p, o in latest.items())
+
+
+class ProgressRecorder(StreamingQueryListener):
+    """Writes each progress event of a watched query into its `stream_progress` row."""
+
+    def __init__(self) -> None:
+        self.queries: dict[str, tuple[str, str]] = {}  # query name -> (database url, checkpoint)
+        self.recorded: dict[str, int] = {}              # query name -> last batch id handled
+        self._changed = threading.Condition()
+
+    def onQueryStarted(self, event) -> None:
+        pass
+
+    def onQueryIdle(self, event) -> None:
+        pass
+
+    def onQueryTerminated(self, event) -> None:
+        pass
+
+    def onQueryProgress(self, event) -> None:
+        p = event.progress
+        target = self.queries.get(p.name or "")
+        if target is None:
+            return
+        try:
+            self._store(target, p)
+        except Exception as exc:  # noqa: BLE001 - a metrics failure must never reach the query
+            log.warning("could not record the progress of batch %s of %s: %s", p.batchId, p.name, exc)
+        finally:
+            with self._changed:
+                self.recorded[p.name] = max(self.recorded.get(p.name, -1), p.batchId)
+                self._changed.notify_all()
+
+    def _store(self, target: tuple[str, str], p) -> None:
+        url, checkpoint = target
+        latest, end = {}, {}
+        for s in p.sources:
+            latest.update(source_offsets(s.latestOffset))
+            end.update(source_offsets(s.endOffset))
+        d = p.durationMs
+        conn = connect(url)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(_UPDATE, (json.dumps(latest) if latest else None, lag(latest, end),
+                                      d.get("triggerExecution"), d.get("walCommit", 0) + d.get("commitOffsets", 0),
+                                      json.dumps(d), checkpoint, p.batchId))
+        finally:
+            conn.close()
+
+    def wait_for(self, name: str, batch_id: int, timeout_s: float) -> bool:
+        """Wait until the event of `batch_id` (or a later one) of query `name` was handled; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.recorded.get(name, -1) >= batch_id, timeout_s)
+
+
+_RECORDERS: dict[int, ProgressRecorder] = {}
+_LOCK = threading.Lock()
+
+
+def _recorder(spark) -> ProgressRecorder:
+    key = id(spark.sparkContext)
+    with _LOCK:
+        rec = _RECORDERS.get(key)
+        if rec is None:
+            rec = _RECORDERS[key] = ProgressRecorder()
+            spark.streams.addListener(rec)
+        return rec
+
+
+def watch(spark, query_name: str, database_url: str, checkpoint: str) -> None:
+    """Record the progress of the query called `query_name` (register before starting it)."""
+    _recorder(spark).queries[query_name] = (database_url, checkpoint)
+
+
+def wait_for(spark, query) -> bool:
+    """After a query stopped: wait (up to 10 s) until the progress of its last batch was recorded."""
+    progress = query.recentProgress
+    if not progress:
+        return True
+    return _recorder(spark).wait_for(query.name, progress[-1]["batchId"], 10.0)
