@@ -80,7 +80,7 @@ class StreamParams(_Strict):
     query_name: str = "toots_to_postgres"
     trigger: Literal["available_now", "processing_time"] = "available_now"
     processing_time: str = "5 seconds"
-    max_offsets_per_trigger: int = Field(20000, ge=1)
+    max_offsets_per_trigger: int = Field(50000, ge=1)
     watermark_minutes: int = Field(10, ge=0)
     checkpoint_dir: str = ".tootpipe/checkpoints"
 

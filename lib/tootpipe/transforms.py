@@ -145,7 +145,8 @@ def pg_array(c: Column) -> Column:
 
 
 def to_post_rows(df: DataFrame, filters=None) -> DataFrame:
-    """Parsed rows -> the columns of `mastodon_posts` plus `event` and `error`, arrays as PostgreSQL literals; with
+    """Parsed rows -> the columns of `mastodon_posts` plus `event`, `error` and `raw` (the message, for error rows
+    only: the others would carry every toot twice), arrays as PostgreSQL literals; with
     `filters`, every row is kept and a boolean column `kept` says whether it passes them (as :func:`apply_filters`)."""
     cols = _post_row_columns()
     if filters is not None:
@@ -156,4 +157,5 @@ def to_post_rows(df: DataFrame, filters=None) -> DataFrame:
 @_per_context
 def _post_row_columns() -> list[Column]:
     cols = [pg_array(F.col(c)).alias(c) if c in ("hashtags", "mentions", "urls") else F.col(c) for c in POST_COLUMNS]
-    return [F.col("event"), F.col("error"), F.col("raw"), F.col("topic"), *cols]
+    raw_of_errors = F.when(F.col("error").isNotNull(), F.col("raw")).alias("raw")  # only stream_errors keeps it
+    return [F.col("event"), F.col("error"), raw_of_errors, F.col("topic"), *cols]
