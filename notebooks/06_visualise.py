@@ -57,7 +57,9 @@ plots.sentiment_over_time(sent);
 plots.reconciliation(q("SELECT * FROM stream_batch_reconciliation"));
 
 # %%
-plots.stream_health(q("SELECT * FROM stream_progress"));
+# the query that committed last (one checkpoint per query and broker lifetime)
+plots.stream_health(q("SELECT * FROM stream_progress WHERE checkpoint = (SELECT checkpoint FROM stream_progress "
+                      "ORDER BY committed_at DESC LIMIT 1)"));
 
 # %%
 plots.problems_summary(steps.problems(params, ep));
