@@ -1,4 +1,5 @@
-"""Offline tests of pure helpers: the sample generator, offset splitting, metrics."""
+"""Offline tests of pure helpers: the sample generator, offset splitting, metrics, the VADER shortcut."""
+from conftest import ROOT
 from tootpipe.config import FilterParams
 from tootpipe.kafka_source import split_limit
 from tootpipe.sample import expected_posts, generate
@@ -113,3 +114,19 @@ def test_progress_offsets_and_lag_from_either_kafka_source():
     assert source_offsets(None) == source_offsets("") == {}
     assert lag({"0": 50, "1": 7, "2": 3}, {"0": 40, "1": 7}) == 13   # a partition the batch did not touch counts
     assert lag({"0": 40}, {"0": 45}) == 0 and lag({}, {"0": 1}) is None
+
+
+def test_vader_shortcut_scores_exactly_as_vadersentiment():
+    import csv
+    import gzip
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+    from tootpipe.vader import Vader
+    data = ROOT / "data" / "sentiment"
+    with gzip.open(data / "semeval_2013_2016_train.tsv.gz", "rt", encoding="utf-8", newline="") as fh:
+        texts = [r["text"] for r in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)][:6000]
+    texts += (data / "xlmt" / "german" / "val_text.txt").read_text(encoding="utf-8").splitlines()[:500]
+    texts += ["", "   ", "kind of good", "not kind of bad", "Good 😀", "😀😀 no", "bad but great", "☺", "\tHi! :)  "]
+    reference, fast = SentimentIntensityAnalyzer(), Vader()
+    emoji_free = sum(1 for t in texts if fast._emoji_chars.isdisjoint(t))
+    assert 0 < emoji_free < len(texts)  # both paths are exercised
+    assert [fast.polarity_scores(t) for t in texts] == [reference.polarity_scores(t) for t in texts]

@@ -24,6 +24,8 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from .vader import VADER_KEYS, vader_scores
+
 __all__ = ["LABELS", "load_labelled", "load_xlmt", "build_pipeline", "train", "tune_reg_param", "evaluate",
            "evaluate_baseline", "metrics_from_predictions", "save_model", "latest_model", "load_model", "load_models",
            "train_language_models", "predict", "score_posts", "VaderFeatures", "VARIANTS", "DEFAULT_VARIANT",
@@ -33,27 +35,6 @@ LABELS = ["negative", "neutral", "positive"]  # label index 0, 1, 2; sentiment v
 VARIANTS = ("seed", "balanced_ngrams", "vader_ngrams")
 DEFAULT_VARIANT = "vader_ngrams"
 REG_GRID = (1.0, 2.0, 4.0, 8.0)
-
-
-_VADER = None
-
-
-_VADER_KEYS = ("neg", "neu", "pos", "compound", "cpos", "cneg")
-
-
-def vader_scores(texts) -> list[list[float]]:
-    """VADER (lexicon and rules) for each text: neg, neu, pos, compound, max(compound, 0), max(-compound, 0)."""
-    global _VADER
-    if _VADER is None:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-        _VADER = SentimentIntensityAnalyzer()
-    score = _VADER.polarity_scores
-    out = []
-    for t in texts:
-        s = score(t[:5000] if t else "")  # a toot is at most a few thousand characters
-        c = s["compound"]
-        out.append([s["neg"], s["neu"], s["pos"], c, c if c > 0 else 0.0, -c if c < 0 else 0.0])
-    return out
 
 
 class VaderFeatures(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
@@ -67,13 +48,13 @@ class VaderFeatures(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadabl
         from pyspark.ml.functions import array_to_vector
         from pyspark.sql.functions import pandas_udf
 
-        @pandas_udf(", ".join(f"{k} double" for k in _VADER_KEYS))
+        @pandas_udf(", ".join(f"{k} double" for k in VADER_KEYS))
         def scores(texts: pd.Series) -> pd.DataFrame:  # columnar out: far cheaper than a Series of lists
-            return pd.DataFrame(vader_scores(texts.fillna("").tolist()), columns=list(_VADER_KEYS))
+            return pd.DataFrame(vader_scores(texts.fillna("").tolist()), columns=list(VADER_KEYS))
 
         tmp = f"__{self.getOutputCol()}_struct"
         return (df.withColumn(tmp, scores(F.col(self.getInputCol())))
-                .withColumn(self.getOutputCol(), array_to_vector(F.array(*[F.col(tmp)[k] for k in _VADER_KEYS])))
+                .withColumn(self.getOutputCol(), array_to_vector(F.array(*[F.col(tmp)[k] for k in VADER_KEYS])))
                 .drop(tmp))
 
 
