@@ -99,17 +99,19 @@ class ProgressRecorder(StreamingQueryListener):
             return self._changed.wait_for(lambda: self.recorded.get(name, -1) >= batch_id, timeout_s)
 
 
-_RECORDERS: dict[int, ProgressRecorder] = {}
+_RECORDERS: list[tuple[object, ProgressRecorder]] = []  # (SparkContext, its listener); the context is held
 _LOCK = threading.Lock()
 
 
 def _recorder(spark) -> ProgressRecorder:
-    key = id(spark.sparkContext)
+    sc = spark.sparkContext
     with _LOCK:
-        rec = _RECORDERS.get(key)
-        if rec is None:
-            rec = _RECORDERS[key] = ProgressRecorder()
-            spark.streams.addListener(rec)
+        for context, rec in _RECORDERS:
+            if context is sc:
+                return rec
+        rec = ProgressRecorder()
+        spark.streams.addListener(rec)
+        _RECORDERS.append((sc, rec))
         return rec
 
 
