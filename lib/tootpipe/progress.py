@@ -125,4 +125,8 @@ def wait_for(spark, query) -> bool:
     progress = query.recentProgress
     if not progress:
         return True
-    return _recorder(spark).wait_for(query.name, progress[-1]["batchId"], 10.0)
+    done = _recorder(spark).wait_for(query.name, progress[-1]["batchId"], 10.0)
+    if not done:
+        log.warning("the progress of batch %s of %s was not recorded within 10 s: its stream_progress row lacks "
+                    "Spark's durations and the lag", progress[-1]["batchId"], query.name)
+    return done
