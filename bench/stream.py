@@ -156,6 +156,7 @@ def live_latency(spark, params, ep, rate: int, seconds: float, seed: int, warmup
                              "round(avg(write_s) * 1000) AS sink_write FROM stream_progress WHERE batch_id > 0 "
                              "AND input_rows > 0 AND committed_at > to_timestamp(%s)", (wall0 + warmup_s,))
     phases.update({k: float(v) for k, v in sink_split.iloc[0].items() if v is not None})
+
     def pct(arrays, q):
         a = np.concatenate(arrays) if arrays else np.array([])
         return (round(float(np.percentile(a, q)), 1) if a.size else None), int(a.size)
@@ -170,7 +171,8 @@ def live_latency(spark, params, ep, rate: int, seconds: float, seed: int, warmup
 
 
 def phase_breakdown(progress: list[dict], after_epoch_s: float) -> dict:
-    """Mean milliseconds per trigger phase (Spark's durationMs) over the steady batches, and batches/s."""
+    """Mean milliseconds per trigger phase (Spark's durationMs) over the steady batches, their number and mean
+    rows per batch."""
     from datetime import datetime
     steady = [q for q in progress
               if datetime.fromisoformat(q["timestamp"].replace("Z", "+00:00")).timestamp() > after_epoch_s]

@@ -66,8 +66,8 @@ if params.source.kind == "sample":
 # (trigger and checkpoint-commit times, the topic's latest offsets, and the lag: messages still waiting).
 
 # %%
-progress = db.query_df(ep.database_url, "SELECT * FROM stream_progress WHERE checkpoint = %s ORDER BY batch_id",
-                       (summary["checkpoint"],))
+progress = db.query_df(ep.database_url, "SELECT p.*, b.end_offsets FROM stream_progress p JOIN stream_batches b "
+                       "USING (checkpoint, batch_id) WHERE checkpoint = %s ORDER BY batch_id", (summary["checkpoint"],))
 progress[["batch_id", "input_rows", "filtered", "errors", "collect_s", "write_s", "trigger_ms", "commit_ms", "lag",
           "end_offsets"]].tail(10)
 

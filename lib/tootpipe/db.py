@@ -85,7 +85,7 @@ CREATE TABLE IF NOT EXISTS stream_progress (
     PRIMARY KEY (checkpoint, batch_id));
 -- columns added after the first release: databases created before get them here
 ALTER TABLE stream_progress ADD COLUMN IF NOT EXISTS filtered bigint,
-    ADD COLUMN IF NOT EXISTS start_offsets jsonb, ADD COLUMN IF NOT EXISTS end_offsets jsonb,
+    ADD COLUMN IF NOT EXISTS start_offsets jsonb,
     ADD COLUMN IF NOT EXISTS latest_offsets jsonb, ADD COLUMN IF NOT EXISTS lag bigint,
     ADD COLUMN IF NOT EXISTS trigger_ms double precision, ADD COLUMN IF NOT EXISTS commit_ms double precision,
     ADD COLUMN IF NOT EXISTS durations_ms jsonb;

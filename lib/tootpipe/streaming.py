@@ -178,11 +178,11 @@ class PostgresSink:
                 cur.execute(
                     "INSERT INTO stream_progress (checkpoint, batch_id, query_name, input_rows, posts_written, "
                     "deletes, errors, filtered, late_rows, collect_s, write_s, rows_per_s, latency_p50_ms, "
-                    "latency_p95_ms, start_offsets, end_offsets) "
-                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+                    "latency_p95_ms, start_offsets) "
+                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
                     (self.checkpoint, batch_id, self.params.stream.query_name, rows.num_rows, written, deletes,
                      errors.num_rows, filtered, late, collect_s, write_s, rows.num_rows / total if total else None,
-                     lat[0], lat[1], json.dumps(starts), json.dumps(ends)))
+                     lat[0], lat[1], json.dumps(starts)))  # the end offsets are the ledger's
         finally:
             conn.close()
         self.committed_latencies_ms = _latencies_ms(rows["kafka_timestamp"])  # Kafka timestamp -> committed
