@@ -7,11 +7,12 @@ PARAMS ?= params/default.yaml
 
 .PHONY: install run test test-fast services-up services-down live live-stop notebooks clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml jvm/pom.xml
 	bash scripts/system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m tootpipe.jars
 	touch $@
 
 install: $(VENV)/.installed

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# System packages the project needs on Debian/Ubuntu: Java 17 for Spark; as root, `acl` so the embedded
+# System packages the project needs on Debian/Ubuntu: Java 17 for Spark and Kafka; Maven to fetch the jars of
+# jvm/pom.xml once (Apache Kafka, Spark's Kafka connector, the PostgreSQL JDBC driver); as root, `acl` so the embedded
 # PostgreSQL (run as an unprivileged user) can be given traverse-only access to the project folder; chromium
 # for the browser test of the reports.
 set -euo pipefail
 need=()
 if ! command -v java >/dev/null 2>&1; then need+=(openjdk-17-jre-headless); fi
+if ! command -v mvn >/dev/null 2>&1; then need+=(maven); fi
 if [ "$(id -u)" = 0 ] && ! command -v setfacl >/dev/null 2>&1; then need+=(acl); fi
 # headless Chromium for the browser test of the HTML reports (tests/test_notebooks.py)
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then need+=(chromium); fi

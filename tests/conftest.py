@@ -41,3 +41,24 @@ def spark(services_up):
     from tootpipe import config
     from tootpipe.spark_session import get_spark
     return get_spark(config.load(None, {"spark.master": "local[2]", "spark.shuffle_partitions": 2}, use_env=False))
+
+
+def produce_raw(bootstrap: str, topic: str, values, partition: int = 0) -> None:
+    """Write raw values as another producer would (no normalisation, no key), and wait for every ack."""
+    from confluent_kafka import Producer
+    prod = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    errors = []
+    for v in values:
+        prod.produce(topic, value=v, partition=partition, on_delivery=lambda err, _m: err and errors.append(err))
+    assert prod.flush(30) == 0 and not errors, errors
+
+
+def kafka_df(spark, bootstrap: str, topic: str, start: dict | None = None, end: dict | None = None):
+    """A batch read of the topic through Spark's Kafka connector (all of it, or offsets start..end of partitions)."""
+    import json
+    reader = spark.read.format("kafka").option("kafka.bootstrap.servers", bootstrap).option("subscribe", topic)
+    if start is not None:
+        reader = reader.option("startingOffsets", json.dumps({topic: {str(p): o for p, o in start.items()}}))
+    if end is not None:
+        reader = reader.option("endingOffsets", json.dumps({topic: {str(p): o for p, o in end.items()}}))
+    return reader.load()

@@ -1,4 +1,5 @@
-"""The same job on executors in separate JVMs (`local-cluster`), with the library shipped as a zip.
+"""The same job on executors in separate JVMs (`local-cluster`): Spark's Kafka connector shipped as jars, the library
+as a zip.
 
 Runs in a subprocess: a process has one SparkSession, and the suite's is local.
 """
@@ -17,7 +18,7 @@ import json, os, sys
 from tootpipe import config, spark_session
 bootstrap, topic = sys.argv[1:3]
 spark = spark_session.get_spark(config.load(None, {"spark.master": "local-cluster[2,1,1024]"}, use_env=False))
-df = spark.read.format("tootkafka").option("kafka.bootstrap.servers", bootstrap).option("subscribe", topic).load()
+df = spark.read.format("kafka").option("kafka.bootstrap.servers", bootstrap).option("subscribe", topic).load()
 
 def origin(_):
     import tootpipe

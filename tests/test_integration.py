@@ -1,10 +1,11 @@
 """Real broker, real PostgreSQL, one local SparkSession."""
 import json
+from dataclasses import replace
 
 import pytest
 
 from tootpipe import batch, db, kafka_io, steps
-from tootpipe.kafka_source import KafkaRange, _read_range
+from conftest import kafka_df, produce_raw
 from tootpipe.sample import expected_posts, generate
 from tootpipe.streaming import PostgresSink, checkpoint_path, run_available_now
 
@@ -91,8 +92,7 @@ def test_a_replayed_batch_is_not_applied_twice(fresh, spark):
     publish(params, ep, n=120, seed=3)
     ck = str(checkpoint_path(params, ep))
     sink = PostgresSink(params, ep, ck)
-    df = spark.read.format("tootkafka").option("kafka.bootstrap.servers", ep.bootstrap_servers) \
-        .option("subscribe", params.kafka.topic).load()
+    df = kafka_df(spark, ep.bootstrap_servers, params.kafka.topic)
     sink(df, 0)
     first = db.table_counts(ep.database_url, ["mastodon_posts", "stream_progress", "toot_ids"])
     sink(df, 0)  # what Spark does after a crash between our commit and its own
@@ -103,29 +103,38 @@ def test_a_replayed_batch_is_not_applied_twice(fresh, spark):
 def test_poison_messages_go_to_stream_errors_and_good_rows_still_land(fresh, spark):
     params, ep = fresh
     kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic], 3)
-    from kafka import KafkaProducer
-    prod = KafkaProducer(bootstrap_servers=ep.bootstrap_servers)
     good = json.dumps({"v": 1, "event": "update", "uri": "https://a.example/s/1", "id": "1", "instance": "a.example",
                        "created_at": "2026-11-26 10:00:00", "account": {"acct": "alice"}, "visibility": "public",
                        "text": "hello"}).encode()
-    for value in (b"not json at all", b'{"event": "update", "uri": "u"}', json.dumps(
-            {"event": "update", "uri": "x", "id": "2", "instance": "a", "account": {"acct": "b"},
-             "created_at": "the day after"}).encode(), good):
-        prod.send(params.kafka.topic, value=value, partition=0)
-    prod.flush()
-    prod.close()
+    produce_raw(ep.bootstrap_servers, params.kafka.topic, [b"not json at all", b'{"event": "update", "uri": "u"}', json.dumps(
+        {"event": "update", "uri": "x", "id": "2", "instance": "a", "account": {"acct": "b"},
+         "created_at": "the day after"}).encode(), good])
     run_available_now(spark, params, ep)
     errs = db.query_df(ep.database_url, "SELECT error FROM stream_errors ORDER BY kafka_offset").error.tolist()
     assert len(errs) == 3 and errs[0].startswith("not a toot record") and "created_at" in errs[2]
     assert posts(ep) == {"https://a.example/s/1"}
 
 
-def test_read_raises_rather_than_return_a_short_range(fresh):
+def test_read_range_raises_rather_than_return_a_short_range(fresh):
     params, ep = fresh
     kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic], 3)
-    part = KafkaRange(ep.bootstrap_servers, params.kafka.topic, [(0, 0, 5)], timeout=1.0)
     with pytest.raises(kafka_io.KafkaUnavailable, match="refusing to return a short range"):
-        list(_read_range(part))
+        list(kafka_io.read_range(ep.bootstrap_servers, params.kafka.topic, 0, 0, 5, timeout=1.0))
+
+
+def test_a_checkpoint_of_another_cluster_or_topic_is_a_clear_error(fresh, spark):
+    from tootpipe.streaming import CheckpointMismatch, start_stream
+    params, ep = fresh
+    publish(params, ep, n=30, seed=1)
+    run_available_now(spark, params, ep)
+    other = params.model_copy(deep=True)
+    other.kafka.topic = params.kafka.topic + "_other"  # same query name (checkpoint), another topic
+    with pytest.raises(CheckpointMismatch, match="belongs to Kafka cluster .* topic"):
+        start_stream(spark, other, ep, available_now=True)
+    moved = replace(ep, cluster_id="another-cluster")
+    with pytest.raises(CheckpointMismatch, match="another-cluster"):
+        start_stream(spark, params, moved, available_now=True)
+    assert run_available_now(spark, params, ep)["input_rows"] == 0  # the right cluster and topic go on as before
 
 
 def test_backfill_is_idempotent_and_clean_agrees_with_the_stream(fresh, spark):
@@ -156,12 +165,8 @@ def test_backfill_loads_only_new_offsets_of_the_partitions_that_grew(fresh, spar
     params, ep = fresh
     publish(params, ep, n=60, seed=8)
     first = batch.backfill(spark, params, ep)
-    from kafka import KafkaProducer
-    prod = KafkaProducer(bootstrap_servers=ep.bootstrap_servers)
-    for i in range(5):
-        prod.send(params.kafka.topic, value=b'{"event": "delete", "id": "%d", "instance": "x"}' % i, partition=1)
-    prod.flush()
-    prod.close()
+    produce_raw(ep.bootstrap_servers, params.kafka.topic,
+                [b'{"event": "delete", "id": "%d", "instance": "x"}' % i for i in range(5)], partition=1)
     second = batch.backfill(spark, params, ep)
     assert list(second["ranges"]) == ["1"] and second["rows"] == second["inserted"] == 5
     total = db.scalar(ep.database_url, "SELECT count(*) FROM toots_raw")
@@ -191,21 +196,12 @@ def test_late_events_within_the_watermark_fix_their_window_and_beyond_it_do_not(
     12:05 (beyond: stored, counted as late, its finalised window left alone)."""
     params, ep = fresh
     kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic], 1)
-    from kafka import KafkaProducer
     sink = PostgresSink(params, ep, "late-test")
 
     def batch_of(records, batch_id):
-        prod = KafkaProducer(bootstrap_servers=ep.bootstrap_servers)
-        for r in records:
-            prod.send(params.kafka.topic, value=json.dumps(r).encode(), partition=0)
-        prod.flush()
-        prod.close()
+        produce_raw(ep.bootstrap_servers, params.kafka.topic, [json.dumps(r).encode() for r in records])
         ends = kafka_io.end_offsets(ep.bootstrap_servers, params.kafka.topic)
-        df = spark.read.format("tootkafka").option("kafka.bootstrap.servers", ep.bootstrap_servers) \
-            .option("subscribe", params.kafka.topic) \
-            .option("startingOffsets", json.dumps({params.kafka.topic: {"0": ends[0] - len(records)}})) \
-            .option("endingOffsets", json.dumps({params.kafka.topic: {"0": ends[0]}})).load()
-        sink(df, batch_id)
+        sink(kafka_df(spark, ep.bootstrap_servers, params.kafka.topic, {0: ends[0] - len(records)}, ends), batch_id)
 
     batch_of([_toot(1, "2026-11-26T12:05:10Z"), _toot(2, "2026-11-26T12:25:10Z"), _toot(3, "2026-11-26T12:30:00Z")], 0)
     counts = lambda: dict(db.query_df(ep.database_url, "SELECT to_char(window_start AT TIME ZONE 'UTC', 'HH24:MI') w, "

@@ -31,3 +31,16 @@ def test_generated_notebooks_and_secrets_are_not_tracked():
     ignored = (ROOT / ".gitignore").read_text().split()
     for pattern in ("notebooks/*.ipynb", ".env", ".tootpipe/", "models/", "reports/"):
         assert pattern in ignored
+
+
+def test_jvm_versions_match_pyspark_and_compose():
+    """Spark's Kafka connector must be built for exactly the pinned pyspark (its internal streaming classes move
+    between minor versions), and Docker users run the same Kafka as the embedded broker."""
+    import re
+    pom = (ROOT / "jvm" / "pom.xml").read_text()
+    prop = lambda name: re.search(rf"<{name}>([^<]+)</{name}>", pom).group(1)
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert f"pyspark=={prop('spark.version')}" in deps
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    assert compose["kafka"]["image"] == f"apache/kafka:{prop('kafka.version')}"
+    assert "<repositories>" not in pom and "<repository>" not in pom  # Maven uses the machine's own settings

@@ -1,7 +1,8 @@
 """Offline tests of pure helpers: the sample generator, offset splitting, metrics, the VADER shortcut."""
+import pytest
+
 from conftest import ROOT
 from tootpipe.config import FilterParams
-from tootpipe.kafka_source import split_limit
 from tootpipe.sample import expected_posts, generate
 from tootpipe.sentiment import metrics_from_predictions
 
@@ -25,13 +26,6 @@ def test_expected_posts_rules():
     copy = {**status, "id": "999"}
     ev += [{"event": "update", "instance": "b", "data": copy}, {"event": "delete", "instance": "b", "data": "999"}]
     assert expected_posts(ev, FilterParams()) == {}
-
-
-def test_split_limit_is_proportional_and_exact():
-    end = split_limit({"0": 0, "1": 0, "2": 100}, {"0": 1000, "1": 500, "2": 100}, 300)
-    assert sum(end[p] - s for p, s in {"0": 0, "1": 0, "2": 100}.items()) == 300
-    assert end == {"0": 200, "1": 100, "2": 100}
-    assert split_limit({"0": 5}, {"0": 9}, 100) == {"0": 9}
 
 
 def test_metrics_hand_computed():
@@ -65,28 +59,20 @@ def test_explicit_backfill_ranges():
         explicit_ranges(None, {0: 11}, latest)
 
 
-def test_split_ranges_keeps_every_offset_once():
-    from tootpipe.kafka_source import split_ranges
-    ranges = [(0, 0, 10), (1, 5, 6), (2, 100, 107)]
-    pieces = split_ranges(ranges, 6)
-    assert len(pieces) >= 6
-    for p, s, e in ranges:
-        mine = sorted((a, b) for q, a, b in pieces if q == p)
-        assert mine[0][0] == s and mine[-1][1] == e and all(b == c for (_, b), (c, _) in zip(mine, mine[1:]))
-    assert split_ranges(ranges, 2) == ranges
-
-
-def test_pack_ranges_groups_small_batches_and_keeps_big_ones_apart():
-    from tootpipe.kafka_source import pack_ranges
-    small = [(0, 0, 150), (1, 10, 160), (2, 5, 200)]
-    assert pack_ranges(small, 2000) == [sorted(small)]            # a live batch: one task reads all three
-    big = [(0, 0, 50_000), (1, 0, 40_000), (2, 0, 45_000)]
-    assert sorted(map(tuple, pack_ranges(big, 2000))) == [(r,) for r in big]  # a backlog: one task per range
-    pieces = [(p, a, a + n) for p, (a, n) in enumerate([(0, 3000), (7, 1000), (9, 900), (0, 2500), (4, 100)])]
-    tasks = pack_ranges(pieces, 2000)
-    assert len(tasks) == 4                                           # 7,500 messages -> ceil(7500 / 2000)
-    assert sorted(r for t in tasks for r in t) == sorted(pieces)     # every range exactly once, never cut
-    assert pack_ranges([], 2000) == []
+def test_a_checkpoint_is_bound_to_one_cluster_and_topic(tmp_path):
+    from tootpipe.streaming import CheckpointMismatch, bind_checkpoint
+    ck = tmp_path / "q"
+    bind_checkpoint(ck, "cluster-a", "toots")
+    bind_checkpoint(ck, "cluster-a", "toots")  # the same again: fine
+    with pytest.raises(CheckpointMismatch, match="cluster 'cluster-b', topic 'toots'"):
+        bind_checkpoint(ck, "cluster-b", "toots")
+    with pytest.raises(CheckpointMismatch, match="topic 'other'"):
+        bind_checkpoint(ck, "cluster-a", "other")
+    legacy = tmp_path / "old"
+    (legacy / "offsets").mkdir(parents=True)
+    (legacy / "offsets" / "0").write_text("v1")
+    with pytest.raises(CheckpointMismatch, match="no record of the cluster"):
+        bind_checkpoint(legacy, "cluster-a", "toots")
 
 
 def test_column_expressions_are_rebuilt_for_a_new_spark_context(monkeypatch):
@@ -106,11 +92,10 @@ def test_column_expressions_are_rebuilt_for_a_new_spark_context(monkeypatch):
     assert columns(1) is not first and built == [1, 2, 1]
 
 
-def test_progress_offsets_and_lag_from_either_kafka_source():
+def test_progress_offsets_and_lag_from_sparks_kafka_source():
     from tootpipe.progress import lag, source_offsets
-    ours = '{"cluster": "c", "topic": "t", "offsets": {"0": 40, "1": 7}}'
     sparks = '{"t": {"0": 40, "1": 7}}'
-    assert source_offsets(ours) == source_offsets(sparks) == {"0": 40, "1": 7}
+    assert source_offsets(sparks) == {"0": 40, "1": 7}
     assert source_offsets(None) == source_offsets("") == {}
     assert lag({"0": 50, "1": 7, "2": 3}, {"0": 40, "1": 7}) == 13   # a partition the batch did not touch counts
     assert lag({"0": 40}, {"0": 45}) == 0 and lag({}, {"0": 1}) is None

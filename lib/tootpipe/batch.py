@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 
 from .config import Params
 from .db import ensure_schema, query_df, replace_table_as, replace_table_with, transaction
-from .services import Endpoints
+from .services import Endpoints, cluster_of
 from .transforms import apply_filters, parse_kafka, pg_array
 
 __all__ = ["backfill", "explicit_ranges", "read_query", "copy_from_tasks", "load_raw", "load_clean", "clean", "analytics", "write_table", "ANALYTICS_TABLES", "BATCH_SCHEMA_SQL",
@@ -79,7 +79,7 @@ def backfill(spark: SparkSession, params: Params, ep: Endpoints, ranges: dict[in
     """Load Kafka offset ranges into `toots_raw` (default: everything not loaded yet)."""
     from .kafka_io import end_offsets
     _ensure(ep.database_url)
-    cluster = ep.cluster_id or ep.bootstrap_servers
+    cluster = cluster_of(ep)
     topic = params.kafka.topic
     t0 = time.monotonic()
     latest = end_offsets(ep.bootstrap_servers, topic)
@@ -91,8 +91,9 @@ def backfill(spark: SparkSession, params: Params, ep: Endpoints, ranges: dict[in
     bounds = {p: ranges.get(p, (e, e)) for p, e in latest.items()} | ranges
     start = json.dumps({topic: {str(p): s for p, (s, _) in bounds.items()}})
     end = json.dumps({topic: {str(p): e for p, (_, e) in bounds.items()}})
-    kafka = (spark.read.format("tootkafka").option("kafka.bootstrap.servers", ep.bootstrap_servers)
+    kafka = (spark.read.format("kafka").option("kafka.bootstrap.servers", ep.bootstrap_servers)
              .option("subscribe", topic).option("startingOffsets", start).option("endingOffsets", end)
+             .option("failOnDataLoss", "true")
              .option("minPartitions", str(_task_count(spark, sum(e - s for s, e in ranges.values())))).load())
     parsed = parse_kafka(kafka).withColumn("cluster", F.lit(cluster)).withColumn("hashtags", pg_array(F.col("hashtags")))
     rows = parsed.withColumn("raw", F.when(F.col("error").isNotNull(), F.col("raw"))).select(_RAW_COLUMNS)

@@ -31,12 +31,11 @@ class RunParams(_Strict):
 
 
 class KafkaParams(_Strict):
-    bootstrap_servers: str | None = None  # None: start the embedded Tansu broker
+    bootstrap_servers: str | None = None  # None: start the embedded Apache Kafka
     topic: str = "mastodon_stream"
     dlq_topic: str = "mastodon_stream_dlq"
     partitions: int = Field(3, ge=1)
     replication_factor: int = Field(1, ge=1)
-    spark_format: Literal["tootkafka", "kafka"] = "tootkafka"
 
 
 class DatabaseParams(_Strict):

@@ -1,9 +1,9 @@
-"""Kafka I/O with plain Kafka clients: topics, end offsets and export with kafka-python; the record producer with
-its dead-letter topic with confluent-kafka (librdkafka), which publishes ~3x faster.
+"""Kafka I/O with librdkafka (confluent-kafka): topics, offsets, the record producer with its dead-letter topic,
+range reads and export.
 
 Guarantees: records go to Kafka at-least-once (acks=all, idempotent producer; :meth:`Publisher.flush` raises when
-any send failed). End offsets come from the high watermark of a Fetch response, which is right on Apache Kafka and
-on the embedded Tansu broker alike (Tansu's ListOffsets "latest" is not).
+any send failed). A broker that cannot be reached is a :class:`KafkaUnavailable` naming the address, at once when
+nothing listens there and after a bounded wait otherwise.
 """
 from __future__ import annotations
 
@@ -11,13 +11,9 @@ import json
 import time
 from typing import Iterable, Iterator
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.admin import NewTopic
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
-
 __all__ = ["ensure_topics", "Publisher", "end_offsets", "start_offsets", "read_range",
-           "range_consumer", "export",
-           "cluster_id", "KafkaUnavailable", "partitions_for", "check_reachable"]
+           "range_consumer", "export", "cluster_id", "KafkaUnavailable", "partitions_for", "check_reachable",
+           "delete_topics"]
 
 
 class KafkaUnavailable(RuntimeError):
@@ -38,51 +34,64 @@ def check_reachable(bootstrap: str, timeout: float = 3.0) -> None:
     raise KafkaUnavailable(f"no Kafka broker answers at {bootstrap} ({'; '.join(errors)})")
 
 
-def _admin(bootstrap: str) -> KafkaAdminClient:
+def _admin(bootstrap: str):
+    from confluent_kafka.admin import AdminClient
     check_reachable(bootstrap)
-    try:
-        return KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000,
-                                client_id="tootpipe-admin")
-    except KafkaTimeoutError:
-        raise KafkaUnavailable(f"no Kafka broker answers at {bootstrap}") from None
+    return AdminClient({"bootstrap.servers": bootstrap, "client.id": "tootpipe-admin", "log_level": 0})
 
 
-def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 3, replication_factor: int = 1) -> None:
-    """Create the topics that do not exist yet (explicitly, so they get `partitions`, not a broker default)."""
-    admin = _admin(bootstrap)
+def _metadata(bootstrap: str, timeout: float = 15.0, topic: str | None = None):
+    from confluent_kafka import KafkaException
     try:
-        existing = set(admin.list_topics())
-        new = [NewTopic(t, partitions, replication_factor) for t in topics if t not in existing]
-        if new:
+        return _admin(bootstrap).list_topics(topic=topic, timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"no Kafka broker answers at {bootstrap} ({exc})") from None
+
+
+def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 3, replication_factor: int = 1,
+                  timeout: float = 30.0) -> None:
+    """Create the topics that do not exist yet (explicitly, so they get `partitions`, not a broker default), and
+    wait until the broker serves their metadata."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import NewTopic
+    wanted = list(dict.fromkeys(topics))
+    existing = set(_metadata(bootstrap).topics)
+    new = [NewTopic(t, partitions, replication_factor) for t in wanted if t not in existing]
+    if new:
+        admin = _admin(bootstrap)  # held until every future is done: a collected client cancels them
+        for topic, fut in admin.create_topics(new, request_timeout=timeout).items():
             try:
-                admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        admin.close()
+                fut.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise KafkaUnavailable(f"cannot create topic {topic!r} at {bootstrap}: {exc}") from None
+        for t in wanted:
+            partitions_for(bootstrap, t, timeout)
+
+
+def delete_topics(bootstrap: str, topics: Iterable[str], timeout: float = 30.0) -> None:
+    """Delete topics that exist (tests and benchmarks clean up after themselves)."""
+    names = [t for t in topics if t in set(_metadata(bootstrap).topics)]
+    if names:
+        admin = _admin(bootstrap)
+        for fut in admin.delete_topics(names, request_timeout=timeout).values():
+            fut.result()
 
 
 def cluster_id(bootstrap: str) -> str:
-    """The cluster id the broker reports (identifies a broker's lifetime for checkpoints and ledgers)."""
-    admin = _admin(bootstrap)
-    try:
-        return str(admin.describe_cluster().get("cluster_id") or bootstrap)
-    finally:
-        admin.close()
+    """The cluster id the broker reports (identifies a cluster's lifetime for checkpoints and ledgers)."""
+    return str(_metadata(bootstrap).cluster_id or bootstrap)
 
 
 def partitions_for(bootstrap: str, topic: str, timeout: float = 15.0) -> list[int]:
-    c = _consumer(bootstrap)
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            parts = c.partitions_for_topic(topic)
-            if parts:
-                return sorted(parts)
-            time.sleep(0.2)
-        raise KafkaUnavailable(f"topic {topic!r} has no partitions at {bootstrap} (does it exist?)")
-    finally:
-        c.close()
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = _metadata(bootstrap, timeout, topic).topics.get(topic)
+        if meta is not None and meta.error is None and meta.partitions:
+            return sorted(meta.partitions)
+        if time.monotonic() > deadline:
+            raise KafkaUnavailable(f"topic {topic!r} has no partitions at {bootstrap} (does it exist?)")
+        time.sleep(0.2)
 
 
 class Publisher:
@@ -161,60 +170,28 @@ def _json_dumps():
         return lambda obj: json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _consumer(bootstrap: str, **kw) -> KafkaConsumer:
-    options = dict(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                   fetch_max_wait_ms=20, client_id="tootpipe-reader")
-    options.update(kw)
-    check_reachable(bootstrap)
+def _watermarks(bootstrap: str, topic: str, partitions: list[int] | None, timeout: float) -> dict[int, tuple[int, int]]:
+    from confluent_kafka import KafkaException
+    from confluent_kafka import TopicPartition as CTP
+    parts = partitions if partitions is not None else partitions_for(bootstrap, topic, timeout)
+    c = range_consumer(bootstrap)
     try:
-        return KafkaConsumer(**options)
-    except KafkaTimeoutError:
-        raise KafkaUnavailable(f"no Kafka broker answers at {bootstrap}") from None
-
-
-def start_offsets(bootstrap: str, topic: str, partitions: list[int] | None = None) -> dict[int, int]:
-    """The earliest offset of each partition (ListOffsets "earliest" is right on every broker)."""
-    c = _consumer(bootstrap)
-    try:
-        parts = partitions if partitions is not None else sorted(c.partitions_for_topic(topic) or [])
-        tps = [TopicPartition(topic, p) for p in parts]
-        return {tp.partition: off for tp, off in c.beginning_offsets(tps).items()}
+        return {p: c.get_watermark_offsets(CTP(topic, p), timeout=timeout) for p in parts}
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"no offsets for {topic} at {bootstrap}: {exc}") from None
     finally:
         c.close()
 
 
-def end_offsets(bootstrap: str, topic: str, partitions: list[int] | None = None, *, hint: dict[int, int] | None = None,
-                consumer: KafkaConsumer | None = None, timeout: float = 15.0) -> dict[int, int]:
-    """The high watermark of each partition, read from Fetch responses.
+def start_offsets(bootstrap: str, topic: str, partitions: list[int] | None = None,
+                  timeout: float = 15.0) -> dict[int, int]:
+    """The earliest offset of each partition."""
+    return {p: lo for p, (lo, _) in _watermarks(bootstrap, topic, partitions, timeout).items()}
 
-    `hint` gives positions to fetch from (the last known ends), so the probe moves few bytes.
-    Raises KafkaUnavailable when no watermark arrives within `timeout`.
-    """
-    own = consumer is None
-    c = consumer or _consumer(bootstrap, max_partition_fetch_bytes=64 * 1024, max_poll_records=1)
-    try:
-        parts = partitions if partitions is not None else sorted(c.partitions_for_topic(topic) or [])
-        tps = [TopicPartition(topic, p) for p in parts]
-        c.unsubscribe()  # fresh partition states: a reused consumer would otherwise report its cached watermarks
-        c.assign(tps)
-        earliest = c.beginning_offsets(tps)
-        for tp in tps:
-            c.seek(tp, max(earliest[tp], (hint or {}).get(tp.partition, 0)))
-        marks: dict[int, int] = {}
-        deadline = time.monotonic() + timeout
-        while len(marks) < len(tps):
-            c.poll(timeout_ms=50, max_records=1, update_offsets=False)
-            for tp in tps:
-                hw = c.highwater(tp)
-                if hw is not None:
-                    marks[tp.partition] = hw
-            if time.monotonic() > deadline:
-                missing = [tp.partition for tp in tps if tp.partition not in marks]
-                raise KafkaUnavailable(f"no high watermark for {topic} partitions {missing} at {bootstrap}")
-        return marks
-    finally:
-        if own:
-            c.close()
+
+def end_offsets(bootstrap: str, topic: str, partitions: list[int] | None = None, timeout: float = 15.0) -> dict[int, int]:
+    """The end offset (high watermark: the next offset to be written) of each partition."""
+    return {p: hi for p, (_, hi) in _watermarks(bootstrap, topic, partitions, timeout).items()}
 
 
 def range_consumer(bootstrap: str):

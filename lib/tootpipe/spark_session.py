@@ -1,8 +1,9 @@
 """The one SparkSession of a process: local mode by default, any `spark.master` from the parameters.
 
 Guarantees: fails early with a clear message when Java 17+ is missing; workers run the driver's Python (so they
-import this library); on a non-local master the library is shipped to executors as a zip; the `tootkafka` and
-`pgquery` data sources are registered; the session time zone is UTC.
+import this library); on a non-local master the library is shipped to executors as a zip; Spark's own Kafka connector
+and the PostgreSQL JDBC driver (jvm/pom.xml, fetched once by Maven) are on the classpath, so ``format("kafka")``
+works; the `pgquery` data source is registered; the session time zone is UTC.
 """
 from __future__ import annotations
 
@@ -83,7 +84,9 @@ def get_spark(params: Params | None = None, app_name: str = "tootpipe"):
     log4j = state / "log4j2.properties"
     log4j.write_text(_LOG4J)
     master = params.spark.master
+    from .jars import spark_jars
     builder = (SparkSession.builder.appName(app_name).master(master)
+               .config("spark.jars", ",".join(spark_jars()))
                .config("spark.driver.memory", params.spark.driver_memory)
                .config("spark.sql.shuffle.partitions", str(params.spark.shuffle_partitions))
                .config("spark.sql.session.timeZone", "UTC")
@@ -99,8 +102,6 @@ def get_spark(params: Params | None = None, app_name: str = "tootpipe"):
     spark.sparkContext.setLogLevel(params.spark.log_level)
     if not master.startswith("local["):
         spark.sparkContext.addPyFile(str(_library_zip()))
-    from .kafka_source import register
     from .pg_source import register as register_pg
-    register(spark)
     register_pg(spark)
     return spark

@@ -18,11 +18,11 @@ from pathlib import Path
 from .config import Params
 from .db import connect, copy_arrow, ensure_schema
 from .progress import wait_for, watch
-from .services import Endpoints
+from .services import Endpoints, cluster_of
 from .transforms import POST_COLUMNS, parse_kafka, to_post_rows
 
 __all__ = ["PostgresSink", "start_stream", "run_available_now", "run_until_caught_up", "checkpoint_path",
-           "kafka_stream"]
+           "kafka_stream", "bind_checkpoint", "CheckpointMismatch"]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class PostgresSink:
 
     def __init__(self, params: Params, endpoints: Endpoints, checkpoint: str, user_window: str = "1 hour") -> None:
         self.params, self.url, self.checkpoint = params, endpoints.database_url, checkpoint
-        self.cluster = endpoints.cluster_id or endpoints.bootstrap_servers
+        self.cluster = cluster_of(endpoints)
         self.user_window = user_window
         self.last: dict = {}
         self.committed_latencies_ms = None
@@ -233,23 +233,48 @@ def _latency_ms(ts_column) -> tuple[float | None, float | None]:
     return float(np.percentile(lat, 50)), float(np.percentile(lat, 95))
 
 
+class CheckpointMismatch(RuntimeError):
+    """A checkpoint written for another Kafka cluster or topic; the message says how to go on."""
+
+
 def checkpoint_path(params: Params, endpoints: Endpoints) -> Path:
-    """Checkpoints live inside the project, one folder per query and broker lifetime (cluster id)."""
-    cluster = (endpoints.cluster_id or endpoints.bootstrap_servers).replace(":", "_").replace("/", "_")
-    return params.path(params.stream.checkpoint_dir) / params.stream.query_name / cluster
+    """Checkpoints live inside the project, one folder per query (bound to one cluster and topic: see
+    :func:`bind_checkpoint`)."""
+    return params.path(params.stream.checkpoint_dir) / params.stream.query_name
+
+
+def bind_checkpoint(ck: Path, cluster: str, topic: str) -> None:
+    """Tie a checkpoint to the Kafka cluster and topic it reads. Spark's checkpoint holds bare offsets: offsets of
+    another cluster (or of a recreated topic) would be read as if they were the same history, skipping or
+    re-reading messages without a word. A checkpoint bound to something else raises :class:`CheckpointMismatch`."""
+    stamp = ck / "tootpipe-source.json"
+    want = {"cluster_id": cluster, "topic": topic}
+    if stamp.exists():
+        have = json.loads(stamp.read_text())
+        if have != want:
+            raise CheckpointMismatch(
+                f"the checkpoint {ck} belongs to Kafka cluster {have.get('cluster_id')!r}, topic "
+                f"{have.get('topic')!r}, but the stream now reads cluster {cluster!r}, topic {topic!r}. Its offsets "
+                "mean nothing there. Either give this run its own stream.query_name, or delete that folder to "
+                "read the topic from its earliest offset (the ledger keeps PostgreSQL free of duplicates).")
+        return
+    if (ck / "offsets").is_dir() and any((ck / "offsets").iterdir()):
+        raise CheckpointMismatch(f"the checkpoint {ck} has offsets but no record of the cluster and topic they "
+                                 "belong to (written by an older tootpipe): delete it, or choose another "
+                                 "stream.query_name")
+    ck.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(want))
 
 
 def kafka_stream(spark, params: Params, endpoints: Endpoints):
-    """The streaming Kafka DataFrame (the project's `tootkafka` source, or Spark's `kafka` when configured)."""
-    reader = (spark.readStream.format(params.kafka.spark_format)
-              .option("kafka.bootstrap.servers", endpoints.bootstrap_servers)
-              .option("subscribe", params.kafka.topic).option("startingOffsets", "earliest")
-              .option("maxOffsetsPerTrigger", str(params.stream.max_offsets_per_trigger)))
-    if params.kafka.spark_format == "tootkafka":
-        reader = reader.option("clusterId", endpoints.cluster_id or "")
-    else:
-        reader = reader.option("failOnDataLoss", "false")
-    return reader.load()
+    """The topic as a streaming DataFrame through Spark's own Kafka connector, from the earliest offset on a new
+    checkpoint. ``failOnDataLoss`` stays true: with a durable broker, offsets that vanished (retention, a deleted
+    topic) are lost toots, and the query stops and says so instead of skipping them."""
+    return (spark.readStream.format("kafka")
+            .option("kafka.bootstrap.servers", endpoints.bootstrap_servers)
+            .option("subscribe", params.kafka.topic).option("startingOffsets", "earliest")
+            .option("maxOffsetsPerTrigger", str(params.stream.max_offsets_per_trigger))
+            .option("failOnDataLoss", "true").load())
 
 
 def start_stream(spark, params: Params, endpoints: Endpoints, *, available_now: bool | None = None,
@@ -260,7 +285,7 @@ def start_stream(spark, params: Params, endpoints: Endpoints, *, available_now: 
     ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], params.kafka.partitions,
                   params.kafka.replication_factor)
     ck = checkpoint_path(params, endpoints)
-    ck.mkdir(parents=True, exist_ok=True)
+    bind_checkpoint(ck, cluster_of(endpoints), params.kafka.topic)
     sink = sink or PostgresSink(params, endpoints, str(ck))
     watch(spark, params.stream.query_name, endpoints.database_url, str(ck))
     writer = (kafka_stream(spark, params, endpoints).writeStream.foreachBatch(sink)

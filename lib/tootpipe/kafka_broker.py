@@ -1,0 +1,175 @@
+"""The embedded Apache Kafka: one KRaft node (broker + controller) run from the Maven Central jars of jvm/pom.xml.
+
+Guarantees: it listens on 127.0.0.1 only; its log (the topics' history) lives under ``.tootpipe/kafka/data`` and
+survives a stop, a restart and a kill -9 of the broker (a record acknowledged with acks=all is in the page cache
+of the OS, which a killed process does not lose); the storage is formatted once, with a cluster id that stays for
+the folder's lifetime; a restart keeps its ports when they are free; a stop is a controlled shutdown (SIGTERM),
+SIGKILL only after `grace` seconds.
+"""
+from __future__ import annotations
+
+import base64
+import re
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from .jars import broker_classpath, pom_version
+
+__all__ = ["kafka_home", "start", "cluster_id_of", "HEAP"]
+
+HEAP = "512m"
+
+_LOG4J2 = """status = error
+name = tootpipe-kafka
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = info
+logger.apache.name = org.apache.kafka
+logger.apache.level = info
+logger.request.name = kafka.request.logger
+logger.request.level = warn
+logger.state.name = state.change.logger
+logger.state.level = warn
+"""
+
+
+def kafka_home(state_dir: Path) -> Path:
+    return state_dir / "kafka"
+
+
+def _properties(data: Path, port: int, controller_port: int) -> str:
+    listen = f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
+    return "\n".join([
+        "# written by tootpipe (lib/tootpipe/kafka_broker.py): a single-node KRaft cluster on loopback",
+        "process.roles=broker,controller",
+        "node.id=1",
+        f"controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}",
+        f"listeners={listen}",
+        f"advertised.listeners={listen}",
+        "controller.listener.names=CONTROLLER",
+        "inter.broker.listener.name=PLAINTEXT",
+        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        f"log.dirs={data}",
+        "num.partitions=3",
+        "auto.create.topics.enable=false",
+        # one node: every internal topic has one replica
+        "offsets.topic.replication.factor=1",
+        "offsets.topic.num.partitions=4",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "share.coordinator.state.topic.replication.factor=1",
+        "share.coordinator.state.topic.min.isr=1",
+        "group.initial.rebalance.delay.ms=0",
+        # the topics are the pipeline's history, replayed by the backfill: kept until `make clean`
+        "log.retention.ms=-1",
+        "message.max.bytes=8388608",
+        "num.network.threads=2",
+        "num.io.threads=2",
+        "num.recovery.threads.per.data.dir=1",
+        "",
+    ])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _old_ports(props: Path) -> tuple[int | None, int | None]:
+    if not props.exists():
+        return None, None
+    m = re.search(r"^listeners=PLAINTEXT://127\.0\.0\.1:(\d+),CONTROLLER://127\.0\.0\.1:(\d+)$", props.read_text(),
+                  re.M)
+    return (int(m.group(1)), int(m.group(2))) if m else (None, None)
+
+
+def _new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (what StorageTool random-uuid prints)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def cluster_id_of(data: Path) -> str | None:
+    """The cluster id the storage was formatted with (``meta.properties``), or None before formatting."""
+    meta = data / "meta.properties"
+    if not meta.exists():
+        return None
+    m = re.search(r"^cluster\.id=(.+)$", meta.read_text(), re.M)
+    return m.group(1).strip() if m else None
+
+
+def _java(cls: str, *args: str, heap: str, log4j: Path) -> list[str]:
+    return ["java", f"-Xmx{heap}", f"-Xms{min(128, int(heap.rstrip('m')))}m", "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile=file:{log4j}", "-cp", broker_classpath(), cls, *args]
+
+
+def start(state_dir: Path, env: dict, wait_s: float = 90) -> dict:
+    """Format the storage when new, start the node, wait until it serves metadata; returns its state entry."""
+    home = kafka_home(state_dir)
+    data = home / "data"
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    props, log4j, log = home / "server.properties", home / "log4j2.properties", home / "broker.log"
+    old_port, old_cport = _old_ports(props)
+    port = old_port if old_port and _port_free(old_port) else _free_port()
+    cport = old_cport if old_cport and old_cport != port and _port_free(old_cport) else _free_port()
+    while cport == port:
+        cport = _free_port()
+    props.write_text(_properties(data, port, cport))
+    log4j.write_text(_LOG4J2.format(log=log))
+    if cluster_id_of(data) is None:
+        r = subprocess.run(_java("kafka.tools.StorageTool", "format", "-t", _new_cluster_id(), "-c", str(props),
+                                 "--standalone", "--ignore-formatted", heap="256m", log4j=log4j),
+                           capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120)
+        if r.returncode != 0:
+            from .services import ServiceError
+            raise ServiceError(f"formatting Kafka's storage failed: {(r.stderr or r.stdout).strip()[-1500:]}")
+    with open(home / "broker.out", "ab") as out:
+        proc = subprocess.Popen(_java("kafka.Kafka", str(props), heap=HEAP, log4j=log4j), stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+    _wait_ready(proc, f"127.0.0.1:{port}", wait_s, log)
+    return {"pid": proc.pid, "bootstrap_servers": f"127.0.0.1:{port}", "controller_port": cport,
+            "cluster_id": cluster_id_of(data), "version": pom_version("kafka.version"),
+            "broker": "Apache Kafka (KRaft)", "log": str(log), "data": str(data)}
+
+
+def _wait_ready(proc: subprocess.Popen, bootstrap: str, wait_s: float, log: Path) -> None:
+    """Until the broker answers a metadata request with itself as a live broker."""
+    from confluent_kafka.admin import AdminClient
+    deadline = time.monotonic() + wait_s
+    admin = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            if admin is None:
+                with socket.create_connection(tuple(bootstrap.rsplit(":", 1)), timeout=0.5):
+                    pass
+                admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+            if admin.list_topics(timeout=2).brokers:
+                return
+        except Exception:  # not listening yet, or no metadata yet
+            time.sleep(0.2)
+    from .services import ServiceError
+    tail = log.read_text()[-2500:] if log.exists() else ""
+    state = f"exited with {proc.returncode}" if proc.poll() is not None else f"not ready after {wait_s:.0f} s"
+    raise ServiceError(f"the embedded Kafka broker {state} (log: {log}). {tail}")
