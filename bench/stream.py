@@ -1,15 +1,21 @@
-"""Streaming throughput and latency: Kafka -> tootkafka -> exactly-once PostgreSQL sink, beside a no-op ceiling.
+"""Streaming throughput and latency: Kafka -> Spark's Kafka connector -> exactly-once PostgreSQL sink, beside a
+no-op ceiling and the plain foreachBatch -> JDBC append that public projects of this kind use.
 
     python bench/stream.py --n 200000
 
 1. A backlog of `--n` sample toots is published to a fresh topic.
-2. No-op ceiling: the same source into Spark's `noop` sink (reads and discards), per maxOffsetsPerTrigger setting.
-3. The real job (parse, filter, one PostgreSQL transaction per batch) at the same settings, each into a fresh
-   database, checked for exactly-once (posts = independent expectation).
-4. Live latency: a producer publishes `--rate` toots/s for `--live-s` seconds while the query runs on a
+2. Per maxOffsetsPerTrigger setting, three queries drain the same backlog, each on its own checkpoint:
+   - no-op ceiling: Spark's `noop` sink (reads and discards);
+   - the real job (parse, filter, one PostgreSQL transaction per batch with its ledger row), into a fresh
+     database, checked for exactly-once (posts = independent expectation);
+   - the baseline: parse, filter, `df.write.jdbc(mode="append")` per batch (at-least-once: a replayed batch is
+     appended again, an edit is a second row), into a fresh database.
+   rows/s = rows / the summed trigger time Spark reports, the same measure for all three.
+3. Live latency: a producer publishes `--rate` toots/s for `--live-s` seconds while the query runs on a
    processing-time trigger; latency = Kafka timestamp -> the batch's PostgreSQL commit, per row.
-Prints a table and writes bench/results/stream.json (rows_per_s, noop_rows_per_s, latency_p50_ms,
-latency_p95_ms, jvm_rss_mb, ...).
+4. The embedded broker's peak RSS.
+Prints a table and writes bench/results/stream.json (rows_per_s, jdbc_append_rows_per_s, noop_rows_per_s,
+latency_p50_ms, latency_p95_ms, jvm_rss_mb, broker_rss_mb, ...).
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -32,7 +39,7 @@ from common import write  # noqa: E402
 from tootpipe import config, db, kafka_io, services  # noqa: E402
 from tootpipe.sample import expected_posts, generate  # noqa: E402
 from tootpipe.spark_session import get_spark  # noqa: E402
-from tootpipe.streaming import PostgresSink, kafka_stream, run_until_caught_up  # noqa: E402
+from tootpipe.streaming import PostgresSink, kafka_stream  # noqa: E402
 
 
 def jvm_peak_rss_mb(spark) -> float | None:
@@ -65,14 +72,17 @@ def publish(ep, topic: str, events: list[dict], params) -> int:
     return stats.published + stats.deletes
 
 
-def noop_run(spark, params, ep, per_trigger: int) -> dict:
+def drain(spark, params, ep, per_trigger: int, name: str, foreach=None) -> dict:
+    """Run a query over the whole topic at `per_trigger` until it has read everything; rows/s over Spark's summed
+    trigger time (busy) and over the wall clock. `foreach`: a foreachBatch function, else the noop sink."""
     params = params.model_copy(deep=True)
     params.stream.max_offsets_per_trigger = per_trigger
-    ck = ROOT / ".tootpipe" / "bench" / f"noop_{uuid.uuid4().hex[:8]}"
+    ck = ROOT / ".tootpipe" / "bench" / "checkpoints" / f"{name}_{uuid.uuid4().hex[:8]}"
     target = sum(kafka_io.end_offsets(ep.bootstrap_servers, params.kafka.topic).values())
     t0 = time.perf_counter()
-    q = (kafka_stream(spark, params, ep).writeStream.format("noop").option("checkpointLocation", str(ck))
-         .trigger(processingTime="0 seconds").start())
+    writer = kafka_stream(spark, params, ep).writeStream.option("checkpointLocation", str(ck))
+    writer = writer.foreachBatch(foreach) if foreach else writer.format("noop")
+    q = writer.trigger(processingTime="0 seconds").start()
     seen = 0
     while seen < target:
         q.awaitTermination(0.2)
@@ -88,20 +98,49 @@ def noop_run(spark, params, ep, per_trigger: int) -> dict:
 
 
 def sink_run(spark, params, ep, per_trigger: int, expected: set) -> dict:
-    params = params.model_copy(deep=True)
-    params.stream.max_offsets_per_trigger = per_trigger
-    params.stream.processing_time = "0 seconds"
-    params.stream.query_name = f"bench_{per_trigger}_{uuid.uuid4().hex[:6]}"
-    params.stream.checkpoint_dir = ".tootpipe/bench/checkpoints"
-    ep = fresh_db(ep, params.stream.query_name)
-    out = run_until_caught_up(spark, params, ep, timeout_s=1800)
-    prog = db.query_df(ep.database_url, "SELECT input_rows, collect_s, write_s FROM stream_progress")
-    rows = int(prog.input_rows.sum())
-    busy = float((prog.collect_s + prog.write_s).sum())
+    name = f"bench_sink_{per_trigger}_{uuid.uuid4().hex[:6]}"
+    ep = fresh_db(ep, name)
+    ck = ROOT / ".tootpipe" / "bench" / "checkpoints" / name
+    sink = PostgresSink(params, ep, str(ck))
+    out = drain(spark, params, ep, per_trigger, name, foreach=sink)
     uris = set(db.query_df(ep.database_url, "SELECT uri FROM mastodon_posts").uri)
-    return {"rows": rows, "wall_s": out["seconds"], "batches": out["batches"], "rows_per_s": round(rows / busy),
-            "rows_per_s_wall": round(rows / out["seconds"]), "collect_s": round(float(prog.collect_s.sum()), 2),
-            "write_s": round(float(prog.write_s.sum()), 2), "exactly_once": uris == expected}
+    prog = db.query_df(ep.database_url, "SELECT collect_s, write_s FROM stream_progress")
+    return {**out, "collect_s": round(float(prog.collect_s.sum()), 2), "write_s": round(float(prog.write_s.sum()), 2),
+            "exactly_once": uris == expected}
+
+
+def jdbc_append_run(spark, params, ep, per_trigger: int, expected: set) -> dict:
+    """The usual public project's sink: the same parse and filters, then `write.jdbc(mode="append")` per batch."""
+    from pyspark.sql import functions as F
+    from tootpipe.transforms import POST_COLUMNS, parse_kafka, to_post_rows
+    name = f"bench_jdbc_{per_trigger}_{uuid.uuid4().hex[:6]}"
+    ep = fresh_db(ep, name)
+    u = urlsplit(ep.database_url)
+    props = {"user": u.username or "postgres", "password": u.password or "", "driver": "org.postgresql.Driver"}
+    jdbc = f"jdbc:postgresql://{u.hostname}:{u.port}{u.path}"
+    filters = params.filters
+
+    def append(df, batch_id):
+        rows = to_post_rows(parse_kafka(df), filters).where(F.col("error").isNull() & F.col("kept"))
+        rows.where(F.col("event") != "delete").select(POST_COLUMNS).write.jdbc(jdbc, "posts_jdbc_append", "append",
+                                                                              props)
+
+    out = drain(spark, params, ep, per_trigger, name, foreach=append)
+    counts = db.query_df(ep.database_url, "SELECT count(*) AS n, count(DISTINCT uri) AS d FROM posts_jdbc_append")
+    return {**out, "rows_written": int(counts.n[0]), "distinct_uris": int(counts.d[0]),
+            "uris_match": int(counts.d[0]) == len(expected)}
+
+
+def broker_rss_mb(which: str = "VmHWM") -> float | None:
+    """Resident memory of the embedded Kafka broker (peak by default)."""
+    kafka = services.status().get("kafka") or {}
+    try:
+        for line in Path(f"/proc/{kafka.get('pid')}/status").read_text().splitlines():
+            if line.startswith(which + ":"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, TypeError):
+        return None
+    return None
 
 
 def live_latency(spark, params, ep, rate: int, seconds: float, seed: int, warmup_s: float = 10) -> dict:
@@ -225,17 +264,24 @@ def main(argv=None) -> int:
     spark_start_s = time.perf_counter() - t0
     results = {"n": args.n, "messages": messages, "spark_start_s": round(spark_start_s, 1), "runs": []}
     for per in [int(x) for x in args.triggers.split(",")]:
-        noop = noop_run(spark, params, ep, per)
+        noop = drain(spark, params, ep, per, "bench_noop")
         print(f"noop  maxOffsetsPerTrigger={per}: {noop}", flush=True)
         real = sink_run(spark, params, ep, per, expected)
         print(f"sink  maxOffsetsPerTrigger={per}: {real}", flush=True)
-        results["runs"].append({"max_offsets_per_trigger": per, "noop": noop, "sink": real})
+        jdbc = jdbc_append_run(spark, params, ep, per, expected)
+        print(f"jdbc  maxOffsetsPerTrigger={per}: {jdbc}", flush=True)
+        results["runs"].append({"max_offsets_per_trigger": per, "noop": noop, "sink": real, "jdbc_append": jdbc})
     live = live_latency(spark, params, ep, args.rate, args.live_s, args.seed + 1)
     print(f"live: {live}", flush=True)
     best = max(results["runs"], key=lambda r: r["sink"]["rows_per_s"])
     results.update({
         "rows_per_s": best["sink"]["rows_per_s"], "rows_per_s_wall": best["sink"]["rows_per_s_wall"],
         "noop_rows_per_s": best["noop"]["rows_per_s"], "best_max_offsets_per_trigger": best["max_offsets_per_trigger"],
+        "jdbc_append_rows_per_s": best["jdbc_append"]["rows_per_s"],
+        "sink_to_jdbc_append_ratio": round(best["sink"]["rows_per_s"] / best["jdbc_append"]["rows_per_s"], 2),
+        "sink_to_noop_ratio": round(best["sink"]["rows_per_s"] / best["noop"]["rows_per_s"], 2),
+        "broker_rss_mb": broker_rss_mb(), "broker": "Apache Kafka " + (services.status().get("kafka") or {}).get(
+            "version", "(external)"),
         "exactly_once": all(r["sink"]["exactly_once"] for r in results["runs"]),
         "latency_p50_ms": live["latency_p50_ms"], "latency_p95_ms": live["latency_p95_ms"], "live": live,
         "jvm_rss_mb": jvm_peak_rss_mb(spark), "spark_master": params.spark.master,
@@ -244,13 +290,15 @@ def main(argv=None) -> int:
     spark.stop()
 
     print()
-    print(f"{'maxOffsetsPerTrigger':>20} {'noop rows/s':>12} {'sink rows/s':>12} {'sink wall rows/s':>17} "
-          f"{'batches':>8} {'exactly-once':>13}")
+    print(f"{'maxOffsetsPerTrigger':>20} {'noop rows/s':>12} {'sink rows/s':>12} {'jdbc append':>12} "
+          f"{'sink/jdbc':>10} {'sink wall rows/s':>17} {'batches':>8} {'exactly-once':>13}")
     for r in results["runs"]:
         print(f"{r['max_offsets_per_trigger']:>20,} {r['noop']['rows_per_s']:>12,} {r['sink']['rows_per_s']:>12,} "
+              f"{r['jdbc_append']['rows_per_s']:>12,} {r['sink']['rows_per_s'] / r['jdbc_append']['rows_per_s']:>10.2f} "
               f"{r['sink']['rows_per_s_wall']:>17,} {r['sink']['batches']:>8} {str(r['sink']['exactly_once']):>13}")
     print(f"live at {args.rate}/s: latency p50 {live['latency_p50_ms']} ms, p95 {live['latency_p95_ms']} ms "
-          f"({live['measured_rows']:,} rows); driver JVM peak RSS {results['jvm_rss_mb']} MB")
+          f"({live['measured_rows']:,} rows); driver JVM peak RSS {results['jvm_rss_mb']} MB; "
+          f"broker peak RSS {results['broker_rss_mb']} MB")
     write(args.out, results)
     return 0
 

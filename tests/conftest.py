@@ -62,3 +62,16 @@ def kafka_df(spark, bootstrap: str, topic: str, start: dict | None = None, end: 
     if end is not None:
         reader = reader.option("endingOffsets", json.dumps({topic: {str(p): o for p, o in end.items()}}))
     return reader.load()
+
+
+def wait_until(condition, timeout: float, what: str, every: float = 0.2):
+    """Poll `condition` until it returns something truthy (returned); fail naming `what` after `timeout` s."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        time.sleep(every)

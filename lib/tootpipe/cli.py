@@ -52,6 +52,8 @@ def cmd_ingest(args) -> int:
         params.source.kind = args.source
     if args.replay:
         params.source.kind, params.source.replay_path = "replay", args.replay
+    if args.rate:
+        params.source.rate = args.rate
     print(json.dumps(ingest_step(params, ep, max_toots=args.max_toots, duration_s=args.duration), indent=2))
     return 0
 
@@ -182,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--replay", help="a .sse, JSON or JSONL recording to replay")
     s.add_argument("--max-toots", type=int)
     s.add_argument("--duration", type=float, help="seconds")
+    s.add_argument("--rate", type=float, help="sample/replay: events per second (default: as fast as possible)")
     s.set_defaults(fn=cmd_ingest)
     s = sub.add_parser("export", help="write the topic's messages as JSONL (the newest --max, default 10)")
     s.add_argument("--max", type=int)

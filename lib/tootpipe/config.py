@@ -55,6 +55,7 @@ class SourceParams(_Strict):
     reconnect_max_s: float = Field(60.0, gt=0)
     poll_interval_s: float = Field(5.0, gt=0)
     request_timeout_s: float = Field(30.0, gt=0)
+    rate: float | None = Field(None, gt=0)         # sample/replay: events per second (None: as fast as possible)
     max_toots: int | None = Field(None, ge=1)
     duration_s: float | None = Field(None, gt=0)
 

@@ -69,6 +69,10 @@ def _properties(data: Path, port: int, controller_port: int) -> str:
         "share.coordinator.state.topic.replication.factor=1",
         "share.coordinator.state.topic.min.isr=1",
         "group.initial.rebalance.delay.ms=0",
+        # a node killed with SIGKILL is still registered until its session times out (default 9 s), and its
+        # restart waits that long: shorter heartbeats make a restart after a crash take ~2 s, not ~10
+        "broker.heartbeat.interval.ms=500",
+        "broker.session.timeout.ms=2000",
         # the topics are the pipeline's history, replayed by the backfill: kept until `make clean`
         "log.retention.ms=-1",
         "message.max.bytes=8388608",
@@ -123,17 +127,32 @@ def _java(cls: str, *args: str, heap: str, log4j: Path) -> list[str]:
             f"-Dlog4j2.configurationFile=file:{log4j}", "-cp", broker_classpath(), cls, *args]
 
 
-def start(state_dir: Path, env: dict, wait_s: float = 90) -> dict:
-    """Format the storage when new, start the node, wait until it serves metadata; returns its state entry."""
+def _wait_free(ports: list[int], wait_s: float) -> bool:
+    """Whether the ports can be bound, waiting up to `wait_s`: after a kill -9 the dead broker's sockets linger
+    in FIN_WAIT states until their peers close, which can take a while; its clients want the same address back."""
+    deadline = time.monotonic() + wait_s
+    while not all(_port_free(p) for p in ports):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.25)
+    return True
+
+
+def start(state_dir: Path, env: dict, wait_s: float = 90, port_wait_s: float = 75) -> dict:
+    """Format the storage when new, start the node (on its old ports, when it had some), wait until it serves
+    metadata; returns its state entry."""
     home = kafka_home(state_dir)
     data = home / "data"
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     props, log4j, log = home / "server.properties", home / "log4j2.properties", home / "broker.log"
     old_port, old_cport = _old_ports(props)
-    port = old_port if old_port and _port_free(old_port) else _free_port()
-    cport = old_cport if old_cport and old_cport != port and _port_free(old_cport) else _free_port()
-    while cport == port:
+    if old_port and old_cport and _wait_free([old_port, old_cport], port_wait_s):
+        port, cport = old_port, old_cport
+    else:  # first start, or the old ports stayed taken: new ones (clients must read the new address)
+        port = _free_port()
         cport = _free_port()
+        while cport == port:
+            cport = _free_port()
     props.write_text(_properties(data, port, cport))
     log4j.write_text(_LOG4J2.format(log=log))
     if cluster_id_of(data) is None:

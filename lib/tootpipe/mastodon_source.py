@@ -23,7 +23,7 @@ from .config import Params, secret
 from .mastodon_live import TICK, FeedSettings, SourceError, live_events
 from .normalize import BadPayload, filter_reason, normalize_event, opted_out, parse_sse
 
-__all__ = ["IngestStats", "events_from_file", "sample_events", "feed_settings", "source_events", "ingest",
+__all__ = ["IngestStats", "events_from_file", "sample_events", "feed_settings", "source_events", "ingest", "paced",
            "SourceError"]
 
 log = logging.getLogger(__name__)
@@ -100,14 +100,27 @@ def feed_settings(params: Params) -> FeedSettings:
                         request_timeout_s=src.request_timeout_s)
 
 
+def paced(events: Iterable[dict], rate: float | None) -> Iterator[dict]:
+    """The events at no more than `rate` per second (a recording replayed at live speed); all at once when None."""
+    if not rate:
+        yield from events
+        return
+    t0 = time.monotonic()
+    for i, e in enumerate(events):
+        wait = t0 + i / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        yield e
+
+
 def source_events(params: Params) -> Iterable[dict]:
     kind = params.source.kind
     if kind == "sample":
-        return sample_events(params)
+        return paced(sample_events(params), params.source.rate)
     if kind == "replay":
         if not params.source.replay_path:
             raise SourceError("source.kind=replay needs source.replay_path")
-        return events_from_file(params.path(params.source.replay_path))
+        return paced(events_from_file(params.path(params.source.replay_path)), params.source.rate)
     return live_events(params.source.instances, kind, feed_settings(params), secret("MASTODON_ACCESS_TOKEN"))
 
 

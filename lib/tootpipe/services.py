@@ -42,7 +42,11 @@ class Endpoints:
 
 
 def state_dir() -> Path:
-    return project_root() / ".tootpipe"
+    """Where the embedded services keep their data and the state file: ``$TOOTPIPE_STATE_DIR`` when set (the test
+    suite points it at a temporary folder, so it never touches the user's broker or database), else
+    ``.tootpipe/`` in the project."""
+    env = os.environ.get("TOOTPIPE_STATE_DIR")
+    return Path(env).resolve() if env else project_root() / ".tootpipe"
 
 
 def state_path() -> Path:
