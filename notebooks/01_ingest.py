@@ -15,7 +15,10 @@ import pandas as pd
 from tootpipe import steps, services
 
 params, ep = steps.context(params_file)
-print("source:", params.source.kind, "| topic:", params.kafka.topic, "| broker:", services.describe(ep)["bootstrap_servers"])
+broker = services.status().get("kafka", {}) if ep.embedded_kafka else {}
+print("source:", params.source.kind, "| topic:", params.kafka.topic, "| broker:", services.describe(ep)["bootstrap_servers"],
+      f"({broker.get('broker')} {broker.get('version')}, cluster {ep.cluster_id}, log in {broker.get('data')})"
+      if broker else "(given by the parameters)")
 
 # %% [markdown]
 # ## Publish
@@ -34,7 +37,9 @@ pd.Series({**stats["filtered"], "opted out": stats["opted_out"], "dead letters":
 
 # %% [markdown]
 # ## What is in the topic now
-# End offsets come from the high watermark of a Fetch response (right on every broker).
+# The broker keeps every message of every run (the topic is the pipeline's history, replayed by the backfill), so
+# the end offsets grow from one `make run` to the next; a re-published toot is a new message, and the stream and
+# the backfill de-duplicate it on `uri`.
 
 # %%
 pd.DataFrame({"mastodon_stream": stats["topic_end_offsets"], "mastodon_stream_dlq": stats["dlq_end_offsets"]}).rename_axis("partition")

@@ -1,10 +1,11 @@
 # %% [markdown]
 # # 02 · Stream: Kafka → Spark Structured Streaming → PostgreSQL, exactly once
 #
-# The streaming query reads the topic through the project's Kafka data source for Spark (`tootkafka`), parses
-# each record with the one schema of the library, applies the filters, and writes every micro-batch in **one
-# PostgreSQL transaction** together with a ledger row: a batch that Spark replays after a crash is recognised and
-# skipped. Posts are upserted on `uri`; deletes remove toots; one-minute window counts are recomputed from the
+# The streaming query reads the topic through Spark's own Kafka connector (`format("kafka")`), parses each record
+# with the one schema of the library, applies the filters, and writes every micro-batch in **one PostgreSQL
+# transaction** together with a ledger row: a batch that Spark replays after a crash is recognised and skipped.
+# The broker keeps the topic's history and the checkpoint keeps its place across runs, so a second run reads
+# only what arrived since. Posts are upserted on `uri`; deletes remove toots; one-minute window counts are recomputed from the
 # stored posts, so they always hold true counts.
 
 # %% tags=["parameters"]

@@ -1,6 +1,14 @@
-"""Fixtures: real embedded services (started once), a fresh database and topic per test, one SparkSession."""
+"""Fixtures: real embedded services of the suite's own (started once, in a temporary state folder), a fresh
+database and topic per test, one SparkSession.
+
+The suite never touches the user's state: ``TOOTPIPE_STATE_DIR`` is set before anything starts, so the broker,
+PostgreSQL, checkpoints and models of a test run live in ``.tootpipe/tests/<run>/`` and are removed at the end
+(subprocesses inherit it).
+"""
 from __future__ import annotations
 
+import os
+import shutil
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -9,16 +17,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "data" / "fixtures" / "mastodon"
+STATE = ROOT / ".tootpipe" / "tests" / f"run-{uuid.uuid4().hex[:8]}"
+os.environ["TOOTPIPE_STATE_DIR"] = str(STATE)
+
+
+def isolated(overrides: dict | None = None) -> dict:
+    """Parameter overrides that keep a run's checkpoints and models inside the suite's state folder."""
+    return {"stream.checkpoint_dir": str(STATE / "checkpoints"), "sentiment.model_dir": str(STATE / "models"),
+            **(overrides or {})}
 
 
 @pytest.fixture(scope="session")
 def services_up():
     from tootpipe import config, services
-    was_running = {k: v.get("alive") for k, v in services.status().items()}
+    assert services.state_dir() == STATE.resolve()
     ep = services.up(config.load(use_env=False))
     yield ep
-    if not all(was_running.get(k) for k in ("kafka", "postgres")):
-        services.down()
+    services.down()
+    shutil.rmtree(STATE, ignore_errors=True)
 
 
 @pytest.fixture
@@ -29,9 +45,9 @@ def fresh(services_up):
     admin = services_up.database_url.rsplit("/", 1)[0] + "/postgres"
     services._create_database(admin, name)
     ep = replace(services_up, database_url=services_up.database_url.rsplit("/", 1)[0] + "/" + name)
-    params = config.load(None, {"kafka.topic": f"toots_{name}", "kafka.dlq_topic": f"toots_{name}_dlq",
-                                "stream.query_name": name, "stream.checkpoint_dir": ".tootpipe/test-checkpoints",
-                                "spark.master": "local[2]", "spark.shuffle_partitions": 2}, use_env=False)
+    params = config.load(None, isolated({"kafka.topic": f"toots_{name}", "kafka.dlq_topic": f"toots_{name}_dlq",
+                                         "stream.query_name": name, "spark.master": "local[2]",
+                                         "spark.shuffle_partitions": 2}), use_env=False)
     db.ensure_schema(ep.database_url)
     yield params, ep
 

@@ -4,7 +4,7 @@ import re
 import pytest
 
 from browser import Browser, chromium_path
-from conftest import ROOT
+from conftest import ROOT, isolated
 from tootpipe.reports import run_notebooks
 
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -12,8 +12,20 @@ SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 pytestmark = [pytest.mark.notebooks, pytest.mark.timeout(900)]
 
 
+def small_params(tmp_path) -> str:
+    """params/small.yaml with the checkpoints and models inside the suite's state folder."""
+    import yaml
+    tree = yaml.safe_load((ROOT / "params" / "small.yaml").read_text())
+    for dotted, value in isolated().items():
+        section, key = dotted.split(".")
+        tree.setdefault(section, {})[key] = value
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return str(path)
+
+
 def test_chain_writes_offline_reports(services_up, tmp_path):
-    code, out = run_notebooks("params/small.yaml", keep_services=True, reports_dir=str(tmp_path))
+    code, out = run_notebooks(small_params(tmp_path), keep_services=True, reports_dir=str(tmp_path))
     assert code == 0
     html = sorted(p.name for p in out.glob("*.html"))
     assert html == ["01_ingest.html", "02_stream.html", "03_batch.html", "04_analytics.html", "05_sentiment.html",
