@@ -25,7 +25,6 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -57,11 +56,9 @@ def jvm_peak_rss_mb(spark) -> float | None:
 
 
 def fresh_db(ep, name: str):
-    admin = ep.database_url.rsplit("/", 1)[0] + "/postgres"
-    services._create_database(admin, name)
-    url = ep.database_url.rsplit("/", 1)[0] + "/" + name
-    db.ensure_schema(url)
-    return replace(ep, database_url=url)
+    ep = services.create_database(ep, name)
+    db.ensure_schema(ep.database_url)
+    return ep
 
 
 def publish(ep, topic: str, events: list[dict], params) -> int:
@@ -155,6 +152,7 @@ def live_latency(spark, params, ep, rate: int, seconds: float, seed: int, warmup
     ep = fresh_db(ep, params.kafka.topic)
     kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic, params.kafka.topic + "_dlq"], 3)
     sink = PostgresSink(params, ep, str(ROOT / ".tootpipe" / "bench" / "checkpoints" / params.kafka.topic))
+    sink.keep_latencies = True
     latencies: list = []
 
     def recording(df, batch_id):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -42,9 +41,7 @@ def fresh(services_up):
     """(params, endpoints) with a new database and new topics, so tests never see each other's rows."""
     from tootpipe import config, db, services
     name = "t_" + uuid.uuid4().hex[:10]
-    admin = services_up.database_url.rsplit("/", 1)[0] + "/postgres"
-    services._create_database(admin, name)
-    ep = replace(services_up, database_url=services_up.database_url.rsplit("/", 1)[0] + "/" + name)
+    ep = services.create_database(services_up, name)
     params = config.load(None, isolated({"kafka.topic": f"toots_{name}", "kafka.dlq_topic": f"toots_{name}_dlq",
                                          "stream.query_name": name, "spark.master": "local[2]",
                                          "spark.shuffle_partitions": 2}), use_env=False)

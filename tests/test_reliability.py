@@ -90,8 +90,7 @@ def test_postgresql_stopped_under_a_running_query_then_restarted(fresh, tmp_path
         if db.scalar(ep.database_url, "SELECT count(*) FROM stream_batches") >= 2:
             break
         time.sleep(0.2)
-    state = services.status()["postgres"]
-    services._stop_postgres(state, mode="immediate")  # no clean shutdown: a crash
+    services.stop_postgres(mode="immediate")  # no clean shutdown: a crash
     out, err = proc.communicate(timeout=180)
     assert proc.returncode != 0 and "cannot reach PostgreSQL" in err, err[-2000:]
     restarted = services.up(params)

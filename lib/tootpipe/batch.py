@@ -13,12 +13,13 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from .config import Params
-from .db import ensure_schema, query_df, replace_table_as, replace_table_with, transaction
+from .db import ensure_schema, query_df, replace_table_as, transaction
 from .services import Endpoints, cluster_of
+from .spark_pg import copy_from_tasks, read_query, write_table
 from .transforms import apply_filters, parse_kafka, pg_array
 
-__all__ = ["backfill", "explicit_ranges", "read_query", "copy_from_tasks", "load_raw", "load_clean", "clean", "analytics", "write_table", "ANALYTICS_TABLES", "BATCH_SCHEMA_SQL",
-           "pending_ranges", "reconcile"]
+__all__ = ["backfill", "explicit_ranges", "load_raw", "load_clean", "clean", "analytics", "ANALYTICS_TABLES",
+           "BATCH_SCHEMA_SQL", "pending_ranges", "reconcile", "read_query", "write_table"]
 
 ANALYTICS_TABLES = ["hourly_toot_counts", "daily_toot_counts", "user_activity_counts", "active_users_gtX",
                     "hashtags_per_day_counts", "top_hashtag_per_day", "avg_toot_length_by_user_batch"]
@@ -113,61 +114,6 @@ def _task_count(spark: SparkSession, rows: int, rows_per_task: int = 100_000) ->
     return max(spark.sparkContext.defaultParallelism, -(-rows // rows_per_task))
 
 
-def copy_from_tasks(df: DataFrame, url: str, table: str, unique: bool = False) -> tuple[int, int]:
-    """Write a DataFrame into PostgreSQL from the Spark tasks themselves (nothing passes through the driver);
-    each task writes its rows in one transaction with COPY. With `unique`, rows whose key is already in `table`
-    are skipped: each Arrow batch is COPYed straight in, and only a batch that hits a duplicate key is loaded again
-    through a staging table with ON CONFLICT DO NOTHING (so a re-run or a retried task adds nothing twice at the
-    price of one extra pass over that batch). Returns (rows, rows inserted)."""
-    columns = df.columns
-
-    def write(batches):
-        import psycopg2.errors
-        import pyarrow as pa
-        from tootpipe.db import connect, copy_arrow
-        rows = inserted = 0
-        conn = connect(url, retries=3)
-        cols = ", ".join(f'"{c}"' for c in columns)
-        try:
-            with conn, conn.cursor() as cur:
-                if unique:
-                    cur.execute(f'CREATE TEMP TABLE stage ON COMMIT DROP AS SELECT {cols} FROM "{table}" WITH NO DATA')
-                for batch in batches:
-                    arrow = pa.Table.from_batches([batch])
-                    rows += arrow.num_rows
-                    if not unique:
-                        inserted += copy_arrow(cur, table, arrow, columns)
-                        continue
-                    cur.execute("SAVEPOINT batch")
-                    try:
-                        inserted += copy_arrow(cur, table, arrow, columns)
-                        cur.execute("RELEASE SAVEPOINT batch")
-                    except psycopg2.errors.UniqueViolation:
-                        cur.execute("ROLLBACK TO SAVEPOINT batch")
-                        copy_arrow(cur, "stage", arrow, columns)
-                        cur.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM stage ON CONFLICT DO NOTHING')
-                        inserted += cur.rowcount
-                        cur.execute("TRUNCATE stage")
-        finally:
-            conn.close()
-        yield pa.RecordBatch.from_pydict({"rows": [rows], "inserted": [inserted]})
-
-    out = df.mapInArrow(write, "rows long, inserted long").agg(F.sum("rows"), F.sum("inserted")).collect()[0]
-    return int(out[0] or 0), int(out[1] or 0)
-
-
-def read_query(spark: SparkSession, url: str, query: str, schema: str, column: str | None = None,
-               partitions: int = 4) -> DataFrame:
-    """A query's rows as a DataFrame, read by the tasks in `partitions` slices of the integer `column`."""
-    reader = spark.read.format("pgquery").option("url", url).option("query", query).schema(schema)
-    if column:
-        bounds = query_df(url, f"SELECT min({column}), max({column}) FROM ({query}) q").iloc[0]
-        if bounds.iloc[0] is not None:
-            reader = (reader.option("partitionColumn", column).option("lowerBound", int(bounds.iloc[0]))
-                      .option("upperBound", int(bounds.iloc[1]) + 1).option("numPartitions", partitions))
-    return reader.load()
-
-
 def load_raw(spark: SparkSession, url: str, partitions: int = 4) -> DataFrame:
     """`toots_raw` as a Spark DataFrame, read in parallel slices of `kafka_offset`."""
     df = read_query(spark, url, "SELECT cluster, topic, kafka_partition, kafka_offset, kafka_timestamp, event, uri, "
@@ -240,25 +186,6 @@ def analytics(clean_df: DataFrame, active_min: int) -> dict[str, DataFrame]:
             "hashtags_per_day_counts": tags.orderBy("day", F.col("cnt").desc(), "hashtag"),
             "top_hashtag_per_day": top.orderBy("day"),
             "avg_toot_length_by_user_batch": avg_len.orderBy("username")}
-
-
-_PG_TYPES = {"string": "text", "int": "integer", "bigint": "bigint", "double": "double precision",
-             "boolean": "boolean", "date": "date", "timestamp": "timestamptz", "smallint": "smallint",
-             "float": "real"}
-
-
-def write_table(url: str, table: str, df: DataFrame) -> int:
-    """Replace `table` with a DataFrame's rows, atomically (staging table + swap); the Spark tasks write the rows
-    themselves. Array columns become text[]."""
-    cols = []
-    for f in df.schema.fields:
-        kind = f.dataType.simpleString()
-        if kind.startswith("array"):
-            df = df.withColumn(f.name, pg_array(F.col(f.name)))
-            cols.append(f'"{f.name}" text[]')
-        else:
-            cols.append(f'"{f.name}" {_PG_TYPES.get(kind, "text")}')
-    return replace_table_with(url, table, ", ".join(cols), lambda new: copy_from_tasks(df, url, new)[0])
 
 
 def reconcile(url: str) -> int:

@@ -7,6 +7,7 @@ parameters: they come from the environment or `.env` through :func:`secret`.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,7 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
-    "Params", "ParamsError", "load", "project_root", "secret", "ENV_OVERRIDES",
+    "Params", "ParamsError", "load", "project_root", "secret", "redact", "register_secret", "child_env",
+    "ENV_OVERRIDES", "SECRET_NAMES",
 ]
 
 
@@ -26,8 +28,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True)
 
 
+# a name that becomes a folder (report runs, checkpoints): one path part, never "..", a hidden name or a separator
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+
 class RunParams(_Strict):
-    name: str = "default"
+    name: str = Field("default", pattern=NAME)
 
 
 class KafkaParams(_Strict):
@@ -77,7 +83,7 @@ class SparkParams(_Strict):
 
 
 class StreamParams(_Strict):
-    query_name: str = "toots_to_postgres"
+    query_name: str = Field("toots_to_postgres", pattern=NAME)
     trigger: Literal["available_now", "processing_time"] = "available_now"
     processing_time: str = "5 seconds"
     max_offsets_per_trigger: int = Field(50000, ge=1)
@@ -150,7 +156,9 @@ ENV_OVERRIDES: dict[str, tuple[str, Any]] = {
     "MASTODON_BASE_URL": ("source.instances", lambda v: _csv(v)),
 }
 
-_SECRETS = {"MASTODON_ACCESS_TOKEN", "DB_PASSWORD"}
+SECRET_NAMES = ("MASTODON_ACCESS_TOKEN", "DB_PASSWORD")
+_SECRETS = set(SECRET_NAMES)
+_REGISTERED: set[str] = set()  # secret values made at run time (the embedded PostgreSQL's password)
 
 
 def project_root() -> Path:
@@ -165,20 +173,66 @@ def project_root() -> Path:
     return Path.cwd()
 
 
-def _load_dotenv() -> None:
+def _dotenv() -> dict[str, str]:
     try:
-        from dotenv import load_dotenv
+        from dotenv import dotenv_values
     except ImportError:  # pragma: no cover - python-dotenv is a dependency
-        return
-    load_dotenv(project_root() / ".env", override=False)
+        return {}
+    return {k: v for k, v in dotenv_values(project_root() / ".env").items() if v is not None}
+
+
+def _load_dotenv() -> None:
+    """Put the `.env` overrides into the environment, but not the secrets: whatever sits in os.environ is inherited
+    by every process started later (the broker, PostgreSQL, Spark and its workers)."""
+    for k, v in _dotenv().items():
+        if k not in _SECRETS:
+            os.environ.setdefault(k, v)
 
 
 def secret(name: str) -> str | None:
-    """A secret from the environment or `.env`; never from parameters."""
+    """A secret from the environment or `.env`; never from parameters, never copied into the environment."""
     if name not in _SECRETS:
         raise KeyError(f"{name} is not a known secret")
-    _load_dotenv()
-    return os.environ.get(name) or None
+    value = os.environ.get(name) or _dotenv().get(name) or None
+    if value:
+        _REGISTERED.add(value)
+    return value
+
+
+def register_secret(value: str | None) -> None:
+    """A value :func:`redact` must hide from now on (a generated password)."""
+    if value:
+        _REGISTERED.add(value)
+
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<pw>[^@/\s]*)@")
+_QUERY_SECRETS = re.compile(r"(?i)\b(password|access_token|token)=([^&\s'\"]+)")
+
+
+def redact(value: Any) -> Any:
+    """The value with every secret hidden: passwords in URLs (``user:***@``), ``password=``/``token=`` query
+    parameters, and every known secret value (from the environment, `.env` or generated) wherever it appears.
+    Strings, and dicts/lists of them, recursively; other values unchanged. The one function used wherever a URL
+    or the parameters reach a report, a log line, an exception or a bench result."""
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact(v) for v in value)
+    if not isinstance(value, str):
+        return value
+    out = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", value)
+    out = _QUERY_SECRETS.sub(lambda m: f"{m.group(1)}=***", out)
+    known = {v for v in (os.environ.get(n) for n in SECRET_NAMES) if v} | _REGISTERED
+    for v in sorted(known, key=len, reverse=True):
+        if len(v) >= 4:
+            out = out.replace(v, "***")
+    return out
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a process the project starts: the current one without the secrets, which none of
+    them needs (the pipeline hands each what it needs explicitly)."""
+    return {**{k: v for k, v in os.environ.items() if k not in _SECRETS}, **(extra or {})}
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -198,7 +252,7 @@ def _format_errors(err: ValidationError, origin: str) -> str:
         if e["type"] == "extra_forbidden":
             lines.append(f"{key}: unknown key")
         else:
-            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+            lines.append(f"{key}: {e['msg']} (got {redact(repr(e.get('input')))})")
     return f"invalid parameters in {origin}:\n  " + "\n  ".join(lines)
 
 
@@ -227,7 +281,7 @@ def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None
         try:
             tree = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ParamsError(f"{origin} is not valid YAML: {exc}") from None
+            raise ParamsError(redact(f"{origin} is not valid YAML: {exc}")) from None
         if not isinstance(tree, dict):
             raise ParamsError(f"{origin}: the top level must be a mapping of sections")
     for k in ("database.password", "mastodon.access_token"):
@@ -244,7 +298,7 @@ def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None
                 try:
                     _set_dotted(tree, dotted, conv(raw))
                 except (ValueError, ParamsError) as exc:
-                    raise ParamsError(f"{dotted} (from ${name}): {exc}") from None
+                    raise ParamsError(redact(f"{dotted} (from ${name}): {exc}")) from None
     try:
         return Params.model_validate(tree)
     except ValidationError as err:

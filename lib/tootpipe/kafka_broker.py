@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 from .jars import broker_classpath, pom_version
+from .procs import free_port, identity, port_free
 
 __all__ = ["kafka_home", "start", "cluster_id_of", "HEAP"]
 
@@ -83,22 +84,6 @@ def _properties(data: Path, port: int, controller_port: int) -> str:
     ])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 def _old_ports(props: Path) -> tuple[int | None, int | None]:
     if not props.exists():
         return None, None
@@ -131,7 +116,7 @@ def _wait_free(ports: list[int], wait_s: float) -> bool:
     """Whether the ports can be bound, waiting up to `wait_s`: after a kill -9 the dead broker's sockets linger
     in FIN_WAIT states until their peers close, which can take a while; its clients want the same address back."""
     deadline = time.monotonic() + wait_s
-    while not all(_port_free(p) for p in ports):
+    while not all(port_free(p) for p in ports):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.25)
@@ -144,15 +129,16 @@ def start(state_dir: Path, env: dict, wait_s: float = 90, port_wait_s: float = 7
     home = kafka_home(state_dir)
     data = home / "data"
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    home.chmod(0o700)
     props, log4j, log = home / "server.properties", home / "log4j2.properties", home / "broker.log"
     old_port, old_cport = _old_ports(props)
     if old_port and old_cport and _wait_free([old_port, old_cport], port_wait_s):
         port, cport = old_port, old_cport
     else:  # first start, or the old ports stayed taken: new ones (clients must read the new address)
-        port = _free_port()
-        cport = _free_port()
+        port = free_port()
+        cport = free_port()
         while cport == port:
-            cport = _free_port()
+            cport = free_port()
     props.write_text(_properties(data, port, cport))
     log4j.write_text(_LOG4J2.format(log=log))
     if cluster_id_of(data) is None:
@@ -166,7 +152,7 @@ def start(state_dir: Path, env: dict, wait_s: float = 90, port_wait_s: float = 7
         proc = subprocess.Popen(_java("kafka.Kafka", str(props), heap=HEAP, log4j=log4j), stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
     _wait_ready(proc, f"127.0.0.1:{port}", wait_s, log)
-    return {"pid": proc.pid, "bootstrap_servers": f"127.0.0.1:{port}", "controller_port": cport,
+    return {**identity(proc.pid, "kafka.Kafka"), "bootstrap_servers": f"127.0.0.1:{port}", "controller_port": cport,
             "cluster_id": cluster_id_of(data), "version": pom_version("kafka.version"),
             "broker": "Apache Kafka (KRaft)", "log": str(log), "data": str(data)}
 

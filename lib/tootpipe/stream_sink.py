@@ -1,0 +1,276 @@
+"""The exactly-once PostgreSQL sink of the streaming job (a `foreachBatch` function), in named steps with their SQL.
+
+Guarantees: exactly-once into PostgreSQL. Spark parses the micro-batch (in the JVM) and hands it to the driver as
+Arrow; ONE transaction COPYs it into a temporary table, claims the batch's ledger row keyed by (checkpoint,
+batch_id), applies posts and deletes, refreshes the windows the batch touched, and stores errors and progress. A
+batch Spark replays after a crash finds its ledger row and is skipped. Posts are upserted on `uri` (an edit wins only when newer); a delete removes the toot
+wherever it was seen. Window tables are recomputed from the stored posts for the windows a batch touched, so they
+hold true counts; an event older than the watermark (max event time seen minus `stream.watermark_minutes`) is
+stored but does not refresh its (finalised) window. The ledger counts every message of the batch, also those the
+filters drop.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from psycopg2 import sql
+
+from .config import Params
+from .db import connect, copy_arrow, ensure_schema
+from .services import Endpoints, cluster_of
+from .transforms import POST_COLUMNS, parse_kafka, to_post_rows
+
+__all__ = ["PostgresSink"]
+
+log = logging.getLogger(__name__)
+
+_STAGE_DDL = ("CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT NULL::text AS event, NULL::text AS error, "
+              "NULL::text AS raw, NULL::text AS topic, {cols}, NULL::boolean AS kept FROM mastodon_posts WITH NO DATA")
+
+# what the batch holds, from the scratch table: the ledger's end offsets and counts, before anything is applied
+_SUMMARY = """
+SELECT kafka_partition, min(kafka_offset), max(kafka_offset) + 1, count(*),
+       count(*) FILTER (WHERE error IS NOT NULL),
+       count(*) FILTER (WHERE error IS NULL AND NOT kept),
+       max(created_at) FILTER (WHERE error IS NULL AND kept AND event <> 'delete')
+FROM {stage} GROUP BY kafka_partition
+"""
+
+_CLAIM = """
+INSERT INTO stream_batches (checkpoint, batch_id, end_offsets, input_rows, max_event_time)
+VALUES (%s, %s, %s, %s, greatest(%s::timestamptz, %s::timestamptz)) ON CONFLICT DO NOTHING
+"""
+
+_UPSERT_POSTS = """
+INSERT INTO mastodon_posts ({cols}, batch_id)
+SELECT DISTINCT ON (uri) {cols}, %(batch_id)s FROM stage_posts s
+WHERE s.event <> 'delete'
+  AND NOT EXISTS (SELECT 1 FROM toot_ids i JOIN toot_deletes d USING (instance, id) WHERE i.uri = s.uri)
+ORDER BY uri, coalesce(edited_at, created_at) DESC, kafka_partition, kafka_offset DESC
+ON CONFLICT (uri) DO UPDATE SET {updates}, batch_id = EXCLUDED.batch_id, written_at = now()
+WHERE coalesce(EXCLUDED.edited_at, EXCLUDED.created_at) > coalesce(mastodon_posts.edited_at, mastodon_posts.created_at)
+"""
+
+_APPLY_DELETES = """
+WITH hit AS (
+    SELECT i.uri FROM toot_ids i JOIN stage_posts s ON s.event = 'delete' AND s.instance = i.instance AND s.id = i.id
+    UNION
+    SELECT i.uri FROM toot_ids i JOIN toot_deletes d USING (instance, id)
+    JOIN stage_posts s ON s.event <> 'delete' AND s.uri = i.uri),
+removed AS (DELETE FROM mastodon_posts p USING hit WHERE p.uri = hit.uri RETURNING p.uri, p.username, p.created_at)
+INSERT INTO gone SELECT * FROM removed
+"""
+
+_REFRESH_COUNTS = """
+WITH touched AS (
+    SELECT DISTINCT date_trunc('minute', created_at) AS ws FROM stage_posts
+    WHERE event <> 'delete' AND created_at >= %(cutoff)s
+    UNION SELECT date_trunc('minute', created_at) FROM gone)
+INSERT INTO streamed_toot_counts (window_start, window_end, cnt, batch_id, updated_at)
+SELECT ws, ws + interval '1 minute',
+       (SELECT count(*) FROM mastodon_posts p WHERE p.created_at >= ws AND p.created_at < ws + interval '1 minute'),
+       %(batch_id)s, now()
+FROM touched
+ON CONFLICT (window_start) DO UPDATE SET cnt = EXCLUDED.cnt, batch_id = EXCLUDED.batch_id, updated_at = now()
+"""
+
+_REFRESH_USER_AVG = """
+WITH touched AS (
+    SELECT DISTINCT username, date_bin(%(width)s::interval, created_at, TIMESTAMPTZ '2000-01-01') AS ws
+    FROM stage_posts WHERE event <> 'delete' AND created_at >= %(cutoff)s
+    UNION SELECT username, date_bin(%(width)s::interval, created_at, TIMESTAMPTZ '2000-01-01') FROM gone),
+agg AS (
+    SELECT t.username, t.ws, count(p.uri) AS n, coalesce(avg(length(p.content)), 0) AS avg_length
+    FROM touched t LEFT JOIN mastodon_posts p
+      ON p.username = t.username AND p.created_at >= t.ws AND p.created_at < t.ws + %(width)s::interval
+    GROUP BY t.username, t.ws)
+INSERT INTO avg_toot_length_by_user (username, window_start, window_end, n, avg_length, batch_id)
+SELECT username, ws, ws + %(width)s::interval, n, avg_length, %(batch_id)s FROM agg
+ON CONFLICT (username, window_start) DO UPDATE
+SET n = EXCLUDED.n, avg_length = EXCLUDED.avg_length, batch_id = EXCLUDED.batch_id
+"""
+
+_PROGRESS = """
+INSERT INTO stream_progress (checkpoint, batch_id, query_name, input_rows, posts_written, deletes, errors, filtered,
+    late_rows, collect_s, write_s, rows_per_s, latency_p50_ms, latency_p95_ms, start_offsets)
+SELECT %(checkpoint)s, %(batch_id)s, %(query)s, %(input_rows)s, %(written)s, %(deletes)s, %(errors)s, %(filtered)s,
+    %(late)s, %(collect_s)s, %(write_s)s, %(rows_per_s)s,
+    percentile_cont(0.5) WITHIN GROUP (ORDER BY lat), percentile_cont(0.95) WITHIN GROUP (ORDER BY lat),
+    %(starts)s
+FROM (SELECT extract(epoch FROM clock_timestamp() - kafka_timestamp) * 1000 AS lat FROM {stage}) l
+ON CONFLICT DO NOTHING
+"""
+
+
+@dataclass
+class _Summary:
+    """What a batch's scratch table holds, per partition folded into totals."""
+    starts: dict
+    ends: dict
+    rows: int
+    errors: int
+    filtered: int
+    max_event_time: object
+
+
+class PostgresSink:
+    """The `foreachBatch` function: writes one micro-batch in one transaction, with its ledger row.
+
+    `after_commit(batch_id)`, when set, runs right after the batch's transaction committed and before Spark records
+    the batch as done (the reliability tests put a crash there). `keep_latencies` keeps, per batch, each row's
+    Kafka timestamp -> commit latency in `committed_latencies_ms` (the latency benchmark reads it).
+    """
+
+    def __init__(self, params: Params, endpoints: Endpoints, checkpoint: str, user_window: str = "1 hour") -> None:
+        self.params, self.url, self.checkpoint = params, endpoints.database_url, checkpoint
+        self.cluster = cluster_of(endpoints)
+        self.user_window = user_window
+        self.last: dict = {}
+        self.after_commit = None
+        self.keep_latencies = False
+        self.committed_latencies_ms = None
+        ensure_schema(self.url)
+
+    def already_applied(self, batch_id: int) -> bool:
+        conn = connect(self.url, retries=2)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM stream_batches WHERE checkpoint = %s AND batch_id = %s",
+                            (self.checkpoint, batch_id))
+                return cur.fetchone() is not None
+        finally:
+            conn.close()
+
+    def __call__(self, df, batch_id: int) -> None:
+        t0 = time.monotonic()
+        self.committed_latencies_ms = None
+        if self.already_applied(batch_id):
+            log.warning("batch %d of %s was already committed: skipped (replay after a crash)", batch_id,
+                        self.checkpoint)
+            self.last = {"batch_id": batch_id, "skipped": True}
+            return
+        stage = "stage_batch"
+        rows = to_post_rows(parse_kafka(df), self.params.filters).toArrow()
+        collect_s = time.monotonic() - t0
+        t1 = time.monotonic()
+        conn = connect(self.url, retries=5, wait_s=2)
+        try:
+            with conn, conn.cursor() as cur:
+                self._stage(cur, stage, rows)
+                summary = self._summarise(cur, stage)
+                prev_max = self._claim(cur, batch_id, summary)
+                if prev_max is False:  # a concurrent or earlier run committed this batch
+                    conn.rollback()
+                    self.last = {"batch_id": batch_id, "skipped": True}
+                    return
+                cutoff = self._cutoff(cur, prev_max)
+                written, deletes = self._apply_posts_and_deletes(cur, stage, batch_id)
+                late = self._refresh_windows(cur, batch_id, cutoff)
+                self._store_errors(cur, stage, batch_id, summary)
+                if self.keep_latencies:
+                    cur.execute(sql.SQL("SELECT extract(epoch FROM kafka_timestamp) FROM {}").format(
+                        sql.Identifier(stage)))
+                    stamps = [r[0] for r in cur.fetchall() if r[0] is not None]
+                write_s = time.monotonic() - t1
+                self._record_progress(cur, stage, batch_id, summary, written, deletes, late, collect_s, write_s,
+                                      time.monotonic() - t0)
+        finally:
+            conn.close()
+        if self.keep_latencies:
+            import numpy as np
+            self.committed_latencies_ms = (time.time() - np.asarray(stamps, dtype=float)) * 1000
+        if self.after_commit:
+            self.after_commit(batch_id)
+        self.last = {"batch_id": batch_id, "input_rows": summary.rows, "posts_written": written,
+                     "deletes": deletes, "errors": summary.errors, "filtered": summary.filtered, "late_rows": late}
+
+    # -- the steps ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _stage(cur, stage: str, rows) -> None:
+        """The batch in a temporary table: every message, parsed, with `error` and `kept` (filters applied in
+        PostgreSQL, not in Spark, so the ledger counts every message)."""
+        cur.execute(sql.SQL(_STAGE_DDL).format(stage=sql.Identifier(stage),
+                                               cols=sql.SQL(", ").join(map(sql.Identifier, POST_COLUMNS))))
+        copy_arrow(cur, stage, rows)
+
+    @staticmethod
+    def _summarise(cur, stage: str) -> _Summary:
+        cur.execute(sql.SQL(_SUMMARY).format(stage=sql.Identifier(stage)))
+        rows = cur.fetchall()
+        return _Summary(starts={str(p): s for p, s, *_ in rows}, ends={str(p): e for p, _, e, *_ in rows},
+                        rows=sum(r[3] for r in rows), errors=sum(r[4] for r in rows),
+                        filtered=sum(r[5] for r in rows),
+                        max_event_time=max((r[6] for r in rows if r[6] is not None), default=None))
+
+    def _claim(self, cur, batch_id: int, s: _Summary):
+        """The ledger row; returns the max event time seen before this batch, or False when already claimed."""
+        cur.execute("SELECT max(max_event_time) FROM stream_batches WHERE checkpoint = %s", (self.checkpoint,))
+        prev_max = cur.fetchone()[0]
+        cur.execute(_CLAIM, (self.checkpoint, batch_id, json.dumps(s.ends), s.rows, prev_max, s.max_event_time))
+        return False if cur.rowcount == 0 else prev_max
+
+    def _cutoff(self, cur, prev_max):
+        if prev_max is None:
+            return None
+        cur.execute("SELECT %s::timestamptz - make_interval(mins => %s)",
+                    (prev_max, self.params.stream.watermark_minutes))
+        return cur.fetchone()[0]
+
+    def _apply_posts_and_deletes(self, cur, stage: str, batch_id: int) -> tuple[int, int]:
+        cols = ", ".join(POST_COLUMNS)
+        cur.execute(sql.SQL("CREATE TEMP TABLE stage_posts ON COMMIT DROP AS SELECT event, {} FROM {} "
+                            "WHERE error IS NULL AND kept").format(sql.SQL(cols), sql.Identifier(stage)))
+        cur.execute("INSERT INTO toot_ids (instance, id, uri) SELECT DISTINCT instance, id, uri FROM "
+                    "stage_posts WHERE event <> 'delete' ON CONFLICT DO NOTHING")
+        cur.execute("INSERT INTO toot_deletes (instance, id) SELECT DISTINCT instance, id FROM stage_posts "
+                    "WHERE event = 'delete' ON CONFLICT DO NOTHING")
+        # windows of the rows this batch replaces or removes are refreshed too ("gone" = old versions)
+        cur.execute("CREATE TEMP TABLE gone ON COMMIT DROP AS SELECT p.uri, p.username, p.created_at "
+                    "FROM mastodon_posts p JOIN (SELECT DISTINCT uri FROM stage_posts) s USING (uri)")
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in POST_COLUMNS if c != "uri")
+        cur.execute(_UPSERT_POSTS.format(cols=cols, updates=updates), {"batch_id": batch_id})
+        written = cur.rowcount
+        cur.execute(_APPLY_DELETES)
+        return written, cur.rowcount
+
+    def _refresh_windows(self, cur, batch_id: int, cutoff) -> int:
+        """Recount the windows the batch touched (at or after the watermark); returns the rows beyond it."""
+        window_params = {"batch_id": batch_id, "cutoff": cutoff or "-infinity", "width": self.user_window}
+        cur.execute(_REFRESH_COUNTS, window_params)
+        cur.execute(_REFRESH_USER_AVG, window_params)
+        cur.execute("SELECT count(*) FROM stage_posts WHERE event <> 'delete' AND created_at < %s",
+                    (cutoff or "-infinity",))
+        return cur.fetchone()[0]
+
+    def _store_errors(self, cur, stage: str, batch_id: int, s: _Summary) -> None:
+        if s.errors:
+            cur.execute(sql.SQL("INSERT INTO stream_errors (cluster, topic, kafka_partition, kafka_offset, raw, "
+                                "error, batch_id) SELECT %s, topic, kafka_partition, kafka_offset, raw, error, %s "
+                                "FROM {} WHERE error IS NOT NULL ON CONFLICT DO NOTHING").format(
+                sql.Identifier(stage)), (self.cluster, batch_id))
+
+    def _record_progress(self, cur, stage, batch_id, s: _Summary, written, deletes, late, collect_s, write_s,
+                         total_s) -> None:
+        cur.execute(sql.SQL(_PROGRESS).format(stage=sql.Identifier(stage)), {
+            "checkpoint": self.checkpoint, "batch_id": batch_id, "query": self.params.stream.query_name,
+            "input_rows": s.rows, "written": written, "deletes": deletes, "errors": s.errors,
+            "filtered": s.filtered, "late": late, "collect_s": collect_s, "write_s": write_s,
+            "rows_per_s": s.rows / total_s if total_s else None,
+            "starts": json.dumps(s.starts)})  # the end offsets are the ledger's
+
+    def committed_ends(self) -> dict[int, int]:
+        """Per partition, the end offset of everything this checkpoint has committed (from the ledger)."""
+        conn = connect(self.url, retries=2)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT end_offsets FROM stream_batches WHERE checkpoint = %s", (self.checkpoint,))
+                ends: dict[int, int] = {}
+                for (value,) in cur.fetchall():
+                    for p, o in (json.loads(value) if isinstance(value, str) else value).items():
+                        ends[int(p)] = max(ends.get(int(p), 0), int(o))
+                return ends
+        finally:
+            conn.close()
