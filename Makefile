@@ -38,7 +38,9 @@ notebooks: install
 # The live demo: services of compose.yaml, a real instance (params/live.yaml, secrets in .env). Ingest and the
 # stream run in the background (logs and pids under .tootpipe/live/); `make live-stop` stops both.
 live: install
-	mkdir -p .tootpipe/live
+	@$(PY) -c "from tootpipe.config import secret; import sys; pw = secret('DB_PASSWORD') or ''; \
+	  sys.exit(0 if len(pw) >= 12 and pw != 'change-me' else 'make live: set DB_PASSWORD in .env to a long random value first (see .env.example)')"
+	mkdir -p -m 700 .tootpipe/live
 	$(VENV)/bin/tootpipe --params params/live.yaml ingest > .tootpipe/live/ingest.log 2>&1 & echo $$! > .tootpipe/live/ingest.pid
 	$(VENV)/bin/tootpipe --params params/live.yaml stream --follow > .tootpipe/live/stream.log 2>&1 & echo $$! > .tootpipe/live/stream.pid
 	@echo "ingest and stream are running; logs in .tootpipe/live/; stop them with: make live-stop"

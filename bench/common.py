@@ -16,5 +16,6 @@ def stamp(result: dict) -> dict:
 
 def write(out: str | Path, result: dict) -> None:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(stamp(result), indent=2) + "\n")
+    from tootpipe.config import redact
+    Path(out).write_text(json.dumps(redact(stamp(result)), indent=2) + "\n")  # no password reaches a result file
     print(f"wrote {out}")

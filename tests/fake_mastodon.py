@@ -27,6 +27,7 @@ class FakeMastodon:
         self.rest_errors = list(rest_errors or [])
         self.good_token = good_token
         self.requests: list[tuple[str, int]] = []
+        self.authorization: list[str | None] = []  # the Authorization header of every request
         self.stream_connects = 0
         self.closing = threading.Event()
         fake = self
@@ -71,6 +72,7 @@ class FakeMastodon:
         h.wfile.write(data)
 
     def _handle(self, h):
+        self.authorization.append(h.headers.get("Authorization"))
         path = urlsplit(h.path).path.rstrip("/")
         q = {k: v[-1] for k, v in parse_qs(urlsplit(h.path).query).items()}
         status = 200

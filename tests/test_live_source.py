@@ -103,7 +103,27 @@ def test_a_rejected_token_stops_with_a_clear_error_instead_of_retrying_forever()
         next(live_events(["http://127.0.0.1:9"], "stream", FeedSettings(), None))
     with FakeMastodon(statuses()) as fake:
         with pytest.raises(SourceError, match="refused"):
-            collect(live_events([fake.url], "poll", FeedSettings(**FAST), "wrong-token"), lambda ev: False)
+            collect(live_events([fake.url], "poll", FeedSettings(**FAST), "wrong-token", poll_with_token=True),
+                    lambda ev: False)
+
+
+def test_the_token_reaches_only_the_instance_that_issued_it_and_polling_sends_none():
+    with FakeMastodon(statuses()) as home, FakeMastodon(statuses()) as other:
+        gen = live_events([home.url, other.url], "poll", FeedSettings(**FAST), "good-token", token_instance=home.url,
+                          poll_with_token=True)
+        collect(gen, lambda ev: len(ev) >= 2 * len(statuses()), timeout=20)
+        assert home.authorization and set(home.authorization) == {"Bearer good-token"}
+        assert other.authorization and set(other.authorization) == {None}
+        collect(live_events([home.url], "poll", FeedSettings(**FAST), "good-token", token_instance=home.url),
+                lambda ev: len(ev) >= 1, timeout=20)
+        assert home.authorization[-1] is None  # public polling: no token unless asked
+        with pytest.raises(SourceError, match="needs a user access token for " + other.url):
+            next(live_events([home.url, other.url], "stream", FeedSettings(**FAST), "good-token",
+                             token_instance=home.url))
+    with pytest.raises(SourceError, match="refusing to send the access token over http"):
+        next(live_events(["http://mastodon.example"], "stream", FeedSettings(), "t0ken"))
+    with pytest.raises(SourceError, match="MASTODON_BASE_URL"):
+        next(live_events(["https://a.example", "https://b.example"], "stream", FeedSettings(), "t0ken"))
 
 
 def test_server_errors_on_the_stream_are_retried_with_backoff():

@@ -4,7 +4,7 @@ import re
 import pytest
 
 from browser import Browser, chromium_path
-from conftest import ROOT, isolated
+from conftest import ROOT, STATE, isolated
 from tootpipe.reports import run_notebooks
 
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -24,9 +24,15 @@ def small_params(tmp_path) -> str:
     return str(path)
 
 
-def test_chain_writes_offline_reports(services_up, tmp_path):
+TOKEN, PASSWORD = "tok-artefact-41c7e2", "pw-artefact-8d3f09"
+
+
+def test_chain_writes_offline_reports(services_up, tmp_path, monkeypatch):
+    monkeypatch.setenv("MASTODON_ACCESS_TOKEN", TOKEN)  # known secrets: no artefact of the run may hold them
+    monkeypatch.setenv("DB_PASSWORD", PASSWORD)
     code, out = run_notebooks(small_params(tmp_path), keep_services=True, reports_dir=str(tmp_path))
     assert code == 0
+    assert_no_secret_in(tmp_path, STATE)
     html = sorted(p.name for p in out.glob("*.html"))
     assert html == ["01_ingest.html", "02_stream.html", "03_batch.html", "04_analytics.html", "05_sentiment.html",
                     "06_visualise.html", "index.html"]
@@ -37,6 +43,23 @@ def test_chain_writes_offline_reports(services_up, tmp_path):
         assert not re.search(r"<script[^>]+src=\"https?://", page.read_text()), f"{page.name} loads a CDN script"
     assert (tmp_path / "latest").resolve() == out.resolve()
     check_in_a_real_browser(out)
+
+
+def assert_no_secret_in(*folders):
+    """Neither the known token and password nor the generated database passwords appear in any file written
+    (reports, logs, checkpoints, broker and Spark files), except the 0600 file that holds the passwords."""
+    import json
+    secrets = {TOKEN, PASSWORD, *json.loads((STATE / "pg-passwords.json").read_text()).values()}
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if not path.is_file() or path.name == "pg-passwords.json" or path.is_symlink():
+                continue
+            try:
+                data = path.read_bytes()
+            except PermissionError:
+                continue
+            leaked = [s for s in secrets if s.encode() in data]
+            assert not leaked, f"{path} holds a secret"
 
 
 def check_in_a_real_browser(out):

@@ -19,8 +19,11 @@ def test_compose_live_params_and_env_example_agree():
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
     live = yaml.safe_load((ROOT / "params" / "live.yaml").read_text())
     env = (ROOT / ".env.example").read_text()
-    assert "29092:29092" in compose["kafka"]["ports"] and live["kafka"]["bootstrap_servers"] == "localhost:29092"
-    assert "5433:5432" in compose["postgres"]["ports"] and ":5433/" in live["database"]["url"]
+    assert "127.0.0.1:29092:29092" in compose["kafka"]["ports"] and live["kafka"]["bootstrap_servers"] == "localhost:29092"
+    assert "127.0.0.1:5433:5432" in compose["postgres"]["ports"] and ":5433/" in live["database"]["url"]
+    # nothing is published beyond loopback unless someone opens it on purpose
+    assert all(p.startswith("127.0.0.1:") for svc in compose.values() for p in svc.get("ports", []))
+    assert "change-me" not in env and "\nDB_PASSWORD=  " in env  # no usable default password
     assert compose["postgres"]["environment"]["POSTGRES_DB"] == live["database"]["url"].rsplit("/", 1)[1]
     assert compose["postgres"]["environment"]["POSTGRES_USER"] == live["database"]["user"]
     assert "DB_PASSWORD=" in env and "MASTODON_ACCESS_TOKEN=" in env

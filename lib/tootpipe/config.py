@@ -62,6 +62,8 @@ class SourceParams(_Strict):
     poll_interval_s: float = Field(5.0, gt=0)
     request_timeout_s: float = Field(30.0, gt=0)
     rate: float | None = Field(None, gt=0)         # sample/replay: events per second (None: as fast as possible)
+    token_instance: str | None = None              # the instance that issued the token (default $MASTODON_BASE_URL)
+    poll_with_token: bool = False                  # public timelines need no token: polling sends none unless asked
     max_toots: int | None = Field(None, ge=1)
     duration_s: float | None = Field(None, gt=0)
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 from urllib.parse import urlsplit
 
-__all__ = ["Backoff", "FeedSettings", "InstanceFeed", "live_events", "SourceError", "TICK"]
+__all__ = ["token_for", "Backoff", "FeedSettings", "InstanceFeed", "live_events", "SourceError", "TICK"]
 
 log = logging.getLogger(__name__)
 
@@ -323,18 +323,58 @@ def _listener_class():
     return Listener
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    u = urlsplit(url.rstrip("/"))
+    return (u.scheme.lower(), (u.hostname or "").lower(), u.port)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def token_for(instance: str, kind: str, token: str | None, token_instance: str | None,
+              poll_with_token: bool = False) -> str | None:
+    """The access token to send to `instance`, or None. A token goes only to the instance that issued it
+    (`token_instance`), only over https (http only to a loopback host, for tests), and for polling only when
+    `poll_with_token` (public timelines need none). Raises SourceError for a token bound to an http instance."""
+    if not token or (kind == "poll" and not poll_with_token):
+        return None
+    if not token_instance:
+        raise SourceError("a Mastodon access token is set but not the instance that issued it: set "
+                          "$MASTODON_BASE_URL (or source.token_instance), so the token is never sent elsewhere")
+    scheme, host, _ = _origin(token_instance)
+    if scheme != "https" and not (scheme == "http" and _loopback(host)):
+        raise SourceError(f"refusing to send the access token over {scheme or 'no scheme'}:// to {host}: "
+                          "use the instance's https:// address")
+    return token if _origin(instance) == _origin(token_instance) else None
+
+
 def live_events(instances: list[str], kind: str, settings: FeedSettings, access_token: str | None = None,
-                feeds_out: list | None = None, tick_s: float = 0.5) -> Iterator[dict]:
+                feeds_out: list | None = None, tick_s: float = 0.5, token_instance: str | None = None,
+                poll_with_token: bool = False) -> Iterator[dict]:
     """Events from every instance at once (`kind` is "stream" or "poll"), with :data:`TICK` while idle.
 
-    Closing the generator stops every feed. A fatal error of any feed raises :class:`SourceError`.
+    The token reaches only the instance that issued it (see :func:`token_for`). Closing the generator stops every
+    feed. A fatal error of any feed raises :class:`SourceError`.
     """
-    if kind == "stream" and not access_token:
-        raise SourceError("source.kind=stream needs a user access token in $MASTODON_ACCESS_TOKEN (Mastodon 4.2+ "
-                          "refuses anonymous and app tokens); without one use source.kind=poll")
+    if token_instance is None and access_token and len(instances) == 1:
+        token_instance = instances[0]
+    tokens = {url: token_for(url, kind, access_token, token_instance, poll_with_token) for url in instances}
+    if kind == "stream" and not all(tokens.values()):
+        missing = [u for u, t in tokens.items() if not t]
+        raise SourceError(f"source.kind=stream needs a user access token for {', '.join(missing)}: set "
+                          "$MASTODON_ACCESS_TOKEN and $MASTODON_BASE_URL to that instance (Mastodon 4.2+ refuses "
+                          "anonymous and app tokens; a token is sent only to the instance that issued it); "
+                          "without one use source.kind=poll")
     out: queue.Queue = queue.Queue(maxsize=50000)
     stop = threading.Event()
-    feeds = [InstanceFeed(url, out, stop, settings, access_token) for url in instances]
+    feeds = [InstanceFeed(url, out, stop, settings, tokens[url]) for url in instances]
     if feeds_out is not None:
         feeds_out.extend(feeds)
     threads = [threading.Thread(target=f.run_stream if kind == "stream" else f.run_poll, daemon=True,

@@ -121,7 +121,11 @@ def source_events(params: Params) -> Iterable[dict]:
         if not params.source.replay_path:
             raise SourceError("source.kind=replay needs source.replay_path")
         return paced(events_from_file(params.path(params.source.replay_path)), params.source.rate)
-    return live_events(params.source.instances, kind, feed_settings(params), secret("MASTODON_ACCESS_TOKEN"))
+    import os
+    home = params.source.token_instance or os.environ.get("MASTODON_BASE_URL") or None
+    return live_events(params.source.instances, kind, feed_settings(params), secret("MASTODON_ACCESS_TOKEN"),
+                       token_instance=home.split(",")[0].strip() if home else None,
+                       poll_with_token=params.source.poll_with_token)
 
 
 def ingest(events: Iterable[dict], publisher, params: Params, *, max_toots: int | None = None,

@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .config import Params, ParamsError, load, project_root
+from .config import Params, ParamsError, load, project_root, redact
 
 __all__ = ["run_notebooks", "notebook_paths", "to_html", "NotebookFailed"]
 
@@ -91,7 +91,7 @@ figcaption{{font-size:.75rem;color:#666}}pre{{background:#f6f6f6;padding:1rem;ov
 <h2>Notebooks</h2><table><tr><th>notebook</th><th>status</th><th>seconds</th></tr>{rows}</table>
 <h2>Row counts</h2><table><tr><th>table</th><th>rows</th></tr>{count_rows}</table>
 <h2>Figures</h2><div class="gallery">{gallery or '<p>No figures.</p>'}</div>
-<h2>Parameters</h2><pre>{html.escape(json.dumps(params.model_dump(), indent=2))}</pre>
+<h2>Parameters</h2><pre>{html.escape(json.dumps(redact(params.model_dump()), indent=2))}</pre>
 </body></html>"""
     path = out_dir / "index.html"
     path.write_text(page, encoding="utf-8")
@@ -136,8 +136,9 @@ def run_notebooks(params_file: str, only: list[str] | None = None, keep_services
                                     # noise) goes to the console, not into the report; Python output still does
                                     extra_arguments=["--IPKernelApp.capture_fd_output=False"])
             except pm.PapermillExecutionError as exc:
-                result.update(status="failed", cell=exc.exec_count, error=f"{exc.ename}: {exc.evalue}"[:500])
-                failure = NotebookFailed(py.stem, exc.exec_count, f"{exc.ename}: {exc.evalue}")
+                error = redact(f"{exc.ename}: {exc.evalue}")
+                result.update(status="failed", cell=exc.exec_count, error=error[:500])
+                failure = NotebookFailed(py.stem, exc.exec_count, error)
             result["seconds"] = time.monotonic() - t0
             if out.exists():
                 to_html(out)

@@ -65,6 +65,17 @@ def _library_zip() -> Path:
     return out
 
 
+def _without_secrets(start):
+    """Run `start` (which launches the JVM) with the secrets out of the environment: the JVM, and the Python
+    workers it forks, inherit the environment they were started with and need none of them."""
+    from .config import SECRET_NAMES
+    saved = {k: os.environ.pop(k) for k in SECRET_NAMES if k in os.environ}
+    try:
+        return start()
+    finally:
+        os.environ.update(saved)
+
+
 def get_spark(params: Params | None = None, app_name: str = "tootpipe"):
     """The process's SparkSession, created on first call with the parameters' master and memory."""
     from pyspark.sql import SparkSession
@@ -98,7 +109,7 @@ def get_spark(params: Params | None = None, app_name: str = "tootpipe"):
                        f"-Dderby.system.home={state}")
                .config("spark.executorEnv.PYSPARK_PYTHON", sys.executable)
                .config("spark.sql.execution.arrow.pyspark.enabled", "true"))
-    spark = builder.getOrCreate()
+    spark = _without_secrets(builder.getOrCreate)
     spark.sparkContext.setLogLevel(params.spark.log_level)
     if not master.startswith("local["):
         spark.sparkContext.addPyFile(str(_library_zip()))

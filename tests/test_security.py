@@ -1,0 +1,118 @@
+"""Secure by default: servers that let no one in without a password, secrets that never leave, names that stay in
+their folder, and processes stopped only when they are verifiably ours."""
+import json
+import os
+import stat
+import subprocess
+
+import psycopg2
+import pytest
+
+from conftest import STATE
+from tootpipe import config, procs, services
+from tootpipe.config import ParamsError, load, redact
+
+
+def test_redact_hides_passwords_in_urls_queries_and_known_secret_values(monkeypatch):
+    monkeypatch.setenv("MASTODON_ACCESS_TOKEN", "tok-3f9a8b7c")
+    monkeypatch.setenv("DB_PASSWORD", "s3cr3t-pass")
+    text = ("postgresql://tootpipe:hunter2@127.0.0.1:5432/db jdbc:postgresql://h/db?user=u&password=pw42 "
+            "token tok-3f9a8b7c in a log line, s3cr3t-pass in an error")
+    out = redact(text)
+    for leaked in ("hunter2", "pw42", "tok-3f9a8b7c", "s3cr3t-pass"):
+        assert leaked not in out
+    assert "postgresql://tootpipe:***@127.0.0.1:5432/db" in out
+    nested = redact({"database": {"url": "postgresql://u:hunter2@h/d"}, "list": ["x s3cr3t-pass"], "n": 3})
+    assert nested == {"database": {"url": "postgresql://u:***@h/d"}, "list": ["x ***"], "n": 3}
+    config.register_secret("generated-pw-123")
+    assert redact("pw generated-pw-123") == "pw ***"
+
+
+def test_endpoints_and_params_errors_never_print_a_password(tmp_path):
+    ep = services.Endpoints("127.0.0.1:9092", "postgresql://tootpipe:hunter2@127.0.0.1:5/db")
+    assert "hunter2" not in repr(ep) and "hunter2" not in str(ep)
+    bad = tmp_path / "p.yaml"
+    bad.write_text("kafka:\n  partitions: 'postgresql://u:hunter2@h/db'\n")
+    with pytest.raises(ParamsError, match=r"kafka\.partitions") as err:
+        load(bad, use_env=False)
+    assert "hunter2" not in str(err.value)
+
+
+@pytest.mark.parametrize("key,value", [("run.name", "../.."), ("run.name", "a/b"), ("stream.query_name", ".."),
+                                       ("stream.query_name", "/etc"), ("run.name", ".hidden")])
+def test_names_that_become_folders_stay_in_their_folder(key, value):
+    with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
+        load(None, {key: value}, use_env=False)
+
+
+def test_secrets_stay_out_of_the_environment_of_what_the_project_starts(monkeypatch, tmp_path):
+    from tootpipe.spark_session import _without_secrets
+    monkeypatch.setenv("MASTODON_ACCESS_TOKEN", "tok-3f9a8b7c")
+    env = config.child_env()
+    assert "MASTODON_ACCESS_TOKEN" not in env and env.get("PATH")
+    seen = _without_secrets(lambda: dict(os.environ))  # what the JVM (and its Python workers) would inherit
+    assert "MASTODON_ACCESS_TOKEN" not in seen and os.environ["MASTODON_ACCESS_TOKEN"] == "tok-3f9a8b7c"
+    # `.env` secrets are read where needed, never copied into os.environ
+    monkeypatch.delenv("MASTODON_ACCESS_TOKEN")
+    monkeypatch.setenv("TOOTPIPE_HOME", str(tmp_path))
+    (tmp_path / ".env").write_text("MASTODON_ACCESS_TOKEN=from-dotenv-77\nACTIVE_MIN=7\n")
+    assert config.secret("MASTODON_ACCESS_TOKEN") == "from-dotenv-77"
+    assert load(None).batch.active_min == 7
+    assert "MASTODON_ACCESS_TOKEN" not in os.environ
+
+
+def test_a_pid_that_is_no_longer_ours_is_never_signalled():
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        mine = procs.identity(sleeper.pid, "sleep")
+        assert procs.is_same(mine)
+        assert not procs.stop({**mine, "started": mine["started"] + 1})  # same pid, another process's start time
+        assert not procs.stop({**mine, "marker": "kafka.Kafka"})        # same pid, another program
+        assert sleeper.poll() is None                                   # left alone
+        assert procs.stop(mine, grace=5) and sleeper.wait(10) is not None
+    finally:
+        sleeper.kill()
+
+
+@pytest.mark.integration
+def test_embedded_postgresql_lets_no_one_in_without_the_password(services_up):
+    from urllib.parse import urlsplit
+    u = urlsplit(services_up.database_url)
+    for user, password in (("tootpipe", None), ("postgres", None), ("postgres", "wrong"), ("tootpipe", "wrong")):
+        with pytest.raises(psycopg2.OperationalError, match="password"):
+            psycopg2.connect(host="127.0.0.1", port=u.port, user=user, password=password, dbname="tootpipe",
+                             connect_timeout=5)
+    conn = psycopg2.connect(services_up.database_url)
+    with conn.cursor() as cur:
+        cur.execute("SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user")
+        assert cur.fetchone() == (False, False, False)
+        cur.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()")
+        assert cur.fetchone()[0] == "tootpipe"
+    conn.close()
+    hba = (STATE / "pg" / "pg_hba.conf").read_text()
+    assert "trust" not in [line.split()[-1] for line in hba.splitlines() if line.strip() and line[0] != "#"]
+    assert stat.S_IMODE((STATE / "pg-passwords.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE(STATE.stat().st_mode) & 0o007 == 0, "others can open the state folder"
+    acl = subprocess.run(["getfacl", "-cp", str(STATE)], capture_output=True, text=True).stdout
+    if acl:  # with ACLs the group bits are the mask: the entries themselves say who may enter
+        entries = {line for line in acl.split() if line and not line.startswith("mask")}
+        assert {"group::---", "other::---"} <= entries and all(
+            e.endswith("--x") for e in entries if e.startswith("user:") and not e.startswith("user::")), acl
+    assert stat.S_IMODE((STATE / "services.json").stat().st_mode) == 0o600
+    state = json.loads((STATE / "services.json").read_text())
+    assert json.loads(json.dumps(state)) and "password" not in json.dumps(state)  # no password in the state file
+
+
+@pytest.mark.integration
+def test_the_servers_started_with_secrets_in_the_environment_do_not_inherit_them(services_up, monkeypatch):
+    monkeypatch.setenv("MASTODON_ACCESS_TOKEN", "tok-inherit-5e1d")
+    monkeypatch.setenv("DB_PASSWORD", "pw-inherit-9c2b")
+    monkeypatch.setenv("TOOTPIPE_STATE_DIR", str(STATE / "secrets-test"))  # servers of its own, inside the suite's
+    try:
+        services.up(load(None, use_env=False))
+        for name, svc in services.status().items():
+            environ = open(f"/proc/{svc['pid']}/environ", "rb").read()
+            assert b"tok-inherit-5e1d" not in environ and b"pw-inherit-9c2b" not in environ, name
+    finally:
+        services.down()
+    assert not services.status()
