@@ -132,11 +132,35 @@ def ensure_schema(url: str) -> None:
         cur.execute(SCHEMA_SQL)
 
 
+def pg_safe(arrow_table):
+    """The table with every text column acceptable to PostgreSQL: invalid UTF-8 (bytes from any producer) replaced,
+    NUL characters removed (PostgreSQL text cannot hold them). Columns that need nothing are passed through."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    for i, field in enumerate(arrow_table.schema):
+        if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
+            continue
+        col = arrow_table.column(i)
+        try:
+            col.validate(full=True)
+        except pa.ArrowInvalid:  # not UTF-8: decode each value with replacement characters
+            col = pa.chunked_array([pa.array([None if b is None else b.decode("utf-8", "replace")
+                                              for b in chunk.cast(pa.binary()).to_pylist()], pa.string())
+                                    for chunk in col.chunks], pa.string())
+        if col.null_count < len(col) and pc.any(pc.match_substring(col, "\x00")).as_py():
+            col = pc.replace_substring(col, "\x00", "")
+        if col is not arrow_table.column(i):
+            arrow_table = arrow_table.set_column(i, field.name, col)
+    return arrow_table
+
+
 def copy_arrow(cur, table: str, arrow_table, columns: list[str] | None = None) -> int:
-    """COPY an Arrow table into `table` (CSV: unquoted empty = NULL, quoted empty = '')."""
+    """COPY an Arrow table into `table` (CSV: unquoted empty = NULL, quoted empty = ''), text made acceptable to
+    PostgreSQL first (:func:`pg_safe`), so one toot with a NUL or bad bytes cannot fail a whole COPY."""
     import pyarrow.csv as pacsv
     if arrow_table.num_rows == 0:
         return 0
+    arrow_table = pg_safe(arrow_table)
     buf = io.BytesIO()
     pacsv.write_csv(arrow_table, buf, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
     buf.seek(0)

@@ -11,9 +11,11 @@ import json
 import time
 from typing import Iterable, Iterator
 
+from .normalize import BadPayload
+
 __all__ = ["ensure_topics", "Publisher", "end_offsets", "start_offsets", "read_range",
            "range_consumer", "export", "cluster_id", "KafkaUnavailable", "partitions_for", "check_reachable",
-           "delete_topics"]
+           "delete_topics", "RecordTooLarge"]
 
 
 class KafkaUnavailable(RuntimeError):
@@ -94,6 +96,10 @@ def partitions_for(bootstrap: str, topic: str, timeout: float = 15.0) -> list[in
         time.sleep(0.2)
 
 
+class RecordTooLarge(BadPayload):
+    """A record over the producer's size limit: a bad payload, dead-lettered by the caller."""
+
+
 class Publisher:
     """Toot records to the topic (key = uri) and dead letters to the DLQ topic, through librdkafka
     (confluent-kafka): acks=all, idempotent, murmur2 partitioning like the Java client.
@@ -104,6 +110,8 @@ class Publisher:
     >>> pub.send_record(record); pub.flush(); pub.close()                             # doctest: +SKIP
     """
 
+    DLQ_RAW_LIMIT = 1024 * 1024  # bytes of raw payload a dead letter keeps
+
     def __init__(self, bootstrap: str, topic: str, dlq_topic: str, **producer_options) -> None:
         from confluent_kafka import Producer
         options = {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 10,
@@ -111,6 +119,7 @@ class Publisher:
                    "partitioner": "murmur2_random", "client.id": "tootpipe-producer",
                    "queue.buffering.max.messages": 200000}
         options.update(producer_options)
+        self.max_bytes = int(options["message.max.bytes"]) - 1024  # room for the record batch's own headers
         check_reachable(bootstrap)
         self._producer = Producer(options)
         self.topic, self.dlq_topic = topic, dlq_topic
@@ -123,29 +132,51 @@ class Publisher:
             self._errors.append(err)
 
     def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+        if len(value) + len(key or b"") > self.max_bytes:
+            raise RecordTooLarge(f"record of {len(value):,} bytes is over the producer's limit of "
+                                 f"{self.max_bytes:,} bytes")
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
                 break
             except BufferError:  # the local queue is full: let librdkafka drain it
                 self._producer.poll(0.05)
+            except KafkaException as exc:
+                if exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise RecordTooLarge(f"record of {len(value):,} bytes refused as too large") from None
+                raise
         if (self.sent + self.dead) % 1000 == 0:
             self._producer.poll(0)
 
     def send_record(self, record: dict) -> None:
+        """Raises RecordTooLarge (a BadPayload: the caller dead-letters it) for a record the broker would refuse."""
         key = record.get("uri") or f"{record.get('instance')}/{record.get('id')}"
-        self._produce(self.topic, key.encode("utf-8"), self._dumps(record))
+        try:
+            value = self._dumps(record)
+        except (TypeError, ValueError) as exc:  # orjson's JSONEncodeError: a string that is not valid UTF-8
+            raise BadPayload(f"record cannot be encoded: {exc}") from None
+        self._produce(self.topic, key.encode("utf-8", "replace"), value)
         self.sent += 1
 
     def send_dead_letter(self, raw, error: str, source: str) -> None:
-        """A payload that could not become a record: kept with the error and where it came from."""
+        """A payload that could not become a record: kept with the error and where it came from. Any payload can
+        be dead-lettered: invalid text is replaced, and one too large for the broker is cut to
+        :attr:`DLQ_RAW_LIMIT` characters with ``"truncated": true`` and its original size."""
+        from .normalize import safe_text
         if isinstance(raw, bytes):
             raw = raw.decode("utf-8", "replace")
         if not isinstance(raw, str):
-            raw = json.dumps(raw, ensure_ascii=False, default=str)
-        value = json.dumps({"raw": raw, "error": error, "source": source,
-                            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, ensure_ascii=False)
-        self._produce(self.dlq_topic, None, value.encode("utf-8"))
+            try:
+                raw = json.dumps(raw, ensure_ascii=False, default=str)
+            except (ValueError, RecursionError):
+                raw = repr(raw)
+        raw = safe_text(raw)
+        doc = {"raw": raw, "error": safe_text(error), "source": safe_text(str(source)),
+               "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if len(raw.encode("utf-8")) > self.DLQ_RAW_LIMIT:
+            doc.update(raw=raw[:self.DLQ_RAW_LIMIT // 4], truncated=True, raw_chars=len(raw))
+        self._produce(self.dlq_topic, None, json.dumps(doc, ensure_ascii=False).encode("utf-8"))
         self.dead += 1
 
     def flush(self, timeout: float = 60) -> None:

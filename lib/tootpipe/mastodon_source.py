@@ -159,27 +159,12 @@ def ingest(events: Iterable[dict], publisher, params: Params, *, max_toots: int 
                 continue
             stats.read += 1
             try:
-                if e.get("event") != "delete" and isinstance(e.get("data"), (str, bytes)):
-                    e = {**e, "data": _decode(e["data"])}
-                rec = normalize_event(e.get("event"), e.get("data"), e.get("instance") or "unknown",
-                                      pseudonym_key=pseudonym_key)
+                _publish_one(e, publisher, params, stats, pseudonym_key)
             except BadPayload as exc:
-                publisher.send_dead_letter(e.get("data"), str(exc), f"{source}:{e.get('instance')}")
+                raw = e.get("data") if isinstance(e, dict) else e
+                where = e.get("instance") if isinstance(e, dict) else None
+                publisher.send_dead_letter(raw, str(exc), f"{source}:{where}")
                 stats.dead_letters += 1
-                continue
-            if rec["event"] == "delete":
-                publisher.send_record(rec)
-                stats.deletes += 1
-                continue
-            if params.filters.respect_opt_out and opted_out(e["data"].get("account") or {}):
-                stats.opted_out += 1
-                continue
-            reason = filter_reason(rec, params.filters)
-            if reason:
-                stats.filtered[reason] += 1
-                continue
-            publisher.send_record(rec)
-            stats.published += 1
             now = time.monotonic()
             if now - last >= progress_every:
                 last = now
@@ -194,8 +179,34 @@ def ingest(events: Iterable[dict], publisher, params: Params, *, max_toots: int 
     return stats
 
 
+def _publish_one(e, publisher, params: Params, stats: IngestStats, pseudonym_key: bytes | None) -> None:
+    """Normalise, check opt-out and filters, publish one event; BadPayload for anything unusable (the caller
+    dead-letters it), including a record too large for the broker."""
+    if not isinstance(e, dict):
+        raise BadPayload(f"event is {type(e).__name__}, not an object")
+    if e.get("event") != "delete" and isinstance(e.get("data"), (str, bytes)):
+        e = {**e, "data": _decode(e["data"])}
+    rec = normalize_event(e.get("event"), e.get("data"), e.get("instance") or "unknown", pseudonym_key=pseudonym_key)
+    if rec["event"] == "delete":
+        publisher.send_record(rec)
+        stats.deletes += 1
+        return
+    if params.filters.respect_opt_out and opted_out(e["data"].get("account") or {}):
+        stats.opted_out += 1
+        return
+    reason = filter_reason(rec, params.filters)
+    if reason:
+        stats.filtered[reason] += 1
+        return
+    publisher.send_record(rec)
+    stats.published += 1
+
+
 def _decode(data):
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise BadPayload(f"malformed JSON: {exc}") from None
+        try:  # the standard parser accepts what orjson refuses but normalisation can clean (lone surrogates)
+            return json.loads(data)
+        except (ValueError, RecursionError):
+            raise BadPayload(f"malformed JSON: {exc}") from None

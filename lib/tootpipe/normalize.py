@@ -1,7 +1,9 @@
 """Mastodon API payloads -> toot records (see :mod:`tootpipe.schema`), filters and opt-outs.
 
-Pure functions. :func:`normalize_event` raises :class:`BadPayload` with a reason for anything it cannot use;
-callers send those to the dead-letter topic and carry on.
+Pure functions. :func:`normalize_event` returns a record or raises :class:`BadPayload` with a reason, for any
+JSON value in any field (property-tested): every field is type-checked, strings lose NUL characters and lone
+surrogates (which neither JSON encoders nor PostgreSQL accept), keys longer than :data:`~tootpipe.schema.LIMITS`
+and numbers outside 64 bits are refused or dropped. Callers send BadPayload to the dead-letter topic and carry on.
 """
 from __future__ import annotations
 
@@ -15,11 +17,11 @@ from urllib.parse import urlsplit
 
 from selectolax.lexbor import LexborHTMLParser
 
-from .schema import RECORD_VERSION
+from .schema import LIMITS, RECORD_VERSION
 
 __all__ = [
     "BadPayload", "html_to_text", "normalize_status", "normalize_event", "parse_time", "opted_out",
-    "filter_reason", "pseudonymise", "utc_now_iso", "parse_sse",
+    "filter_reason", "pseudonymise", "utc_now_iso", "parse_sse", "safe_text",
 ]
 
 
@@ -92,6 +94,17 @@ def parse_time(value) -> datetime | None:
     epoch seconds or milliseconds, Twitter style) as an aware UTC datetime; None for null/empty."""
     if value is None or value == "":
         return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise BadPayload(f"timestamp is {type(value).__name__}, not a string or number")
+    try:
+        return _parse_time(value)
+    except (OverflowError, OSError, ValueError) as exc:  # out of range: year 1 with an offset, 1e20, inf, nan
+        if isinstance(exc, BadPayload):
+            raise
+        raise BadPayload(f"timestamp out of range: {str(value)[:40]!r}") from None
+
+
+def _parse_time(value) -> datetime | None:
     if isinstance(value, (int, float)):
         secs = value / 1000 if value > 1e11 else value
         return datetime.fromtimestamp(secs, tz=timezone.utc)
@@ -102,7 +115,7 @@ def parse_time(value) -> datetime | None:
         except ValueError:
             pass
     if re.fullmatch(r"\d{9,13}(\.\d+)?", s):
-        return parse_time(float(s))
+        return _parse_time(float(s))
     s2 = s[:-1] + "+0000" if s.endswith("Z") else s
     for fmt in _TIME_FORMATS:
         try:
@@ -132,11 +145,15 @@ _OPT_OUT_HINT = re.compile(r"nobot|noindex", re.IGNORECASE)  # cheap test before
 def opted_out(account: dict) -> bool:
     """True when the account asked not to be indexed or processed: `indexable` or `discoverable` false,
     `noindex` true, or #nobot / #noindex in its bio or profile fields."""
+    if not isinstance(account, dict):
+        return False
     if account.get("indexable") is False or account.get("discoverable") is False or account.get("noindex") is True:
         return True
-    texts = [account.get("note") or ""]
-    for field in account.get("fields") or []:
-        texts += [str(field.get("name") or ""), str(field.get("value") or "")]
+    texts = [account.get("note") if isinstance(account.get("note"), str) else ""]
+    fields = account.get("fields")
+    for field in fields if isinstance(fields, list) else []:
+        if isinstance(field, dict):
+            texts += [str(field.get("name") or ""), str(field.get("value") or "")]
     return any(_OPT_OUT_TAGS.search(html_to_text(t)) for t in texts if t and _OPT_OUT_HINT.search(t))
 
 
@@ -155,10 +172,63 @@ def _host(url: str | None) -> str | None:
 
 
 def _as_int(v) -> int | None:
-    try:
-        return int(v) if v is not None else None
-    except (TypeError, ValueError):
+    """An integer count, or None when missing, not a number or outside 64 bits (Spark's BIGINT)."""
+    if v is None or isinstance(v, bool) or not isinstance(v, (int, float, str)):
         return None
+    try:
+        n = int(v)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return n if -2**63 <= n < 2**63 else None
+
+
+def safe_text(s: str) -> str:
+    """`s` without NUL characters and with lone surrogates replaced: what JSON encoders and PostgreSQL accept."""
+    if "\x00" in s:
+        s = s.replace("\x00", "")
+    if not s.isascii():
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            s = s.encode("utf-8", "replace").decode("utf-8")
+    return s
+
+
+def _str(status: dict, key: str, *, required: bool = False) -> str | None:
+    """A string field, cleaned and within its limit; BadPayload for another type or a longer value."""
+    v = status.get(key)
+    if v is None or (v == "" and not required):
+        if required:
+            raise BadPayload(f"status has no {key}")
+        return None
+    if isinstance(v, bool) or not isinstance(v, (str, int)) or (isinstance(v, int) and key not in ("id",)):
+        raise BadPayload(f"{key} is {type(v).__name__}, not a string")
+    v = safe_text(str(v))
+    limit = LIMITS.get(key)
+    if limit and len(v) > limit:
+        raise BadPayload(f"{key} longer than {limit} characters ({len(v)})")
+    if required and not v.strip():
+        raise BadPayload(f"status has no {key}")
+    return v
+
+
+def _list(status: dict, key: str) -> list:
+    v = status.get(key)
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise BadPayload(f"{key} is {type(v).__name__}, not a list")
+    return v
+
+
+def _opt_id(v) -> str | None:
+    if v is None or isinstance(v, bool) or not isinstance(v, (str, int)):
+        return None
+    return safe_text(str(v))[:LIMITS["id"]]
+
+
+def _opt_id_uri(v) -> str | None:
+    return safe_text(v)[:LIMITS["uri"]] if isinstance(v, str) else None
 
 
 def normalize_status(status: dict, instance: str, event: str = "update", *, ingested_at: str | None = None,
@@ -170,26 +240,35 @@ def normalize_status(status: dict, instance: str, event: str = "update", *, inge
     """
     if not isinstance(status, dict):
         raise BadPayload(f"status is {type(status).__name__}, not an object")
-    uri, sid, account = status.get("uri"), status.get("id"), status.get("account")
-    if not uri or not isinstance(uri, str):
-        raise BadPayload("status has no uri")
-    if sid is None:
-        raise BadPayload("status has no id")
+    uri, sid = _str(status, "uri", required=True), _str(status, "id", required=True)
+    account = status.get("account")
     if not isinstance(account, dict) or not account.get("acct"):
         raise BadPayload("status has no account")
+    acct = _str(account, "acct", required=True)
+    username = _str(account, "username") or acct
     created = parse_time(status.get("created_at"))
     if created is None:
         raise BadPayload("status has no created_at")
     html = status.get("content") or ""
     if not isinstance(html, str):
         raise BadPayload("content is not a string")
+    html = safe_text(html)
+    if len(html) > LIMITS["content_html"]:
+        raise BadPayload(f"content longer than {LIMITS['content_html']} characters ({len(html)})")
     reblog = status.get("reblog") if isinstance(status.get("reblog"), dict) else None
     parts, hrefs = _extract(html)
-    tags = [str(t.get("name", "")).lower() for t in status.get("tags") or [] if isinstance(t, dict) and t.get("name")]
-    mentions = [str(m.get("acct")) for m in status.get("mentions") or [] if isinstance(m, dict) and m.get("acct")]
-    urls = [h for h, cls in hrefs if "mention" not in cls and "hashtag" not in cls]
-    media = [m for m in status.get("media_attachments") or [] if isinstance(m, dict)]
-    acct, username = str(account.get("acct")), str(account.get("username") or account.get("acct")).split("@")[0]
+    tags = [safe_text(str(t.get("name", ""))).lower() for t in _list(status, "tags")
+            if isinstance(t, dict) and isinstance(t.get("name"), (str, int)) and t.get("name") != ""]
+    mentions = [safe_text(str(m.get("acct"))) for m in _list(status, "mentions")
+                if isinstance(m, dict) and isinstance(m.get("acct"), str) and m.get("acct")]
+    urls = [safe_text(h) for h, cls in hrefs if "mention" not in cls and "hashtag" not in cls]
+    media = [m for m in _list(status, "media_attachments") if isinstance(m, dict)]
+    username = username.split("@")[0]
+    text = safe_text(_join(parts))
+    if len(text) > LIMITS["text"]:
+        raise BadPayload(f"text longer than {LIMITS['text']} characters ({len(text)})")
+    display_name = account.get("display_name")
+    spoiler = status.get("spoiler_text")
     if pseudonym_key:
         acct, username = pseudonymise(acct, pseudonym_key), pseudonymise(username + "@" + instance, pseudonym_key)
         mentions = [pseudonymise(m, pseudonym_key) for m in mentions]
@@ -197,35 +276,35 @@ def normalize_status(status: dict, instance: str, event: str = "update", *, inge
         "v": RECORD_VERSION,
         "event": event,
         "uri": uri,
-        "id": str(sid),
+        "id": sid,
         "instance": instance,
         "created_at": _iso(created),
         "edited_at": _iso(parse_time(status.get("edited_at"))),
         "account": {
-            "id": str(account.get("id")) if account.get("id") is not None else None,
+            "id": _opt_id(account.get("id")),
             "acct": acct, "username": username,
-            "display_name": None if pseudonym_key else account.get("display_name"),
-            "bot": bool(account.get("bot")),
+            "display_name": None if pseudonym_key or not isinstance(display_name, str) else safe_text(display_name),
+            "bot": account.get("bot") is True,
             "followers_count": _as_int(account.get("followers_count")),
         },
-        "language": (status.get("language") or None),
-        "visibility": status.get("visibility"),
-        "text": _join(parts),
+        "language": _str(status, "language"),
+        "visibility": _str(status, "visibility"),
+        "text": text,
         "content_html": html,
         "hashtags": tags,
         "mentions": mentions,
         "urls": urls,
         "media_count": len(media),
-        "media_types": [str(m.get("type")) for m in media],
+        "media_types": [safe_text(str(m.get("type")))[:32] for m in media],
         "is_reblog": reblog is not None,
-        "reblog_uri": reblog.get("uri") if reblog else None,
+        "reblog_uri": _opt_id_uri(reblog.get("uri")) if reblog else None,
         "is_reply": status.get("in_reply_to_id") is not None,
-        "in_reply_to_id": str(status["in_reply_to_id"]) if status.get("in_reply_to_id") is not None else None,
+        "in_reply_to_id": _opt_id(status.get("in_reply_to_id")),
         "replies_count": _as_int(status.get("replies_count")),
         "reblogs_count": _as_int(status.get("reblogs_count")),
         "favourites_count": _as_int(status.get("favourites_count")),
-        "sensitive": bool(status.get("sensitive")),
-        "spoiler_text": status.get("spoiler_text") or "",
+        "sensitive": status.get("sensitive") is True,
+        "spoiler_text": safe_text(spoiler) if isinstance(spoiler, str) else "",
         "ingested_at": ingested_at or utc_now_iso(),
     }
 
@@ -236,19 +315,24 @@ def normalize_event(event: str, data, instance: str, **kw) -> dict:
     `data` is the SSE data (a JSON string, or an already-decoded status; for `delete`, the bare local id).
     Raises BadPayload for malformed JSON or an unusable status.
     """
+    instance = safe_text(str(instance))[:LIMITS["instance"]] if instance else "unknown"
     if event == "delete":
+        if isinstance(data, bytes):
+            data = data.decode("utf-8", "replace")
+        if not isinstance(data, (str, int)) or isinstance(data, bool):
+            raise BadPayload(f"delete carries a {type(data).__name__}, not an id")
         sid = str(data).strip().strip('"')
         if not sid or len(sid) > 64 or not re.fullmatch(r"[\w.-]+", sid):
-            raise BadPayload(f"delete carries no usable id: {str(data)[:40]!r}")
+            raise BadPayload(f"delete carries no usable id: {safe_text(str(data)[:40])!r}")
         return {"v": RECORD_VERSION, "event": "delete", "uri": None, "id": sid, "instance": instance,
                 "ingested_at": kw.get("ingested_at") or utc_now_iso()}
     if event not in ("update", "status.update"):
-        raise BadPayload(f"event {event!r} is not a status event")
+        raise BadPayload(f"event {safe_text(str(event))[:40]!r} is not a status event")
     if isinstance(data, (str, bytes)):
         try:
             data = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BadPayload(f"malformed JSON: {exc}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise BadPayload(f"malformed JSON: {safe_text(str(exc))[:200]}") from None
     return normalize_status(data, instance, event, **kw)
 
 

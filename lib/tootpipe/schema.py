@@ -5,9 +5,18 @@ Python (the producer, the tests) and Spark (the stream and the batch jobs) both 
 """
 from __future__ import annotations
 
-__all__ = ["FIELDS", "ACCOUNT_FIELDS", "EVENTS", "spark_schema", "spark_ddl", "RECORD_VERSION"]
+__all__ = ["FIELDS", "ACCOUNT_FIELDS", "EVENTS", "spark_ddl", "RECORD_VERSION", "LIMITS"]
 
 RECORD_VERSION = 1
+
+# The longest value (in characters) each field may hold, decided once: the producer sends a longer one to the
+# dead-letter topic, the stream and the backfill turn a longer one (from another producer) into an error row.
+# The keys are indexed in PostgreSQL, whose btree entries must stay under ~2.7 KB: 2,048 characters of ASCII
+# (what a uri, id or handle is) leave room for the other columns of an index entry.
+LIMITS: dict[str, int] = {
+    "uri": 2048, "id": 256, "instance": 253, "acct": 512, "username": 512, "language": 35, "visibility": 32,
+    "text": 100_000, "content_html": 500_000,
+}
 EVENTS = ("update", "status.update", "delete")
 
 # name -> (Spark SQL type, description)
@@ -55,8 +64,3 @@ def spark_ddl() -> str:
     """The record schema as a Spark DDL string (for `from_json`)."""
     return ", ".join(f"`{name}` {typ}" for name, (typ, _) in FIELDS.items())
 
-
-def spark_schema():
-    """The record schema as a Spark StructType."""
-    from pyspark.sql.types import StructType
-    return StructType.fromDDL(spark_ddl())

@@ -15,7 +15,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from .normalize import keyword_pattern
-from .schema import EVENTS, spark_ddl
+from .schema import EVENTS, LIMITS, spark_ddl
 
 __all__ = ["parse_kafka", "parse_time_col", "apply_filters", "pg_array", "POST_COLUMNS", "to_post_rows"]
 
@@ -106,6 +106,12 @@ def _parse_columns() -> tuple[list[Column], list, Column]:
              .when((F.col("event") == "delete") & (F.col("id").isNull() | (F.col("instance").isNull())),
                    F.lit("delete without id or instance"))
              .when(is_status & (F.col("uri").isNull() | (F.col("uri") == "")), F.lit("status without uri"))
+             .when(F.length("uri") > LIMITS["uri"], F.lit(f"uri longer than {LIMITS['uri']} characters"))
+             .when(F.length("id") > LIMITS["id"], F.lit(f"id longer than {LIMITS['id']} characters"))
+             .when(F.length("instance") > LIMITS["instance"],
+                   F.lit(f"instance longer than {LIMITS['instance']} characters"))
+             .when(F.length("username") > LIMITS["acct"] + LIMITS["instance"] + 1,
+                   F.lit(f"username longer than {LIMITS['acct']} characters"))
              .when(is_status & F.col("acct").isNull(), F.lit("status without account"))
              .when(is_status & F.col("created_at").isNull(),
                    F.concat(F.lit("unreadable created_at "), F.coalesce(F.col("created_at_raw"), F.lit("null")))))

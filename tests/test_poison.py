@@ -1,0 +1,168 @@
+"""Poison-proof: no payload crashes ingest or stalls the stream.
+
+Property-based (hypothesis, seeded and bounded): for any JSON value in any field of a status or an event,
+normalisation returns a record or raises BadPayload; every record it returns can be encoded and published. End to
+end on the real services: good toots around every poison, through the stream and the backfill."""
+import json
+import math
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
+
+from conftest import FIXTURES, produce_raw
+from tootpipe import batch, db, kafka_io, steps
+from tootpipe.mastodon_source import IngestStats, _publish_one
+from tootpipe.normalize import BadPayload, filter_reason, normalize_event, opted_out
+from tootpipe.config import FilterParams
+from tootpipe.sample import generate
+from tootpipe.schema import LIMITS
+from tootpipe.streaming import run_available_now
+
+STATUS = generate(1, 3, edit_rate=0, delete_rate=0, duplicate_rate=0, malformed_rate=0, federated_copy_rate=0)[0]["data"]
+STATUS = {**STATUS, "visibility": "public", "account": {**STATUS["account"], "discoverable": True}}
+
+# any JSON value, with the nasty leaves: NUL, lone surrogates, huge and non-finite numbers, deep nesting
+leaves = (st.none() | st.booleans() | st.integers(min_value=-10**30, max_value=10**30)
+          | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=40)
+          | st.sampled_from(["\x00", "\ud83d", "a\x00b", "1e20", "true", "0001-01-01T00:00:00+05:00", "x" * 3000]))
+json_values = st.recursive(leaves, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+    st.text(max_size=8), inner, max_size=4), max_leaves=12)
+status_keys = st.sampled_from(sorted(STATUS) + ["account.note", "account.fields", "account.acct", "account.username",
+                                                 "account.display_name", "account.followers_count", "account.bot"])
+
+
+def with_value(key: str, value):
+    status = json.loads(json.dumps(STATUS))
+    if key.startswith("account."):
+        status["account"][key.split(".", 1)[1]] = value
+    else:
+        status[key] = value
+    return status
+
+
+class _Sink:
+    """A publisher that encodes like the real one and keeps what it was given."""
+
+    def __init__(self):
+        self.records, self.dead = [], []
+
+    def send_record(self, record):
+        self.records.append(orjson.loads(orjson.dumps(record)))
+
+    def send_dead_letter(self, raw, error, source):
+        self.dead.append(error)
+
+
+@seed(20261128)
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(key=status_keys, value=json_values, event=st.sampled_from(["update", "status.update"]))
+def test_any_value_in_any_field_gives_a_record_or_a_bad_payload(key, value, event):
+    status = with_value(key, value)
+    try:
+        record = normalize_event(event, status, "mastodon.example")
+    except BadPayload:
+        return
+    orjson.dumps(record)  # every record can be encoded (no lone surrogate survives)
+    assert all("\x00" not in v for v in record.values() if isinstance(v, str))
+    assert len(record["uri"]) <= LIMITS["uri"] and len(record["id"]) <= LIMITS["id"]
+    for f in ("replies_count", "reblogs_count", "favourites_count"):
+        assert record[f] is None or -2**63 <= record[f] < 2**63
+    filter_reason(record, FilterParams(languages=["en"], keywords=["cat"]))
+    opted_out(status["account"] if isinstance(status.get("account"), dict) else {})
+
+
+@seed(20261129)
+@settings(max_examples=300, deadline=None)
+@given(event=json_values | st.fixed_dictionaries({"event": json_values, "instance": json_values, "data": json_values}))
+def test_ingest_never_raises_on_an_event_it_reads(event):
+    from tootpipe.config import load
+    sink, stats = _Sink(), IngestStats()
+    try:
+        _publish_one(event, sink, load(None, use_env=False), stats, None)
+    except BadPayload:
+        pass
+
+
+def test_each_poison_becomes_a_dead_letter_with_its_reason():
+    poisons = {"created_at": [1e20, -1e13, math.inf, True, "0001-01-01T00:00:00+05:00"], "tags": [5],
+               "mentions": [True], "media_attachments": [3], "language": [5], "uri": ["u" * (LIMITS["uri"] + 1)]}
+    for key, values in poisons.items():
+        for v in values:
+            with pytest.raises(BadPayload):
+                normalize_event("update", with_value(key, v), "i")
+    # the limit itself is allowed, one more character is not
+    assert normalize_event("update", with_value("uri", "u" * LIMITS["uri"]), "i")["uri"] == "u" * LIMITS["uri"]
+    cleaned = normalize_event("update", {**with_value("content", "<p>a\x00b \ud83d</p>"), "replies_count": 10**30},
+                              "i")
+    assert cleaned["text"] == "ab ?" and cleaned["replies_count"] is None
+    assert not opted_out({"fields": ["x"], "note": 5})
+
+
+@pytest.mark.integration
+def test_dead_letters_of_any_size_and_text_reach_the_dlq(fresh):
+    params, ep = fresh
+    kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], 1)
+    pub = kafka_io.Publisher(ep.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
+    huge = {**STATUS, "uri": "https://a.example/s/huge", "content": "<p>" + "x" * 9_000_000 + "</p>"}
+    with pytest.raises(BadPayload):
+        pub.send_record(normalize_event("update", {**huge, "content": "<p>ok</p>"}, "i") | {"text": "y" * 9_000_000})
+    pub.send_dead_letter("\ud83d lone surrogate", "bad", "test")
+    pub.send_dead_letter(json.dumps(huge), "too big", "test")
+    pub.flush()
+    dead = list(kafka_io.export(ep.bootstrap_servers, params.kafka.dlq_topic, None, True))
+    assert len(dead) == 2 and dead[0]["value"]["raw"].startswith("? lone")
+    assert dead[1]["value"]["truncated"] is True and dead[1]["value"]["raw_chars"] > 9_000_000
+
+
+NUL_TOOT = {"v": 1, "event": "update", "uri": "https://a.example/s/nul", "id": "9", "instance": "a.example",
+            "created_at": "2026-11-26T10:00:00Z", "account": {"acct": "nul\u0000name", "username": "nul"},
+            "visibility": "public", "text": "has a \u0000 NUL", "language": "en", "hashtags": ["a\u0000b"]}
+
+
+def _good(n):
+    return json.dumps({"v": 1, "event": "update", "uri": f"https://a.example/s/{n}", "id": str(n),
+                       "instance": "a.example", "created_at": "2026-11-26T10:00:00Z",
+                       "account": {"acct": "alice", "username": "alice"}, "visibility": "public",
+                       "text": f"good {n}", "language": "en"}).encode()
+
+
+@pytest.mark.integration
+def test_poison_between_good_toots_never_stalls_the_stream_or_the_backfill(fresh, spark):
+    """A topic written by another producer: good toots around a NUL (kept, cleaned), a 3 KB uri and username,
+    invalid UTF-8, and wrong types. The stream and the backfill commit every good row and one error row per
+    poison, and a second run goes on from there."""
+    params, ep = fresh
+    kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic], 1)
+    long_uri = json.loads(_good(100)) | {"uri": "https://a.example/" + "u" * 3000}
+    long_user = json.loads(_good(101)) | {"account": {"acct": "u" * 3000 + "@a.example", "username": "u"}}
+    poisons = [json.dumps(long_uri).encode(), json.dumps(long_user).encode(),
+               b'{"v": 1, "event": "update", "uri": "https://a.example/s/\xff\xfe", "text": "\xc3\x28"}',
+               json.dumps(json.loads(_good(102)) | {"created_at": True, "hashtags": 5}).encode()]
+    values = [_good(1), json.dumps(NUL_TOOT).encode(), _good(2)]
+    for p in poisons:
+        values += [p, _good(len(values) + 10)]
+    produce_raw(ep.bootstrap_servers, params.kafka.topic, values)
+    good_uris = {json.loads(v)["uri"] for v in values if v.startswith(b'{"v": 1, "event": "update", "uri": "https://a.example/s/')
+                 and b"\\u0000" not in v and v not in poisons}
+    summary = run_available_now(spark, params, ep)
+    assert summary["input_rows"] == len(values)
+    stored = set(db.query_df(ep.database_url, "SELECT uri FROM mastodon_posts").uri)
+    assert stored == good_uris | {NUL_TOOT["uri"]}
+    errors = db.query_df(ep.database_url, "SELECT kafka_offset, error FROM stream_errors ORDER BY kafka_offset")
+    assert len(errors) == len(poisons), errors.error.tolist()
+    assert any("uri longer than" in e for e in errors.error) and any("username longer than" in e for e in errors.error)
+    nul = db.query_df(ep.database_url, "SELECT username, content, hashtags FROM mastodon_posts WHERE uri = %s",
+                      (NUL_TOOT["uri"],)).iloc[0]
+    assert "\x00" not in nul.username + nul.content and nul.content == "has a  NUL"
+    # the query is not stuck: more toots after the poison are read by the next run
+    produce_raw(ep.bootstrap_servers, params.kafka.topic, [_good(500), _good(501)])
+    assert run_available_now(spark, params, ep)["input_rows"] == 2
+    # the backfill: every message loaded, the poisons rejected with their reason, the good ones clean
+    loaded = batch.backfill(spark, params, ep)
+    assert loaded["rows"] == len(values) + 2
+    cleaned, rejects = batch.clean(batch.load_raw(spark, ep.database_url), params.filters)
+    assert {r.uri for r in cleaned.select("uri").collect()} == good_uris | {NUL_TOOT["uri"]} | {
+        "https://a.example/s/500", "https://a.example/s/501"}
+    assert rejects.count() == len(poisons)
