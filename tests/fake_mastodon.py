@@ -28,6 +28,8 @@ class FakeMastodon:
         self.good_token = good_token
         self.requests: list[tuple[str, int]] = []
         self.authorization: list[str | None] = []  # the Authorization header of every request
+        self.junk: list = []            # items added once to the next timeline page (no id, not a status, ...)
+        self.ignore_min_id = False      # a broken server: every page is the newest statuses, whatever min_id says
         self.stream_connects = 0
         self.closing = threading.Event()
         fake = self
@@ -108,9 +110,10 @@ class FakeMastodon:
             self._json(h, code, {"error": f"HTTP {code}"}, headers)
             return code
         limit = int(q.get("limit", 20))
-        newer = [s for s in self.store if "min_id" not in q or int(s["id"]) > int(q["min_id"])]
+        newer = [s for s in self.store if "min_id" not in q or self.ignore_min_id or int(s["id"]) > int(q["min_id"])]
         page = newer[:limit] if "min_id" in q else newer[-limit:]
-        page = list(reversed(page))
+        page = list(reversed(page)) + self.junk
+        self.junk = []
         headers = {"X-RateLimit-Limit": "300", "X-RateLimit-Remaining": "299",
                    "X-RateLimit-Reset": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() + 300))}
         if page:

@@ -219,3 +219,34 @@ def test_stream_source_into_the_real_broker_loses_nothing_and_sends_nothing_twic
     msgs = list(kafka_io.export(ep.bootstrap_servers, params.kafka.topic, max_messages=1000))
     uris = [m["value"]["uri"] for m in msgs]
     assert stats.published == 20 and len(uris) == 20 and set(uris) == {s["uri"] for s in st}
+
+
+def test_a_malformed_page_goes_to_the_dlq_and_the_feed_goes_on_and_a_server_ignoring_min_id_cannot_loop_it():
+    st = statuses()
+    with FakeMastodon(st[:10]) as fake:
+        fake.junk = [{"content": "no id"}, "not a status", {"id": True}]
+        feeds = []
+        gen = live_events([fake.url], "poll", FeedSettings(**FAST), None, feeds_out=feeds)
+        first = collect(gen, lambda ev: len(ev) >= 13, timeout=20)
+        statuses_seen = [e for e in first if isinstance(e["data"], dict) and e["data"].get("uri")]
+        assert ids(statuses_seen) == [str(s["id"]) for s in st[:10]] and len(first) == 13  # junk passed on
+        assert feeds[0].fatal is None
+    with FakeMastodon(st[:10]) as fake:
+        fake.ignore_min_id = True
+        feed_list = []
+        gen = live_events([fake.url], "poll", FeedSettings(**FAST), None, feeds_out=feed_list)
+        got = collect(gen, lambda ev: False, timeout=3)
+        timeline_calls = sum(1 for p, _ in fake.requests if p.startswith("/api/v1/timelines/"))
+        assert ids(got) == [str(s["id"]) for s in st[:10]]  # each status once, no endless gap-fill
+        assert timeline_calls <= 3 / FAST["poll_interval_s"] + 3
+
+
+def test_a_missing_timeline_and_an_unknown_host_stop_with_a_clear_error():
+    with FakeMastodon(statuses()) as fake:
+        settings = FeedSettings(**{**FAST, "timeline": "tag:nothing"})
+        fake.rest_errors = [404]
+        with pytest.raises(SourceError, match="refused"):
+            collect(live_events([fake.url], "poll", settings, None), lambda ev: False, timeout=10)
+    with pytest.raises(SourceError, match="unknown host"):
+        collect(live_events(["https://does-not-exist.invalid"], "poll", FeedSettings(**FAST), None),
+                lambda ev: False, timeout=60)

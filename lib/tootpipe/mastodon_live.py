@@ -102,14 +102,27 @@ class _Seen:
 
 
 def _fatal(exc: BaseException) -> bool:
-    """True for errors a retry cannot fix: a refused token or forbidden timeline (HTTP 401/403)."""
-    from mastodon import MastodonAPIError, MastodonNetworkError, MastodonUnauthorizedError
-    if isinstance(exc, (SourceError, MastodonUnauthorizedError)):
+    """True for errors a retry cannot fix: a refused token, a forbidden or missing timeline (HTTP 401/403/404)."""
+    from mastodon import MastodonAPIError, MastodonNetworkError, MastodonNotFoundError, MastodonUnauthorizedError
+    if isinstance(exc, (SourceError, MastodonUnauthorizedError, MastodonNotFoundError)):
         return True
-    if isinstance(exc, MastodonAPIError) and len(exc.args) > 1 and exc.args[1] in (401, 403):
+    if isinstance(exc, MastodonAPIError) and len(exc.args) > 1 and exc.args[1] in (401, 403, 404):
         return True
     # a refused streaming connection is reported with the reason phrase only
     return isinstance(exc, MastodonNetworkError) and any(w in str(exc) for w in ("Unauthorized", "Forbidden"))
+
+
+def _unknown_host(exc: BaseException) -> bool:
+    """A failed DNS look-up (the host name does not resolve), anywhere in the exception's chain."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, socket.gaierror) or "NameResolutionError" in type(exc).__name__ or \
+                "Name or service not known" in str(exc) or "nodename nor servname" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__ or (exc.args[0] if exc.args and isinstance(exc.args[0], BaseException)
+                                                    else None)
+        seen += 1
+    return False
 
 
 def _abort(response) -> None:
@@ -133,6 +146,8 @@ def _plain(obj):
 class InstanceFeed:
     """Streaming or polling of one instance into `out`; run() returns when `stop` is set or on a fatal error."""
 
+    MAX_DNS_FAILURES = 5  # a host that does not resolve this many times in a row is a mistake, not an outage
+
     def __init__(self, base_url: str, out: queue.Queue, stop: threading.Event, settings: FeedSettings,
                  access_token: str | None = None, rng: random.Random | None = None):
         self.base_url = base_url.rstrip("/")
@@ -146,6 +161,7 @@ class InstanceFeed:
         self.fatal: BaseException | None = None
         self.response = None
         self.last_activity = time.monotonic()
+        self.dns_failures = 0
         self._api = None
 
     # -- shared ---------------------------------------------------------------------------------------------
@@ -170,7 +186,13 @@ class InstanceFeed:
                 self.stats.gap_filled += 1
         self.stats.events += 1
         self.stats.by_kind[event] = self.stats.by_kind.get(event, 0) + 1
-        self.out.put({"event": event, "instance": self.host, "data": data})
+        item = {"event": event, "instance": self.host, "data": data}
+        while not self.stop.is_set():  # a full queue nobody reads any more must not hang the shutdown
+            try:
+                self.out.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
     def _timeline_page(self, min_id: str | None):
         tl = self.s.timeline
@@ -179,21 +201,33 @@ class InstanceFeed:
         return self.api.timeline_public(min_id=min_id, limit=self.s.page_size, local=tl == "public:local")
 
     def _emit_page(self, page, from_rest: bool) -> str | None:
-        """A REST page's statuses, oldest first; returns the newest id of the page (None when it is empty)."""
+        """A REST page's statuses, oldest first; returns the newest id of the page (None when it has none). An
+        item that is not a status with an id is passed on as it is (ingest dead-letters it): never dropped, never
+        fatal."""
+        page = page if isinstance(page, list) else [page]
+        good = [s for s in page if isinstance(s, dict) and isinstance(s.get("id"), (str, int))
+                and not isinstance(s.get("id"), bool)]
+        for item in page:
+            if not any(item is g for g in good):
+                self._emit("update", _plain(item), from_rest=from_rest)
         newest = None
-        for status in sorted(page, key=lambda s: _id_key(s["id"])):
+        for status in sorted(good, key=lambda s: _id_key(s["id"])):
             self._emit("update", _plain(status), from_rest=from_rest)
             newest = str(status["id"])
         return newest
 
     def fetch_newer(self, min_id: str | None) -> int:
-        """REST pages newer than `min_id`, oldest first, until the timeline is exhausted; returns statuses read."""
+        """REST pages newer than `min_id`, oldest first, until the timeline is exhausted or a page brings nothing
+        newer (a server that ignores `min_id` cannot keep it looping); returns statuses read."""
         n = 0
         while not self.stop.is_set():
             page = self._timeline_page(min_id)
-            min_id = self._emit_page(page, from_rest=True) or min_id
-            n += len(page)
-            if len(page) < self.s.page_size or min_id is None:
+            newest = self._emit_page(page, from_rest=True)
+            n += len(page) if isinstance(page, list) else 1
+            if newest is None or (min_id is not None and _id_key(newest) <= _id_key(min_id)):
+                break
+            min_id = newest
+            if len(page) < self.s.page_size:
                 break
         return n
 
@@ -202,8 +236,13 @@ class InstanceFeed:
         self.stats.errors += 1
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
         if _fatal(exc):
-            self.fatal = SourceError(f"{self.host}: {what} refused ({exc}); check MASTODON_ACCESS_TOKEN and that "
-                                     f"the token has the read scope")
+            self.fatal = SourceError(f"{self.host}: {what} refused ({exc}); check the instance address, "
+                                     f"MASTODON_ACCESS_TOKEN and that the token has the read scope")
+            return True
+        self.dns_failures = self.dns_failures + 1 if _unknown_host(exc) else 0
+        if self.dns_failures >= self.MAX_DNS_FAILURES:
+            self.fatal = SourceError(f"{self.host}: unknown host ({self.dns_failures} look-ups failed in a row); "
+                                     f"check source.instances")
             return True
         # a fresh client: Mastodon.py's "pace" mode refuses every later request once a response without rate-limit
         # headers (a proxy's 502, say) leaves its reset time in the past
@@ -212,6 +251,15 @@ class InstanceFeed:
         log.warning("%s: %s failed (%s); retrying in %.1f s", self.host, what, self.stats.last_error, delay)
         self.stop.wait(delay)
         return False
+
+    def run(self, kind: str) -> None:
+        """`run_stream` or `run_poll`, never dying silently: an unexpected error becomes this feed's fatal error,
+        which live_events raises (ingest must not end as if the source had finished)."""
+        try:
+            self.run_stream() if kind == "stream" else self.run_poll()
+        except Exception as exc:  # noqa: BLE001 - reported, not swallowed
+            log.exception("%s: the %s feed failed", self.host, kind)
+            self.fatal = SourceError(f"{self.host}: the {kind} feed failed: {type(exc).__name__}: {exc}")
 
     # -- polling --------------------------------------------------------------------------------------------
     def run_poll(self) -> None:
@@ -377,8 +425,7 @@ def live_events(instances: list[str], kind: str, settings: FeedSettings, access_
     feeds = [InstanceFeed(url, out, stop, settings, tokens[url]) for url in instances]
     if feeds_out is not None:
         feeds_out.extend(feeds)
-    threads = [threading.Thread(target=f.run_stream if kind == "stream" else f.run_poll, daemon=True,
-                                name=f"{kind}-{f.host}") for f in feeds]
+    threads = [threading.Thread(target=f.run, args=(kind,), daemon=True, name=f"{kind}-{f.host}") for f in feeds]
 
     def watchdog():
         while not stop.wait(min(1.0, settings.watchdog_s / 4)):

@@ -15,7 +15,7 @@ RECORD_VERSION = 1
 # (what a uri, id or handle is) leave room for the other columns of an index entry.
 LIMITS: dict[str, int] = {
     "uri": 2048, "id": 256, "instance": 253, "acct": 512, "username": 512, "language": 35, "visibility": 32,
-    "text": 100_000, "content_html": 500_000,
+    "text": 2_000_000, "content_html": 4_000_000,  # a record must also fit the 8 MiB Kafka message limit
 }
 EVENTS = ("update", "status.update", "delete")
 
