@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PARAMS ?= params/default.yaml
 
-.PHONY: install run test test-fast services-up services-down live live-stop notebooks clean
+.PHONY: install run test test-fast services-up services-down live live-stop notebooks lab clean
 
 $(VENV)/.installed: pyproject.toml jvm/pom.xml
 	bash scripts/system-deps.sh
@@ -31,6 +31,10 @@ services-up: install
 
 services-down:
 	$(VENV)/bin/tootpipe services down
+
+# JupyterLab on notebooks/ (the .py files open as notebooks), the embedded services started first
+lab: install
+	$(VENV)/bin/tootpipe lab
 
 notebooks: install
 	$(VENV)/bin/jupytext --to ipynb notebooks/[0-9][0-9]_*.py

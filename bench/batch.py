@@ -116,6 +116,14 @@ def main(argv=None) -> int:
     print(f"backfill: {bf['rows']:,} rows in {res['backfill_s']} s", flush=True)
     again = batch.backfill(spark, params, ep)
     res["backfill_rerun_rows"] = again["rows"]
+    # the baseline in the same run: Spark's connector reading the same messages into nothing (count)
+    t = time.perf_counter()
+    read = (spark.read.format("kafka").option("kafka.bootstrap.servers", ep.bootstrap_servers)
+            .option("subscribe", params.kafka.topic).option("minPartitions", "8").load().count())
+    res["kafka_read_s"] = round(time.perf_counter() - t, 2)
+    res["kafka_read_rows_per_s"] = round(read / res["kafka_read_s"])
+    res["backfill_to_read_ratio"] = round(res["backfill_toots_per_s"] / res["kafka_read_rows_per_s"], 2)
+    print(f"raw connector read: {read:,} rows in {res['kafka_read_s']} s", flush=True)
 
     t = time.perf_counter()
     cl = steps.clean_step(params, ep)
@@ -142,6 +150,7 @@ def main(argv=None) -> int:
     print()
     print(f"{'stage':34} {'seconds':>8} {'rows/s':>10}")
     print(f"{'backfill (Kafka -> toots_raw)':34} {res['backfill_s']:>8} {res['backfill_toots_per_s']:>10,}")
+    print(f"{'baseline: connector read, count':34} {res['kafka_read_s']:>8} {res['kafka_read_rows_per_s']:>10,}")
     print(f"{'clean (-> toots_clean, rejects)':34} {res['clean_s']:>8}")
     for mode, r in runs.items():
         print(f"{'analytics, ' + mode:34} {r['seconds']:>8}")

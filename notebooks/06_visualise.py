@@ -61,5 +61,15 @@ plots.reconciliation(q("SELECT * FROM stream_batch_reconciliation"));
 plots.stream_health(q("SELECT * FROM stream_progress WHERE checkpoint = (SELECT checkpoint FROM stream_progress "
                       "ORDER BY committed_at DESC LIMIT 1)"));
 
+# %% [markdown]
+# Every record the pipeline could not use, by stage and kind: dead letters of ingest (payloads that never became a
+# record), error rows of the stream and rejects of the batch (messages another producer wrote, or records the
+# database could not take). None of them stopped anything.
+
 # %%
-plots.problems_summary(steps.problems(params, ep));
+problems = steps.problems(params, ep)
+problems.groupby(["stage", "reason_class"]).size().rename("records").to_frame() if len(problems) else \
+    "no dead letters, stream errors or rejects"
+
+# %%
+plots.problems_summary(problems);

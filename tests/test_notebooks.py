@@ -27,11 +27,16 @@ def small_params(tmp_path) -> str:
 TOKEN, PASSWORD = "tok-artefact-41c7e2", "pw-artefact-8d3f09"
 
 
-def test_chain_writes_offline_reports(services_up, tmp_path, monkeypatch):
+def test_chain_writes_offline_reports(services_up, tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("MASTODON_ACCESS_TOKEN", TOKEN)  # known secrets: no artefact of the run may hold them
     monkeypatch.setenv("DB_PASSWORD", PASSWORD)
     code, out = run_notebooks(small_params(tmp_path), keep_services=True, reports_dir=str(tmp_path))
     assert code == 0
+    console = capfd.readouterr()
+    lines = (console.out + console.err).strip().splitlines()
+    assert len(lines) == 8 and all(line.startswith("run_all: ") for line in lines), lines  # one screen
+    assert "details in" in lines[0] and "report" in lines[-1]
+    assert not any(w in console.out + console.err for w in ("Traceback", "WARN", "BrokenPipe"))
     assert_no_secret_in(tmp_path, STATE)
     html = sorted(p.name for p in out.glob("*.html"))
     assert html == ["01_ingest.html", "02_stream.html", "03_batch.html", "04_analytics.html", "05_sentiment.html",

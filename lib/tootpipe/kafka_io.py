@@ -15,7 +15,7 @@ from .normalize import BadPayload
 
 __all__ = ["ensure_topics", "Publisher", "end_offsets", "start_offsets", "read_range",
            "range_consumer", "export", "cluster_id", "KafkaUnavailable", "partitions_for", "check_reachable",
-           "delete_topics", "RecordTooLarge"]
+           "delete_topics", "RecordTooLarge", "newest_status_ids"]
 
 
 class KafkaUnavailable(RuntimeError):
@@ -289,6 +289,39 @@ def _as_dict(msg) -> dict:
         pass
     return {"partition": msg.partition(), "offset": msg.offset(), "timestamp": msg.timestamp()[1],
             "key": msg.key().decode("utf-8", "replace") if msg.key() else None, "value": value}
+
+
+def newest_status_ids(bootstrap: str, topic: str, hosts: list[str], tail: int = 2000,
+                      max_tail: int = 50_000) -> dict[str, str]:
+    """Per instance host, the newest status id already in the topic (the topic is the one source of truth for
+    where ingest stopped). Reads the last `tail` messages of each partition, further back (up to `max_tail`) while
+    some host is still unseen. Hosts never published are left out."""
+    from .mastodon_live import status_id_key
+    try:
+        ends = end_offsets(bootstrap, topic)
+    except KafkaUnavailable:
+        return {}
+    starts = start_offsets(bootstrap, topic, list(ends))
+    found: dict[str, str] = {}
+    done = {p: e for p, e in ends.items()}  # per partition: where the part already read begins
+    while True:
+        for p, e in ends.items():
+            lo = max(starts[p], e - tail)
+            for msg in read_range(bootstrap, topic, p, lo, done[p]):
+                try:
+                    rec = json.loads(msg.value())
+                except (TypeError, ValueError):
+                    continue
+                if not isinstance(rec, dict) or rec.get("event") not in ("update", "status.update"):
+                    continue
+                host, sid = rec.get("instance"), rec.get("id")
+                if host in hosts and isinstance(sid, str) and (
+                        host not in found or status_id_key(sid) > status_id_key(found[host])):
+                    found[host] = sid
+            done[p] = lo
+        if set(hosts) <= set(found) or tail >= max_tail or all(done[p] <= starts[p] for p in ends):
+            return found
+        tail *= 4
 
 
 def export(bootstrap: str, topic: str, max_messages: int | None = None, from_beginning: bool = True,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 from urllib.parse import urlsplit
 
-__all__ = ["token_for", "Backoff", "FeedSettings", "InstanceFeed", "live_events", "SourceError", "TICK"]
+__all__ = ["token_for", "status_id_key", "Backoff", "FeedSettings", "InstanceFeed", "live_events", "SourceError", "TICK"]
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,12 @@ class FeedStats:
     last_error: str | None = None
     events: int = 0
     by_kind: dict = field(default_factory=dict)
+    resumed_from: str | None = None  # after a restart: the newest id that was already in the topic
+    recovered: int = 0               # statuses filled in over REST since it
 
 
-def _id_key(status_id) -> tuple:
+def status_id_key(status_id) -> tuple:
+    """Sort key of Mastodon status ids (numeric snowflakes, or opaque strings on other servers)."""
     s = str(status_id)
     return (0, int(s)) if s.isdigit() else (1, len(s), s)
 
@@ -162,6 +165,7 @@ class InstanceFeed:
         self.response = None
         self.last_activity = time.monotonic()
         self.dns_failures = 0
+        self.resume_id: str | None = None
         self._api = None
 
     # -- shared ---------------------------------------------------------------------------------------------
@@ -180,7 +184,7 @@ class InstanceFeed:
             if not self.seen.add(key):
                 self.stats.duplicates_dropped += 1
                 return
-            if self.last_id is None or _id_key(sid) > _id_key(self.last_id):
+            if self.last_id is None or status_id_key(sid) > status_id_key(self.last_id):
                 self.last_id = sid
             if from_rest:
                 self.stats.gap_filled += 1
@@ -211,7 +215,7 @@ class InstanceFeed:
             if not any(item is g for g in good):
                 self._emit("update", _plain(item), from_rest=from_rest)
         newest = None
-        for status in sorted(good, key=lambda s: _id_key(s["id"])):
+        for status in sorted(good, key=lambda s: status_id_key(s["id"])):
             self._emit("update", _plain(status), from_rest=from_rest)
             newest = str(status["id"])
         return newest
@@ -224,7 +228,7 @@ class InstanceFeed:
             page = self._timeline_page(min_id)
             newest = self._emit_page(page, from_rest=True)
             n += len(page) if isinstance(page, list) else 1
-            if newest is None or (min_id is not None and _id_key(newest) <= _id_key(min_id)):
+            if newest is None or (min_id is not None and status_id_key(newest) <= status_id_key(min_id)):
                 break
             min_id = newest
             if len(page) < self.s.page_size:
@@ -269,7 +273,8 @@ class InstanceFeed:
                 if self.last_id is None:  # start at the newest page, like a person opening the timeline
                     self._emit_page(self._timeline_page(None), from_rest=False)
                 else:
-                    self.fetch_newer(self.last_id)
+                    n = self.fetch_newer(self.last_id)
+                    self._resumed(n)
                 self.backoff.reset()
             except MastodonError as exc:
                 if self._failed(exc, "timeline request"):
@@ -320,9 +325,21 @@ class InstanceFeed:
         """Called by the listener once the stream is open and before it is read: fill the gap over REST."""
         self.response = response
         if self.last_id is not None:
+            since = self.last_id
             n = self.fetch_newer(self.last_id)
-            log.info("%s: reconnected; %d statuses filled in over REST since id %s", self.host, n, self.last_id)
+            if not self._resumed(n):
+                log.info("%s: reconnected; %d statuses filled in over REST since id %s", self.host, n, since)
         self.last_activity = time.monotonic()
+
+    def _resumed(self, n: int) -> bool:
+        """Log, once, how a restart resumed (True when this was that first fill)."""
+        if self.resume_id is None:
+            return False
+        log.info("%s: resumed after a restart: %d statuses recovered over REST since id %s (the newest already in "
+                 "the topic)", self.host, n, self.resume_id)
+        self.stats.resumed_from, self.stats.recovered = self.resume_id, n
+        self.resume_id = None
+        return True
 
     def check_watchdog(self, now: float) -> None:
         response = self.response
@@ -405,11 +422,13 @@ def token_for(instance: str, kind: str, token: str | None, token_instance: str |
 
 def live_events(instances: list[str], kind: str, settings: FeedSettings, access_token: str | None = None,
                 feeds_out: list | None = None, tick_s: float = 0.5, token_instance: str | None = None,
-                poll_with_token: bool = False) -> Iterator[dict]:
+                poll_with_token: bool = False, resume_from: dict[str, str] | None = None) -> Iterator[dict]:
     """Events from every instance at once (`kind` is "stream" or "poll"), with :data:`TICK` while idle.
 
-    The token reaches only the instance that issued it (see :func:`token_for`). Closing the generator stops every
-    feed. A fatal error of any feed raises :class:`SourceError`.
+    `resume_from` maps an instance host to the newest status id already published: that feed starts by filling
+    in, over REST, every status since (as far back as the API serves), instead of starting from "now". The token
+    reaches only the instance that issued it (see :func:`token_for`). Closing the generator stops every feed. A
+    fatal error of any feed raises :class:`SourceError`.
     """
     if token_instance is None and access_token and len(instances) == 1:
         token_instance = instances[0]
@@ -423,6 +442,9 @@ def live_events(instances: list[str], kind: str, settings: FeedSettings, access_
     out: queue.Queue = queue.Queue(maxsize=50000)
     stop = threading.Event()
     feeds = [InstanceFeed(url, out, stop, settings, tokens[url]) for url in instances]
+    for f in feeds:
+        if (resume_from or {}).get(f.host):
+            f.last_id = f.resume_id = resume_from[f.host]
     if feeds_out is not None:
         feeds_out.extend(feeds)
     threads = [threading.Thread(target=f.run, args=(kind,), daemon=True, name=f"{kind}-{f.host}") for f in feeds]

@@ -113,7 +113,8 @@ def paced(events: Iterable[dict], rate: float | None) -> Iterator[dict]:
         yield e
 
 
-def source_events(params: Params) -> Iterable[dict]:
+def source_events(params: Params, resume_from: dict[str, str] | None = None) -> Iterable[dict]:
+    """The events of the configured source; a live source resumes each instance after `resume_from[host]`."""
     kind = params.source.kind
     if kind == "sample":
         return paced(sample_events(params), params.source.rate)
@@ -125,7 +126,7 @@ def source_events(params: Params) -> Iterable[dict]:
     home = params.source.token_instance or os.environ.get("MASTODON_BASE_URL") or None
     return live_events(params.source.instances, kind, feed_settings(params), secret("MASTODON_ACCESS_TOKEN"),
                        token_instance=home.split(",")[0].strip() if home else None,
-                       poll_with_token=params.source.poll_with_token)
+                       poll_with_token=params.source.poll_with_token, resume_from=resume_from)
 
 
 def ingest(events: Iterable[dict], publisher, params: Params, *, max_toots: int | None = None,

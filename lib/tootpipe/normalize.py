@@ -197,6 +197,9 @@ def safe_text(s: str) -> str:
 def _str(status: dict, key: str, *, required: bool = False) -> str | None:
     """A string field, cleaned and within its limit; BadPayload for another type or a longer value."""
     v = status.get(key)
+    if v.__class__ is str and v and len(v) <= LIMITS.get(key, len(v)) and v.isascii() and "\x00" not in v \
+            and v[0] != " ":  # the common case, checked cheaply (ids, uris, handles, language codes)
+        return v
     if v is None or (v == "" and not required):
         if required:
             raise BadPayload(f"status has no {key}")
@@ -327,7 +330,7 @@ def normalize_event(event: str, data, instance: str, **kw) -> dict:
         return {"v": RECORD_VERSION, "event": "delete", "uri": None, "id": sid, "instance": instance,
                 "ingested_at": kw.get("ingested_at") or utc_now_iso()}
     if event not in ("update", "status.update"):
-        raise BadPayload(f"event {safe_text(str(event))[:40]!r} is not a status event")
+        raise BadPayload(f"not a status event: {safe_text(str(event))[:40]!r}")
     if isinstance(data, (str, bytes)):
         try:
             data = json.loads(data)

@@ -191,7 +191,8 @@ def problems_summary(problems: pd.DataFrame, title: str = "Dead letters, stream 
     """`problems` has stage and reason (one row per problem record)."""
     if problems.empty:
         return empty_figure(title, "no dead letters, stream errors or rejects: every record was usable")
-    p = problems.assign(reason=problems["reason"].fillna("?").str.slice(0, 60))
+    p = problems.assign(reason=(problems["reason_class"] if "reason_class" in problems else
+                                problems["reason"]).fillna("?").str.slice(0, 60))
     counts = p.groupby(["stage", "reason"]).size().rename("records").reset_index().nlargest(15, "records")
     fig, ax = plt.subplots(figsize=(10, 0.35 * len(counts) + 1.4))
     sns.barplot(data=counts, y="reason", x="records", hue="stage", dodge=False, ax=ax)

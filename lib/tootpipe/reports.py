@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import subprocess
 import sys
 import time
@@ -98,15 +99,49 @@ figcaption{{font-size:.75rem;color:#666}}pre{{background:#f6f6f6;padding:1rem;ov
     return path
 
 
-def run_notebooks(params_file: str, only: list[str] | None = None, keep_services: bool = False,
-                  reports_dir: str | None = None) -> tuple[int, Path | None]:
-    """Execute the notebooks; returns (exit code, run folder)."""
-    import jupytext
-    import papermill as pm
-    from . import services
-    from .db import table_counts
-    from .steps import TABLES
+class _QuietConsole:
+    """While a run lasts, the process's stdout and stderr (and so the kernels', the JVM's and Spark workers',
+    which inherit them) go to a log file; :meth:`say` writes to the real console."""
 
+    def __init__(self, log: Path, quiet: bool) -> None:
+        self.log, self.quiet = log, quiet
+        self._saved: list[int] = []
+        self.console = sys.stdout
+
+    def __enter__(self):
+        if self.quiet:
+            self.log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            self._saved = [os.dup(1), os.dup(2)]
+            self.console = os.fdopen(os.dup(self._saved[0]), "w", buffering=1)
+            fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.close(fd)
+        return self
+
+    def say(self, line: str) -> None:
+        print(line, file=self.console, flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self._saved:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(self._saved[0], 1)
+            os.dup2(self._saved[1], 2)
+            for fd in self._saved:
+                os.close(fd)
+            self.console.close()
+            self._saved = []
+
+
+def run_notebooks(params_file: str, only: list[str] | None = None, keep_services: bool = False,
+                  reports_dir: str | None = None, quiet: bool = True) -> tuple[int, Path | None]:
+    """Execute the notebooks; returns (exit code, run folder). With `quiet`, the console shows one line per
+    notebook (name, status, seconds), the failing cell and its error if one fails, and the report's path;
+    everything else (kernel, JVM and Spark output) goes to `.tootpipe/logs/<run>.log`, named on the console."""
+    from . import services
     try:
         params = load(params_file)
     except ParamsError as exc:
@@ -117,6 +152,19 @@ def run_notebooks(params_file: str, only: list[str] | None = None, keep_services
     base = params.path(reports_dir or params.reports.dir)
     out_dir = base / run_id
     out_dir.mkdir(parents=True, exist_ok=True)
+    log = services.state_dir() / "logs" / f"{run_id}.log"
+    with _QuietConsole(log, quiet) as console:
+        if quiet:
+            console.say(f"run_all: {len(notebook_paths(only))} notebooks, details in {log}")
+        return _run(params, params_path, run_id, base, out_dir, only, keep_services, console)
+
+
+def _run(params, params_path, run_id, base, out_dir, only, keep_services, console) -> tuple[int, Path | None]:
+    import jupytext
+    import papermill as pm
+    from . import services
+    from .db import table_counts
+    from .steps import TABLES
     ep = services.up(params)
     results: list[dict] = []
     failure: NotebookFailed | None = None
@@ -128,7 +176,6 @@ def run_notebooks(params_file: str, only: list[str] | None = None, keep_services
             out = out_dir / (py.stem + ".ipynb")
             t0 = time.monotonic()
             result = {"name": py.stem, "html": py.stem + ".html", "status": "ok", "figures": []}
-            print(f"run_all: {py.name} ...", flush=True)
             try:
                 pm.execute_notebook(nb, str(out), parameters={"params_file": params_path, "run_id": run_id},
                                     cwd=str(project_root()), kernel_name="python3", progress_bar=False,
@@ -144,7 +191,7 @@ def run_notebooks(params_file: str, only: list[str] | None = None, keep_services
                 to_html(out)
                 result["figures"] = _figures(out, out_dir)
             results.append(result)
-            print(f"run_all: {py.name} {result['status']} in {result['seconds']:.1f} s", flush=True)
+            console.say(f"run_all: {py.stem:14} {result['status']:6} {result['seconds']:6.1f} s")
             if failure:
                 break
         try:
@@ -161,7 +208,7 @@ def run_notebooks(params_file: str, only: list[str] | None = None, keep_services
         if not keep_services:
             services.down()
     if failure:
-        print(f"run_all: {failure} (partial notebook and HTML kept in {out_dir})", file=sys.stderr)
+        console.say(f"run_all: {failure} (partial notebook and HTML kept in {out_dir})")
         return 1, out_dir
-    print(f"run_all: report {index}")
+    console.say(f"run_all: report {index}")
     return 0, out_dir

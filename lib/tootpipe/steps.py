@@ -31,8 +31,14 @@ def ingest_step(params: Params, ep: Endpoints, *, max_toots: int | None = None, 
     ensure_topics(ep.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], params.kafka.partitions,
                   params.kafka.replication_factor)
     pub = Publisher(ep.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
+    resume = None
+    if params.source.kind in ("poll", "stream") and params.source.resume:
+        from urllib.parse import urlsplit
+        from .kafka_io import newest_status_ids
+        hosts = [urlsplit(u).hostname or u for u in params.source.instances]
+        resume = newest_status_ids(ep.bootstrap_servers, params.kafka.topic, hosts)
     try:
-        stats = ingest(source_events(params), pub, params, max_toots=max_toots or params.source.max_toots,
+        stats = ingest(source_events(params, resume), pub, params, max_toots=max_toots or params.source.max_toots,
                        duration_s=duration_s or params.source.duration_s, source=params.source.kind)
     finally:
         pub.close()
@@ -127,8 +133,8 @@ def score_step(params: Params, ep: Endpoints, model_path: str | None = None) -> 
 
 
 def problems(params: Params, ep: Endpoints, limit: int = 20000):
-    """Every record the pipeline could not use, as a DataFrame (stage, reason): dead letters from the DLQ topic,
-    the stream's `stream_errors`, the batch's `toots_rejects`."""
+    """Every record the pipeline could not use, as a DataFrame (stage, reason, reason_class): dead letters from the
+    DLQ topic, the stream's `stream_errors`, the batch's `toots_rejects`."""
     import pandas as pd
     from .db import query_df, table_counts
     from .kafka_io import KafkaUnavailable, export, partitions_for
@@ -143,7 +149,16 @@ def problems(params: Params, ep: Endpoints, limit: int = 20000):
     for stage, table, col in (("stream error", "stream_errors", "error"), ("batch reject", "toots_rejects", "reason")):
         if present.get(table):
             rows += [(stage, r) for r in query_df(ep.database_url, f"SELECT {col} AS reason FROM {table}").reason]
-    return pd.DataFrame(rows, columns=["stage", "reason"])
+    out = pd.DataFrame(rows, columns=["stage", "reason"])
+    return out.assign(reason_class=out["reason"].map(reason_class))
+
+
+def reason_class(reason) -> str:
+    """The kind of a problem without its particulars: "malformed JSON: Expecting value ..." -> "malformed JSON",
+    "uri longer than 2048 characters (3021)" -> "uri longer than 2048 characters"."""
+    import re
+    text = str(reason or "unknown")
+    return re.split(r":|\s\(|\s'|\s\"", text, maxsplit=1)[0].strip()[:80] or "unknown"
 
 
 def bench_result(name: str):

@@ -102,7 +102,7 @@ def _parse_columns() -> tuple[list[Column], list, Column]:
     ]
     is_status = F.col("event").isin("update", "status.update")
     error = (F.when(F.col("event").isNull(), F.lit("not a toot record (malformed JSON or wrong shape)"))
-             .when(~F.col("event").isin(*EVENTS), F.concat(F.lit("unknown event "), F.col("event")))
+             .when(~F.col("event").isin(*EVENTS), F.concat(F.lit("unknown event: "), F.col("event")))
              .when((F.col("event") == "delete") & (F.col("id").isNull() | (F.col("instance").isNull())),
                    F.lit("delete without id or instance"))
              .when(is_status & (F.col("uri").isNull() | (F.col("uri") == "")), F.lit("status without uri"))
@@ -114,7 +114,7 @@ def _parse_columns() -> tuple[list[Column], list, Column]:
                    F.lit(f"username longer than {LIMITS['acct']} characters"))
              .when(is_status & F.col("acct").isNull(), F.lit("status without account"))
              .when(is_status & F.col("created_at").isNull(),
-                   F.concat(F.lit("unreadable created_at "), F.coalesce(F.col("created_at_raw"), F.lit("null")))))
+                   F.concat(F.lit("unreadable created_at: "), F.coalesce(F.col("created_at_raw"), F.lit("null")))))
     return decode, fields, error.alias("error")
 
 
