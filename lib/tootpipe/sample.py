@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .config import project_root
 
-__all__ = ["generate", "write_jsonl", "read_events", "expected_posts", "INSTANCES", "START"]
+__all__ = ["generate", "write_jsonl", "expected_posts", "INSTANCES", "START"]
 
 INSTANCES = ["mastodon.social", "fosstodon.org", "chaos.social", "hachyderm.io", "mastodon.online"]
 START = datetime(2026, 11, 26, tzinfo=timezone.utc)
@@ -205,12 +205,6 @@ def write_jsonl(events: list[dict], path: str | Path | None = None, fh=None) -> 
     finally:
         if fh is None:
             out.close()
-
-
-def read_events(path: str | Path) -> list[dict]:
-    """Read events written by :func:`write_jsonl`."""
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 def expected_posts(events: list[dict], filters) -> dict[str, dict]:
