@@ -115,3 +115,11 @@ def test_vader_shortcut_scores_exactly_as_vadersentiment():
     emoji_free = sum(1 for t in texts if fast._emoji_chars.isdisjoint(t))
     assert 0 < emoji_free < len(texts)  # both paths are exercised
     assert [fast.polarity_scores(t) for t in texts] == [reference.polarity_scores(t) for t in texts]
+
+
+def test_generated_kafka_cluster_ids_are_valid_and_never_read_as_an_option():
+    import base64
+    from tootpipe.kafka_broker import _new_cluster_id
+    ids = [_new_cluster_id() for _ in range(3000)]  # ~1 in 64 raw ids starts with "-": ~47 expected here
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids) and len(set(ids)) == len(ids)
+    assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)

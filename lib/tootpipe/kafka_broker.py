@@ -93,8 +93,13 @@ def _old_ports(props: Path) -> tuple[int | None, int | None]:
 
 
 def _new_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (what StorageTool random-uuid prints)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (what StorageTool random-uuid prints),
+    never starting with "-" (Kafka's own Uuid.randomUuid skips those too: the command line would read it as an
+    option)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def cluster_id_of(data: Path) -> str | None:

@@ -24,7 +24,7 @@ from .mastodon_live import TICK, FeedSettings, SourceError, live_events
 from .normalize import BadPayload, filter_reason, normalize_event, opted_out, parse_sse
 
 __all__ = ["IngestStats", "events_from_file", "sample_events", "feed_settings", "source_events", "ingest", "paced",
-           "SourceError"]
+           "publish_event", "SourceError"]
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def ingest(events: Iterable[dict], publisher, params: Params, *, max_toots: int 
                 continue
             stats.read += 1
             try:
-                _publish_one(e, publisher, params, stats, pseudonym_key)
+                publish_event(e, publisher, params, stats, pseudonym_key)
             except BadPayload as exc:
                 raw = e.get("data") if isinstance(e, dict) else e
                 where = e.get("instance") if isinstance(e, dict) else None
@@ -180,7 +180,7 @@ def ingest(events: Iterable[dict], publisher, params: Params, *, max_toots: int 
     return stats
 
 
-def _publish_one(e, publisher, params: Params, stats: IngestStats, pseudonym_key: bytes | None) -> None:
+def publish_event(e, publisher, params: Params, stats: IngestStats, pseudonym_key: bytes | None) -> None:
     """Normalise, check opt-out and filters, publish one event; BadPayload for anything unusable (the caller
     dead-letters it), including a record too large for the broker."""
     if not isinstance(e, dict):
