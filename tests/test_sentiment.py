@@ -60,3 +60,21 @@ def test_bad_training_file_is_a_clear_error(spark, tmp_path):
     p.write_text("sentence\tpolarity\nhi\tpositive\n")
     with pytest.raises(ValueError, match="columns `text` and `label`"):
         sentiment.load_labelled(spark, p)
+
+
+def test_a_model_trained_from_the_same_inputs_is_reused_and_any_change_trains_again(spark, tmp_path):
+    from conftest import isolated
+    from tootpipe import config, steps
+    params = config.load(None, isolated({"sentiment.model_dir": str(tmp_path / "models"),
+                                         "sentiment.train_limit": 1500}), use_env=False)
+    first = steps.train_step(params, "balanced_ngrams")
+    assert first["cached"] is False
+    again = steps.train_step(params, "balanced_ngrams")
+    assert again["cached"] is True and again["model"] == first["model"]
+    assert again["semeval2017_dev"] == first["semeval2017_dev"] and again["train_s"] == first["train_s"]
+    params.sentiment.train_limit = 1600  # another input: another model
+    changed = steps.train_step(params, "balanced_ngrams")
+    assert changed["cached"] is False and changed["model"] != first["model"]
+    params.sentiment.train_limit = 1500
+    forced = steps.train_step(params, "balanced_ngrams", retrain=True)
+    assert forced["cached"] is False and forced["model"] not in (first["model"], changed["model"])

@@ -141,7 +141,7 @@ def cmd_sentiment(args) -> int:
     from . import steps
     params = _params(args)
     if args.action == "train":
-        print(steps.dumps(steps.train_step(params, args.variant, tune=args.tune)))
+        print(steps.dumps(steps.train_step(params, args.variant, tune=args.tune, retrain=args.retrain)))
         return 0
     if args.action == "score":
         _, ep = _ctx(args)
@@ -260,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=["train", "evaluate", "predict", "score"])
     s.add_argument("--variant", default=None, help="default: sentiment.variant from the parameters")
     s.add_argument("--tune", action="store_true", help="choose regParam on the training data (temporal holdout)")
+    s.add_argument("--retrain", action="store_true", help="train even when a model from the same inputs is saved")
     s.add_argument("--data")
     s.add_argument("--model")
     s.set_defaults(fn=cmd_sentiment)

@@ -109,6 +109,7 @@ class SentimentParams(_Strict):
     train_limit: int | None = Field(None, ge=100)
     languages: list[str] = ["en"]
     min_language_recall: float = Field(0.45, ge=0, le=1)  # a language model below this is not used
+    retrain: bool = False  # train again even when a model set trained from the same inputs is saved
 
 
 class ReportParams(_Strict):

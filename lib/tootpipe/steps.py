@@ -88,18 +88,29 @@ def analytics_step(params: Params, ep: Endpoints) -> dict:
     return {"rows": counts, "seconds_per_table": timings, "seconds": round(time.monotonic() - t0, 2)}
 
 
-def train_step(params: Params, variant: str | None = None, *, tune: bool = False) -> dict:
+def train_step(params: Params, variant: str | None = None, *, tune: bool = False, retrain: bool = False) -> dict:
     """Train the English model (`variant`, default sentiment.variant) on the SemEval training file only, measure it
-    on both evaluation sets, train the XLM-T models of the other configured languages, save the set."""
+    on both evaluation sets, train the XLM-T models of the other configured languages, save the set.
+
+    A model set trained before from the same inputs (data files, variant, its parameters, the modelling code) is
+    reused instead of trained again (`"cached": true` in the result); `retrain` (or sentiment.retrain) forces
+    training."""
+    from .model_cache import cache_key, find_cached
     from .sentiment import (evaluate, load_labelled, save_model, train, train_language_models, tune_reg_param)
     from .spark_session import get_spark
-    spark = get_spark(params)
     variant = variant or params.sentiment.variant
     train_path = params.path(params.sentiment.train_path)
+    reg = params.sentiment.reg_param if variant == params.sentiment.variant else None
+    key = None if tune else cache_key(params, variant, reg)
+    if key and not (retrain or params.sentiment.retrain):
+        hit = find_cached(params.path(params.sentiment.model_dir), key)
+        if hit is not None:
+            return hit
+    spark = get_spark(params)
     tuned = tune_reg_param(spark, train_path, variant, limit=params.sentiment.train_limit) if tune else None
-    reg = tuned["best"] if tuned else params.sentiment.reg_param if variant == params.sentiment.variant else None
+    reg = tuned["best"] if tuned else reg
     model, seconds = train(spark, train_path, variant, params.sentiment.train_limit, reg_param=reg)
-    metrics = {"variant": variant, "reg_param": reg, "tuning": tuned, "train_s": round(seconds, 1),
+    metrics = {"variant": variant, "reg_param": reg, "tuning": tuned, "train_s": round(seconds, 1), "cache_key": key,
                "semeval2017_dev": evaluate(model, load_labelled(spark, params.path(params.sentiment.dev_path))),
                "tweeteval_val": evaluate(model, load_labelled(spark, params.path(params.sentiment.val_path)))}
     path = save_model(model, params.path(params.sentiment.model_dir), metrics)
@@ -108,7 +119,7 @@ def train_step(params: Params, variant: str | None = None, *, tune: bool = False
     if langs:
         metrics["languages"] = langs
         (path / "metrics.json").write_text(json.dumps({"version": path.name, **metrics}, indent=2))
-    return {"model": str(path), **metrics}
+    return {"model": str(path), "cached": False, **metrics}
 
 
 def baselines_step(params: Params) -> dict:

@@ -1,0 +1,57 @@
+"""Trained models reused, not trained again: a model set is keyed by everything it depends on.
+
+Guarantees: the key covers the bytes of the training and evaluation data (and the XLM-T files of the configured
+languages), the variant and its parameters (reg_param, train_limit, languages, min_language_recall), the modelling
+code (the source of `sentiment.py` and `vader.py`) and the pyspark version; a change to any of them misses the
+cache. A hit is a saved model set whose metrics carry the same key and whose model folder is complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .config import Params
+
+__all__ = ["cache_key", "find_cached"]
+
+
+def _file_digest(path: Path, h) -> None:
+    h.update(str(path.name).encode())
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+
+
+def cache_key(params: Params, variant: str, reg_param: float | None) -> str:
+    import pyspark
+    s = params.sentiment
+    h = hashlib.sha256()
+    for p in (s.train_path, s.dev_path, s.val_path):
+        _file_digest(params.path(p), h)
+    from .sentiment import XLMT_LANGUAGES
+    folders = {XLMT_LANGUAGES[c] for c in s.languages if c != "en" and c in XLMT_LANGUAGES}
+    xlmt = params.path(s.xlmt_dir)
+    for f in sorted(xlmt.glob("*/*.txt")) if xlmt.exists() else []:
+        if f.parent.name in folders:
+            _file_digest(f, h)
+    code = Path(__file__).parent
+    for module in ("sentiment.py", "vader.py"):
+        _file_digest(code / module, h)
+    h.update(json.dumps({"variant": variant, "reg_param": reg_param, "train_limit": s.train_limit,
+                         "languages": sorted(s.languages), "min_language_recall": s.min_language_recall,
+                         "pyspark": pyspark.__version__}, sort_keys=True).encode())
+    return h.hexdigest()[:24]
+
+
+def find_cached(model_dir: Path, key: str) -> dict | None:
+    """The newest saved model set trained under `key`, as train_step's result with `"cached": true`; or None."""
+    for metrics_file in sorted(Path(model_dir).glob("*/metrics.json"), reverse=True):
+        try:
+            metrics = json.loads(metrics_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if metrics.get("cache_key") == key and (metrics_file.parent / "model" / "metadata").exists():
+            metrics.pop("version", None)
+            return {"model": str(metrics_file.parent), "cached": True, **metrics}
+    return None
