@@ -35,7 +35,7 @@ results = {v: steps.train_step(params, v) for v in variants}
 rows = [{"model": name, "train_s": 0.0, **{f"{ds}_{m}": r[ds][m] for ds in SETS for m in METRICS}}
         for name, r in baselines.items()]
 rows += [{"model": v, "train_s": r["train_s"], "reused": r.get("cached", False),
-          **{f"{ds}_{m}": r[ds][m] for ds in SETS for m in METRICS} for v, r in results.items()]
+          **{f"{ds}_{m}": r[ds][m] for ds in SETS for m in METRICS}} for v, r in results.items()]
 table = pd.DataFrame(rows).set_index("model")
 reused = [v for v, r in results.items() if r.get("cached")]
 print(f"reused from the model cache (same data, parameters and code; `sentiment.retrain: true` trains again): "
