@@ -132,7 +132,6 @@ class Publisher:
             self._errors.append(err)
 
     def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
-        from confluent_kafka import KafkaError, KafkaException
         if len(value) + len(key or b"") > self.max_bytes:
             raise RecordTooLarge(f"record of {len(value):,} bytes is over the producer's limit of "
                                  f"{self.max_bytes:,} bytes")
@@ -142,8 +141,9 @@ class Publisher:
                 break
             except BufferError:  # the local queue is full: let librdkafka drain it
                 self._producer.poll(0.05)
-            except KafkaException as exc:
-                if exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+            except Exception as exc:  # rare: resolve librdkafka's error types only here, off the hot path
+                from confluent_kafka import KafkaError, KafkaException
+                if isinstance(exc, KafkaException) and exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
                     raise RecordTooLarge(f"record of {len(value):,} bytes refused as too large") from None
                 raise
         if (self.sent + self.dead) % 1000 == 0:
