@@ -8,7 +8,6 @@
 
 # %% tags=["parameters"]
 params_file = "params/default.yaml"
-run_id = "interactive"
 
 # %%
 from tootpipe import steps, db

@@ -6,7 +6,6 @@
 
 # %% tags=["parameters"]
 params_file = "params/default.yaml"
-run_id = "interactive"
 
 # %%
 import pandas as pd

@@ -4,38 +4,44 @@
 # Trained on real human-labelled tweets (SemEval 2013-2016), measured on newer tweets (SemEval-2017 dev, the
 # distribution the model is judged on) and on TweetEval validation (same pool as training, so it flatters every
 # model). The metric is macro-averaged recall, TweetEval's official one (published on the 2017 test set: SVM 62.9,
-# FastText 65.2, Twitter-RoBERTa 72.6). Nothing is ever trained on either evaluation set; the default model's
-# regularisation was chosen on the training data alone (fit on older tweets, scored on the newest 20%:
-# `tootpipe sentiment train --tune`). Toots in a language without a model are marked `unsupported`, never guessed.
+# FastText 65.2, Twitter-RoBERTa 72.6). No tweet of either evaluation set is in the training data (checked after
+# the models' own normalisation); every choice is made on the training pool alone. Toots in a language without a
+# model are marked `unsupported`, never guessed.
 
 # %% tags=["parameters"]
 params_file = "params/default.yaml"
-run_id = "interactive"
-variants = ["seed", "balanced_ngrams", "vader_ngrams"]
 
 # %%
 import pandas as pd
 from tootpipe import steps, db, plots
+from tootpipe.sentiment_variants import VARIANTS
 
 params, ep = steps.context(params_file)
 plots.style()
-METRICS = ("macro_recall", "macro_f1", "accuracy")
 SETS = ("semeval2017_dev", "tweeteval_val")
 
 # %% [markdown]
 # ## Baselines and variants
-# The seed's keyword auto-labelling and VADER alone need no training. The seed's pipeline removes stop words,
-# which drops negations ("not", "no"); `balanced_ngrams` keeps them, masks URLs and mentions, keeps emoji and
-# emoticons as tokens, adds bigrams and balances the classes; `vader_ngrams` adds VADER's six scores as features
-# and regularises strongly, so the lexicon carries the model on newer tweets.
+# The original assignment's keyword auto-labelling and VADER alone need no training. Each variant below is one
+# Spark MLlib pipeline (declared in `lib/tootpipe/sentiment_variants.py`). **Selection** is by the
+# cross-validated figure: the training pool is cut into five slices in time order, and the newest slice is scored
+# by a model fitted on the four older ones (the 2017 tweets are newer than every training tweet). Dev and val are
+# scored once per model and reported, never used to choose. Intervals are 95% bootstrap intervals.
 
 # %%
+def ci(m):
+    lo, hi = m.get("macro_recall_ci", [None, None])
+    return f"{m['macro_recall']:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None else f"{m['macro_recall']:.3f}"
+
+
 baselines = steps.baselines_step(params)
-results = {v: steps.train_step(params, v) for v in variants}
-rows = [{"model": name, "train_s": 0.0, **{f"{ds}_{m}": r[ds][m] for ds in SETS for m in METRICS}}
+variants = list(dict.fromkeys([*params.sentiment.compare, params.sentiment.variant]))  # sentiment.compare
+results = steps.train_variants_step(params, variants)
+rows = [{"model": name, "kind": "rule baseline", "cv_newest_fold": "", **{ds: ci(r[ds]) for ds in SETS}}
         for name, r in baselines.items()]
-rows += [{"model": v, "train_s": r["train_s"], "reused": r.get("cached", False),
-          **{f"{ds}_{m}": r[ds][m] for ds in SETS for m in METRICS}} for v, r in results.items()]
+rows += [{"model": v, "kind": VARIANTS[v].description, "cv_newest_fold": ci(r["cv"]),
+          **{ds: ci(r[ds]) for ds in SETS}, "train_s": r["train_s"], "reused": r.get("cached", False)}
+         for v, r in results.items()]
 table = pd.DataFrame(rows).set_index("model")
 reused = [v for v, r in results.items() if r.get("cached")]
 print(f"reused from the model cache (same data, parameters and code; `sentiment.retrain: true` trains again): "
@@ -43,10 +49,11 @@ print(f"reused from the model cache (same data, parameters and code; `sentiment.
 table
 
 # %%
-default = params.sentiment.variant if params.sentiment.variant in results else variants[-1]
-dev = table.loc[default, "semeval2017_dev_macro_recall"]
-print(f"default model {default}: macro-recall {dev:.3f} on SemEval-2017 dev "
-      f"({'meets' if dev >= 0.62 else 'below'} the 0.62 requirement; goal 0.66)")
+best = max(results, key=lambda v: results[v]["cv"]["macro_recall"])
+default = params.sentiment.variant if params.sentiment.variant in results else best
+print(f"best cross-validated variant: {best} ({results[best]['cv']['macro_recall']:.3f} on the newest fold); "
+      f"default (sentiment.variant): {default}, cross-validated {results[default]['cv']['macro_recall']:.3f}, "
+      f"reported on SemEval-2017 dev: {results[default]['semeval2017_dev']['macro_recall']:.3f}")
 plots.confusion_matrix(results[default]["semeval2017_dev"]);
 
 # %% [markdown]

@@ -1,13 +1,16 @@
 import io
 import json
+from pathlib import Path
 
 import pytest
+from pyspark.sql import functions as F
 
 from tootpipe import cli, sentiment
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 TRAIN = "data/sentiment/semeval_2013_2016_train.tsv.gz"
 DEV = "data/sentiment/semeval2017_dev.tsv"
+VAL = "data/sentiment/tweeteval_val.tsv"
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,7 @@ def test_cli_evaluate_and_predict(saved, capsys, monkeypatch):
     out, _ = saved
     assert cli.main(["--params", "params/small.yaml", "sentiment", "evaluate", "--data", DEV, "--model", str(out)]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(line) == {"n", "accuracy", "macro_f1", "macro_recall", "per_class"} and line["n"] > 2000
+    assert set(line) == {"n", "accuracy", "macro_f1", "macro_recall", "macro_recall_ci", "per_class"} and line["n"] > 2000
     assert set(line["per_class"]) == {"negative", "neutral", "positive"}
     monkeypatch.setattr("sys.stdin", io.StringIO("I love this so much!\n\n🙄\nworst day ever\n"))
     assert cli.main(["--params", "params/small.yaml", "sentiment", "predict", "--model", str(out)]) == 0
@@ -78,3 +81,35 @@ def test_a_model_trained_from_the_same_inputs_is_reused_and_any_change_trains_ag
     params.sentiment.train_limit = 1500
     forced = steps.train_step(params, "balanced_ngrams", retrain=True)
     assert forced["cached"] is False and forced["model"] not in (first["model"], changed["model"])
+
+
+def test_no_evaluation_tweet_is_in_any_training_set(spark):
+    """The English pool every variant trains on (as train_variants_step loads it) and each XLM-T train split hold
+    no tweet of an evaluation set, compared after the models' normalisation; a planted one is found and dropped."""
+    from tootpipe.sentiment_data import read_labelled, read_xlmt, text_key
+    evaluation = {text_key(r[0]) for p in (DEV, VAL) for r in read_labelled(p)}
+    pool = sentiment.load_labelled(spark, TRAIN, held_out=(DEV, VAL)).select("text").collect()
+    assert len(pool) > 45000 and not {text_key(r["text"]) for r in pool} & evaluation
+    for folder in sorted(Path("data/sentiment/xlmt").iterdir()):
+        held = {text_key(r[0]) for s in ("val", "test") if (folder / f"{s}_text.txt").exists()
+                for r in read_xlmt(folder, s)}
+        train = sentiment.load_xlmt(spark, folder, "train").select("text").collect()
+        assert train and not {text_key(r["text"]) for r in train} & held, folder.name
+    planted = Path(DEV).read_text(encoding="utf-8").splitlines()[1].split("\t")[0]
+    rows = [("  " + planted.upper().replace(" ", "   ") + " ", "neutral", 1.0, 1)]  # the same tweet to a model
+    from tootpipe.sentiment_data import without_overlap
+    assert without_overlap(rows, read_labelled(DEV)) == []
+
+
+def test_cross_validation_scores_the_newest_fold_with_older_folds_only(spark):
+    from tootpipe.sentiment_data import time_folds
+    pool = sentiment.load_labelled(spark, TRAIN, 3000)
+    folds = time_folds(pool).groupBy("fold").agg(F.min("tweet_id").alias("lo"), F.max("tweet_id").alias("hi"),
+                                                 F.count("*").alias("n")).orderBy("fold").collect()
+    assert [r["fold"] for r in folds] == [0, 1, 2, 3, 4] and all(590 <= r["n"] <= 610 for r in folds)
+    assert all(a["hi"] < b["lo"] for a, b in zip(folds, folds[1:]))  # older folds strictly before newer ones
+    cv = sentiment.cross_validate(pool, [("balanced_ngrams", None), ("vader_ngrams", None)])
+    for c in cv.values():
+        assert c["folds"][0]["fold"] == 4 and 590 <= c["folds"][0]["n"] <= 610
+        lo, hi = c["macro_recall_ci"]
+        assert 0.33 < c["macro_recall"] < 1 and lo <= c["macro_recall"] <= hi

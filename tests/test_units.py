@@ -4,7 +4,7 @@ import pytest
 from conftest import ROOT
 from tootpipe.config import FilterParams
 from tootpipe.sample import expected_posts, generate
-from tootpipe.sentiment import metrics_from_predictions
+from tootpipe.sentiment_eval import metrics_from_predictions
 
 
 def test_sample_is_deterministic_and_varied():
@@ -123,3 +123,36 @@ def test_generated_kafka_cluster_ids_are_valid_and_never_read_as_an_option():
     ids = [_new_cluster_id() for _ in range(3000)]  # ~1 in 64 raw ids starts with "-": ~47 expected here
     assert all(len(i) == 22 and not i.startswith("-") for i in ids) and len(set(ids)) == len(ids)
     assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
+
+
+def test_lexicon_scores_are_finite_for_any_text_and_negation_moves_a_word_into_its_scope():
+    import math
+    from tootpipe.lexicons import LEXICON_KEYS, TEXTBLOB_KEYS, lexicon_scores, textblob_scores
+    texts = ["", None, "😂🎉", "word " * 30000, "I do NOT love this!!", "I love this", "Sooooo good :)", "\x00"]
+    rows = lexicon_scores(texts)
+    assert len(rows) == len(texts) and all(len(r) == len(LEXICON_KEYS) for r in rows)
+    assert all(math.isfinite(x) for r in rows for x in r)
+    negated, plain = (dict(zip(LEXICON_KEYS, r)) for r in rows[4:6])
+    assert plain["afinn_pos"] > 0 and plain["afinn_pos_negated"] == 0
+    assert negated["afinn_pos"] == 0 and negated["afinn_pos_negated"] == plain["afinn_pos"]
+    assert negated["caps_words"] > 0 and negated["exclaims"] > 0 and dict(zip(LEXICON_KEYS, rows[2]))["emoji_count"] > 0
+    assert [len(r) for r in textblob_scores(["good", ""])] == [len(TEXTBLOB_KEYS)] * 2
+
+
+def test_bootstrap_interval_holds_the_estimate_and_narrows_with_more_data():
+    from tootpipe.sentiment_eval import bootstrap_interval
+    small = [(i % 3, i % 3 if i % 4 else (i + 1) % 3) for i in range(90)]
+    large = small * 20
+    m = metrics_from_predictions(small)
+    lo, hi = m["macro_recall_ci"]
+    assert lo <= m["macro_recall"] <= hi and hi - lo > 0.05
+    lo2, hi2 = bootstrap_interval(large)
+    assert hi2 - lo2 < (hi - lo) / 2 and bootstrap_interval(large) == [lo2, hi2]  # seeded: reproducible
+
+
+def test_text_key_is_the_models_view_of_a_tweet():
+    from tootpipe.sentiment_data import text_key, without_overlap
+    assert text_key("I don't LIKE it  @bob https://x.y/z #Sad") == text_key("i do not like it @al http://a #sad")
+    assert text_key("good") != text_key("not good")
+    rows = [("Great game!", "positive", 2.0, 1), ("meh", "neutral", 1.0, 2)]
+    assert without_overlap(rows, [("great   GAME !", "positive", 2.0, 9)]) == [rows[1]]

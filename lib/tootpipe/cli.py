@@ -153,7 +153,7 @@ def cmd_sentiment(args) -> int:
     model, _ = load_model(args.model or latest_model(params.path(params.sentiment.model_dir)))
     if args.action == "evaluate":
         m = evaluate(model, load_labelled(spark, args.data))
-        print(json.dumps({k: m[k] for k in ("n", "accuracy", "macro_f1", "macro_recall", "per_class")}))
+        print(json.dumps({k: m[k] for k in ("n", "accuracy", "macro_f1", "macro_recall", "macro_recall_ci", "per_class")}))
         return 0
     lines = [line.rstrip("\n") for line in sys.stdin]
     if not lines:

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .sentiment_variants import DEFAULT_VARIANT, VARIANTS
+
 __all__ = [
     "Params", "ParamsError", "load", "project_root", "secret", "redact", "register_secret", "child_env",
     "ENV_OVERRIDES", "SECRET_NAMES",
@@ -104,8 +106,10 @@ class SentimentParams(_Strict):
     val_path: str = "data/sentiment/tweeteval_val.tsv"
     xlmt_dir: str = "data/sentiment/xlmt"
     model_dir: str = "models/sentiment"
-    variant: Literal["seed", "balanced_ngrams", "vader_ngrams"] = "vader_ngrams"
+    variant: Literal[tuple(VARIANTS)] = DEFAULT_VARIANT  # type: ignore[valid-type]
     reg_param: float = Field(4.0, gt=0)  # for `variant`; `tootpipe sentiment train --tune` chooses it
+    compare: list[Literal[tuple(VARIANTS)]] = list(VARIANTS)  # type: ignore[valid-type]  # notebook 05's table
+    cv_folds: int = Field(1, ge=1, le=4)  # newest time folds scored by the cross-validation (5 slices in all)
     train_limit: int | None = Field(None, ge=100)
     languages: list[str] = ["en"]
     min_language_recall: float = Field(0.45, ge=0, le=1)  # a language model below this is not used

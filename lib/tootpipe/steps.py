@@ -89,37 +89,68 @@ def analytics_step(params: Params, ep: Endpoints) -> dict:
 
 
 def train_step(params: Params, variant: str | None = None, *, tune: bool = False, retrain: bool = False) -> dict:
-    """Train the English model (`variant`, default sentiment.variant) on the SemEval training file only, measure it
-    on both evaluation sets, train the XLM-T models of the other configured languages, save the set.
+    """Train one variant (default sentiment.variant): see :func:`train_variants_step`."""
+    variant = variant or params.sentiment.variant
+    return train_variants_step(params, [variant], tune=tune, retrain=retrain)[variant]
+
+
+def train_variants_step(params: Params, variants: list[str], *, tune: bool = False, retrain: bool = False) -> dict:
+    """Train English models on the SemEval training file (without any tweet of the evaluation sets), each with its
+    time-ordered cross-validated figure (the newest `sentiment.cv_folds` folds of the training pool), then score
+    each once on both evaluation sets; the default variant's model set gets the XLM-T language models. Variants
+    sharing a featurisation are fitted together. {variant: result}.
 
     A model set trained before from the same inputs (data files, variant, its parameters, the modelling code) is
-    reused instead of trained again (`"cached": true` in the result); `retrain` (or sentiment.retrain) forces
-    training."""
+    reused instead of trained again (`"cached": true`); `retrain` (or sentiment.retrain) forces training."""
     from .model_cache import cache_key, find_cached
-    from .sentiment import (evaluate, load_labelled, save_model, train, train_language_models, tune_reg_param)
+    from .sentiment import tune_reg_param
     from .spark_session import get_spark
-    variant = variant or params.sentiment.variant
-    train_path = params.path(params.sentiment.train_path)
-    reg = params.sentiment.reg_param if variant == params.sentiment.variant else None
-    key = None if tune else cache_key(params, variant, reg)
-    if key and not (retrain or params.sentiment.retrain):
-        hit = find_cached(params.path(params.sentiment.model_dir), key)
+    s = params.sentiment
+    regs = {v: s.reg_param if v == s.variant else None for v in variants}
+    out: dict[str, dict] = {}
+    if tune:
+        regs[s.variant] = tune_reg_param(get_spark(params), params.path(s.train_path), s.variant,
+                                         limit=s.train_limit)["best"]
+    for v in variants:
+        hit = None if tune or retrain or s.retrain else find_cached(params.path(s.model_dir), cache_key(params, v, regs[v]))
         if hit is not None:
-            return hit
+            out[v] = hit
+    missing = [v for v in variants if v not in out]
+    if missing:
+        out.update(_train_missing(params, missing, regs))
+    return {v: out[v] for v in variants}
+
+
+def _train_missing(params: Params, variants: list[str], regs: dict) -> dict:
+    from .model_cache import cache_key
+    from .sentiment import (cross_validate, evaluate, fit_variants, load_labelled, save_model,
+                            train_language_models)
+    from .spark_session import get_spark
+    s = params.sentiment
     spark = get_spark(params)
-    tuned = tune_reg_param(spark, train_path, variant, limit=params.sentiment.train_limit) if tune else None
-    reg = tuned["best"] if tuned else reg
-    model, seconds = train(spark, train_path, variant, params.sentiment.train_limit, reg_param=reg)
-    metrics = {"variant": variant, "reg_param": reg, "tuning": tuned, "train_s": round(seconds, 1), "cache_key": key,
-               "semeval2017_dev": evaluate(model, load_labelled(spark, params.path(params.sentiment.dev_path))),
-               "tweeteval_val": evaluate(model, load_labelled(spark, params.path(params.sentiment.val_path)))}
-    path = save_model(model, params.path(params.sentiment.model_dir), metrics)
-    langs = train_language_models(spark, params.path(params.sentiment.xlmt_dir), path, params.sentiment.languages,
-                                  params.sentiment.min_language_recall)
-    if langs:
-        metrics["languages"] = langs
-        (path / "metrics.json").write_text(json.dumps({"version": path.name, **metrics}, indent=2))
-    return {"model": str(path), "cached": False, **metrics}
+    held_out = (params.path(s.dev_path), params.path(s.val_path))
+    pool = load_labelled(spark, params.path(s.train_path), s.train_limit, held_out=held_out).cache()
+    candidates = [(v, regs[v]) for v in variants]
+    t0 = time.monotonic()
+    cv = cross_validate(pool, candidates, scored=s.cv_folds)
+    cv_s = (time.monotonic() - t0) / len(variants)
+    sets = {name: load_labelled(spark, p).cache() for name, p in zip(("semeval2017_dev", "tweeteval_val"), held_out)}
+    out = {}
+    fitted = fit_variants(pool, candidates)
+    for (v, reg), (model, seconds) in sorted(fitted.items(), key=lambda kv: kv[0][0] == s.variant):  # default last:
+        # the newest saved model set is the one `tootpipe sentiment score` picks
+        metrics = {"variant": v, "reg_param": reg, "train_s": round(seconds, 1), "cv_s": round(cv_s, 1),
+                   "cache_key": cache_key(params, v, reg), "cv": cv[(v, reg)],
+                   **{name: evaluate(model, df) for name, df in sets.items()}}
+        path = save_model(model, params.path(s.model_dir), metrics)
+        if v == s.variant:
+            langs = train_language_models(spark, params.path(s.xlmt_dir), path, s.languages, s.min_language_recall)
+            if langs:
+                metrics["languages"] = langs
+                (path / "metrics.json").write_text(json.dumps({"version": path.name, **metrics}, indent=2))
+        out[v] = {"model": str(path), "cached": False, **metrics}
+    pool.unpersist()
+    return out
 
 
 def baselines_step(params: Params) -> dict:
