@@ -10,7 +10,6 @@ Writes bench/results/sentiment.json (score_toots_per_s for the default variant, 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time

@@ -19,6 +19,7 @@ from tootpipe.sentiment_variants import VARIANTS
 params, ep = steps.context(params_file)
 plots.style()
 SETS = ("semeval2017_dev", "tweeteval_val")
+METRICS = ("macro_recall", "macro_f1", "accuracy")
 
 # %% [markdown]
 # ## Baselines and variants

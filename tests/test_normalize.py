@@ -5,7 +5,8 @@ import pytest
 from conftest import FIXTURES
 from tootpipe.config import FilterParams
 from tootpipe.mastodon_source import events_from_file
-from tootpipe.normalize import (BadPayload, filter_reason, html_to_text, normalize_event, normalize_status,
+from tootpipe.filters import filter_reason
+from tootpipe.normalize import (BadPayload, html_to_text, normalize_event, normalize_status,
                                 opted_out, parse_sse, parse_time, pseudonymise)
 from tootpipe.schema import FIELDS
 

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from conftest import produce_raw
 from tootpipe import batch, db, kafka_io
 from tootpipe.mastodon_source import IngestStats, publish_event
-from tootpipe.normalize import BadPayload, filter_reason, normalize_event, opted_out
+from tootpipe.filters import filter_reason
+from tootpipe.normalize import BadPayload, normalize_event, opted_out
 from tootpipe.config import FilterParams
 from tootpipe.sample import generate
 from tootpipe.schema import LIMITS

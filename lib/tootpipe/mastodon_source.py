@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 
 from .config import Params, secret
 from .mastodon_live import TICK, FeedSettings, SourceError, live_events
-from .normalize import BadPayload, filter_reason, normalize_event, opted_out, parse_sse
+from .filters import filter_reason
+from .normalize import BadPayload, normalize_event, opted_out, parse_sse
 
 __all__ = ["IngestStats", "events_from_file", "sample_events", "feed_settings", "source_events", "ingest", "paced",
            "publish_event", "SourceError"]

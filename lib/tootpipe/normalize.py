@@ -12,7 +12,6 @@ import hmac
 import json
 import re
 from datetime import datetime, timezone
-from functools import lru_cache
 from urllib.parse import urlsplit
 
 from selectolax.lexbor import LexborHTMLParser
@@ -21,7 +20,7 @@ from .schema import LIMITS, RECORD_VERSION
 
 __all__ = [
     "BadPayload", "html_to_text", "normalize_status", "normalize_event", "parse_time", "opted_out",
-    "filter_reason", "pseudonymise", "utc_now_iso", "parse_sse", "safe_text",
+    "pseudonymise", "utc_now_iso", "parse_sse", "safe_text",
 ]
 
 
@@ -337,41 +336,6 @@ def normalize_event(event: str, data, instance: str, **kw) -> dict:
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise BadPayload(f"malformed JSON: {safe_text(str(exc))[:200]}") from None
     return normalize_status(data, instance, event, **kw)
-
-
-def filter_reason(record: dict, filters) -> str | None:
-    """Why a record is filtered out under `filters` (:class:`~tootpipe.config.FilterParams`), or None to keep it.
-
-    Deletes always pass. Keywords match case-insensitively on word boundaries in the text and hashtags.
-    """
-    if record.get("event") == "delete":
-        return None
-    if filters.public_only and record.get("visibility") not in ("public", None):
-        return "not public"
-    if filters.exclude_reblogs and record.get("is_reblog"):
-        return "reblog"
-    if filters.exclude_replies and record.get("is_reply"):
-        return "reply"
-    if filters.languages and (record.get("language") or "").lower() not in {l.lower() for l in filters.languages}:
-        return "language"
-    if filters.keywords and not keyword_match(record, filters.keywords):
-        return "keyword"
-    return None
-
-
-def keyword_pattern(keywords: list[str]) -> str:
-    """The case-insensitive, word-boundary regular expression used for keyword filtering (Python and Spark)."""
-    return r"(?i)(^|[^\w])(" + "|".join(re.escape(k) for k in keywords) + r")($|[^\w])"
-
-
-@lru_cache(maxsize=64)
-def _keyword_regex(keywords: tuple[str, ...]) -> re.Pattern:
-    return re.compile(keyword_pattern(list(keywords)))
-
-
-def keyword_match(record: dict, keywords: list[str]) -> bool:
-    pat = _keyword_regex(tuple(keywords))
-    return bool(pat.search(record.get("text") or "")) or any(pat.search(t) for t in record.get("hashtags") or [])
 
 
 def parse_sse(lines):

@@ -62,7 +62,6 @@ class _Reader(DataSourceReader):
         import io
 
         import psycopg2
-        import pyarrow as pa
         import pyarrow.csv as pacsv
         from psycopg2 import sql
 

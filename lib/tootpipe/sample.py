@@ -213,7 +213,8 @@ def expected_posts(events: list[dict], filters) -> dict[str, dict]:
     The same rules as the pipeline, independently written: opted-out accounts and filtered records are
     dropped; the newest edit wins; a uri is gone when any of its (instance, id) pairs was deleted.
     """
-    from .normalize import BadPayload, filter_reason, normalize_event, opted_out
+    from .filters import filter_reason
+    from .normalize import BadPayload, normalize_event, opted_out
     posts: dict[str, dict] = {}
     ids: dict[tuple[str, str], str] = {}
     deleted: set[tuple[str, str]] = set()

@@ -14,7 +14,7 @@ import functools
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from .normalize import keyword_pattern
+from .filters import keep_column
 from .schema import EVENTS, LIMITS, spark_ddl
 
 __all__ = ["parse_kafka", "parse_time_col", "apply_filters", "pg_array", "POST_COLUMNS", "to_post_rows"]
@@ -119,28 +119,14 @@ def _parse_columns() -> tuple[list[Column], list, Column]:
 
 
 def apply_filters(df: DataFrame, filters) -> DataFrame:
-    """Keep deletes and the toots that pass `filters` (the same rules as :func:`tootpipe.normalize.filter_reason`)."""
+    """Keep deletes and the toots that pass `filters` (the rules of :mod:`tootpipe.filters`)."""
     return df.where(_filter_condition(filters.model_dump_json()))
 
 
 @_per_context
 def _filter_condition(filters_json: str) -> Column:
     from .config import FilterParams
-    filters = FilterParams.model_validate_json(filters_json)
-    keep = F.lit(True)
-    if filters.public_only:
-        keep &= F.coalesce(F.col("visibility"), F.lit("public")) == "public"
-    if filters.exclude_reblogs:
-        keep &= ~F.coalesce(F.col("is_reblog"), F.lit(False))
-    if filters.exclude_replies:
-        keep &= ~F.coalesce(F.col("is_reply"), F.lit(False))
-    if filters.languages:
-        keep &= F.coalesce(F.col("language"), F.lit("")).isin(*[l.lower() for l in filters.languages])
-    if filters.keywords:
-        pat = keyword_pattern(filters.keywords)
-        keep &= F.coalesce(F.col("content"), F.lit("")).rlike(pat) | \
-            F.exists(F.coalesce(F.col("hashtags"), F.array().cast("array<string>")), lambda t: t.rlike(pat))
-    return (F.col("event") == "delete") | F.col("error").isNotNull() | keep
+    return keep_column(FilterParams.model_validate_json(filters_json))
 
 
 def pg_array(c: Column) -> Column:
