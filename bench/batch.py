@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import write  # noqa: E402
-from tootpipe import batch, config, kafka_io, services, steps  # noqa: E402
+from tootpipe import analytics, batch, config, kafka_io, services, steps  # noqa: E402
 from tootpipe.sample import generate  # noqa: E402
 from tootpipe.spark_session import get_spark  # noqa: E402
 from stream import fresh_db, jvm_peak_rss_mb  # noqa: E402
@@ -53,20 +53,20 @@ def scaled_events(n: int, seed: int, base: int):
             yield {**e, "data": d}
 
 
-def analytics_timed(spark, url: str, active_min: int, mode: str) -> dict:
+def analytics_timed(spark, url: str, analytics_params, mode: str) -> dict:
     t0 = time.perf_counter()
     per = {}
     if mode == "naive":
-        for name in batch.ANALYTICS_TABLES:
+        for name in analytics.TABLES:
             t = time.perf_counter()
-            batch.write_table(url, name, batch.analytics(batch.load_clean(spark, url), active_min)[name])
+            batch.write_table(url, name, analytics.TABLES[name](analytics.load_clean(spark, url), analytics_params))
             per[name] = round(time.perf_counter() - t, 2)
     else:
-        clean = batch.load_clean(spark, url)
+        clean = analytics.load_clean(spark, url)
         if mode == "repartition_cache":
             clean = clean.repartition(4)
         clean = clean.cache()
-        for name, df in batch.analytics(clean, active_min).items():
+        for name, df in analytics.analytics(clean, analytics_params).items():
             t = time.perf_counter()
             batch.write_table(url, name, df)
             per[name] = round(time.perf_counter() - t, 2)
@@ -131,11 +131,11 @@ def main(argv=None) -> int:
     print(f"clean: {cl} in {res['clean_s']} s", flush=True)
 
     runs = {}
-    warm = analytics_timed(spark, ep.database_url, params.batch.active_min, "cached")  # JIT, workers, PG caches
+    warm = analytics_timed(spark, ep.database_url, params.analytics, "cached")  # JIT, workers, PG caches
     res["analytics_warmup_s"] = warm["seconds"]
     print(f"analytics warm-up pass (not compared): {warm['seconds']} s", flush=True)
     for mode in ("cached", "naive", "repartition_cache"):
-        runs[mode] = analytics_timed(spark, ep.database_url, params.batch.active_min, mode)
+        runs[mode] = analytics_timed(spark, ep.database_url, params.analytics, mode)
         print(f"analytics {mode}: {runs[mode]}", flush=True)
     res.update({
         "analytics_s": runs["cached"]["seconds"], "naive_analytics_s": runs["naive"]["seconds"],
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     for mode, r in runs.items():
         print(f"{'analytics, ' + mode:34} {r['seconds']:>8}")
     print(f"{'table':34} " + " ".join(f"{m:>18}" for m in runs))
-    for name in batch.ANALYTICS_TABLES:
+    for name in analytics.TABLES:
         print(f"{name:34} " + " ".join(f"{runs[m]['per_table'][name]:>18}" for m in runs))
     print(f"re-run backfill loaded {res['backfill_rerun_rows']} rows; driver JVM peak RSS {res['jvm_rss_mb']} MB")
     write(args.out, res)

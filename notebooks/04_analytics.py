@@ -9,7 +9,7 @@ params_file = "params/default.yaml"
 
 # %%
 import pandas as pd
-from tootpipe import steps, db, plots
+from tootpipe import checks, db, plots, steps
 
 params, ep = steps.context(params_file)
 plots.style()
@@ -31,21 +31,19 @@ db.query_df(ep.database_url, 'SELECT * FROM "active_users_gtX" ORDER BY cnt DESC
 # window was already final and is not recounted. The batch job recounts everything and has no watermark.
 
 # %%
-rec = db.query_df(ep.database_url, "SELECT * FROM stream_batch_reconciliation ORDER BY hour")
-disagree = rec[rec["diff"] != 0]
-beyond = db.scalar(ep.database_url, "SELECT coalesce(sum(late_rows), 0)::bigint FROM stream_progress")
-print(f"{len(rec)} hours compared; stream total {rec.stream_cnt.sum()}, batch total {rec.batch_cnt.sum()}; "
-      + ("they agree in every hour." if disagree.empty else f"they differ in {len(disagree)} hours (see below); "
-         f"{beyond} rows reached the stream beyond its watermark."))
-plots.reconciliation(rec);
+rec = checks.reconciliation_summary(ep.database_url)
+print(f"{rec['hours']} hours compared; stream total {rec['stream_total']}, batch total {rec['batch_total']}; "
+      + ("they agree in every hour." if not rec["hours_differing"] else f"they differ in {rec['hours_differing']} "
+         f"hours (see below); {rec['beyond_watermark']} rows reached the stream beyond its watermark."))
+plots.reconciliation(rec["table"]);
 
 # %%
-disagree
+rec["differing"]
 
 # %% [markdown]
 # ## At a million toots
 # Measured by `bench/batch.py`: backfill, clean, and the analytics computed three ways (read once and cached, as
-# here; each table from scratch; the seed's `repartition(4).cache()`):
+# here; each table from scratch; the original assignment's `repartition(4).cache()`):
 
 # %%
 steps.bench_result("batch")

@@ -4,7 +4,8 @@ from datetime import datetime, timezone
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from tootpipe.batch import analytics
+from tootpipe.analytics import analytics
+from tootpipe.config import AnalyticsParams
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,7 @@ def clean_df(spark):
 
 
 def test_tables(spark, clean_df):
-    t = analytics(clean_df, active_min=2)
+    t = analytics(clean_df, AnalyticsParams(active_min=2))
     assertDataFrameEqual(t["daily_toot_counts"], spark.createDataFrame(
         [(datetime(2026, 11, 26).date(), 2), (datetime(2026, 11, 27).date(), 3)], "day date, cnt long"))
     assertDataFrameEqual(t["user_activity_counts"], spark.createDataFrame(

@@ -25,8 +25,8 @@ def test_unknown_key_is_named(tmp_path):
 
 
 def test_wrong_type_is_named(tmp_path):
-    with pytest.raises(ParamsError, match=r"batch\.active_min"):
-        load(write(tmp_path, "batch:\n  active_min: lots\n"), use_env=False)
+    with pytest.raises(ParamsError, match=r"analytics\.active_min"):
+        load(write(tmp_path, "analytics:\n  active_min: lots\n"), use_env=False)
 
 
 def test_secret_in_params_is_refused(tmp_path):
@@ -39,7 +39,7 @@ def test_env_overrides_like_the_seed(monkeypatch):
     monkeypatch.setenv("ACTIVE_MIN", "9")
     monkeypatch.setenv("EXCLUDE_REBLOGS", "false")
     p = load(None)
-    assert p.filters.languages == ["en", "de"] and p.batch.active_min == 9 and p.filters.exclude_reblogs is False
+    assert p.filters.languages == ["en", "de"] and p.analytics.active_min == 9 and p.filters.exclude_reblogs is False
 
 
 def test_bad_env_override_is_named(monkeypatch):

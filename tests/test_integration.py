@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from tootpipe import batch, db, kafka_io, steps
+from tootpipe import batch, checks, db, kafka_io, steps
 from conftest import kafka_df, produce_raw
 from tootpipe.sample import expected_posts, generate
 from tootpipe.streaming import PostgresSink, checkpoint_path, run_available_now
@@ -36,9 +36,21 @@ def test_stream_is_exactly_once_and_matches_the_independent_expectation(fresh, s
     if edited:
         content = db.scalar(ep.database_url, "SELECT content FROM mastodon_posts WHERE uri = %s", (edited[0],))
         assert "(edited)" in content
-    # running again reads nothing new and changes nothing
+    # running again reads nothing new and changes nothing; the notebook's invariants hold (and fail when broken)
     again = run_available_now(spark, params, ep)
     assert again["input_rows"] == 0 and posts(ep) == set(expected)
+    ck = str(checkpoint_path(params, ep))
+    inv = checks.stream_invariants(ep.database_url, ep.bootstrap_servers, params.kafka.topic, ck)
+    checks.require(inv, checks.sample_expectation(ep.database_url, expected))
+    assert inv["ledger_rows"] == inv["in_topic"] == sum(stats["topic_end_offsets"].values())
+    with db.transaction(ep.database_url) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE streamed_toot_counts SET cnt = cnt + 1 WHERE window_start = "
+                    "(SELECT min(window_start) FROM streamed_toot_counts)")
+    produce_raw(ep.bootstrap_servers, params.kafka.topic, [b"not yet streamed"])
+    broken = checks.stream_invariants(ep.database_url, ep.bootstrap_servers, params.kafka.topic, ck)
+    assert len(broken["failures"]) == 2 and "ledger" in broken["failures"][0]
+    with pytest.raises(AssertionError, match="window counts"):
+        checks.require(broken)
 
 
 def test_available_now_honours_max_offsets_per_trigger_and_stops_at_the_ends_it_found(fresh, spark):

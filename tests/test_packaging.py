@@ -47,3 +47,20 @@ def test_jvm_versions_match_pyspark_and_compose():
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
     assert compose["kafka"]["image"] == f"apache/kafka:{prop('kafka.version')}"
     assert "<repositories>" not in pom and "<repository>" not in pom  # Maven uses the machine's own settings
+
+
+def test_pipeline_contract_names_every_notebook_and_table_once_and_the_readme_shows_it():
+    from tootpipe import analytics, pipeline
+    from tootpipe.reports import notebook_paths
+    on_disk = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+    assert [s.notebook for s in pipeline.STAGES] == on_disk == [p.stem for p in notebook_paths()]
+    tables = pipeline.tables()
+    assert len(tables) == len(set(tables)) and set(analytics.TABLES) <= set(tables)
+    from tootpipe import steps
+    assert all(callable(getattr(steps, f)) for s in pipeline.STAGES for f in s.steps)
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- pipeline:begin -->\n", 1)[1].split("\n<!-- pipeline:end -->", 1)[0]
+    assert block == pipeline.markdown(), "README's stage table is stale: paste `python -m tootpipe.pipeline`"
+    written = {t for s in pipeline.STAGES for t in s.writes}
+    read = {t for s in pipeline.STAGES for t in s.reads if t.isidentifier()}
+    assert read <= written, read - written  # a stage reads only what an earlier one writes

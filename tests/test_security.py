@@ -57,7 +57,7 @@ def test_secrets_stay_out_of_the_environment_of_what_the_project_starts(monkeypa
     monkeypatch.setenv("TOOTPIPE_HOME", str(tmp_path))
     (tmp_path / ".env").write_text("MASTODON_ACCESS_TOKEN=from-dotenv-77\nACTIVE_MIN=7\n")
     assert config.secret("MASTODON_ACCESS_TOKEN") == "from-dotenv-77"
-    assert load(None).batch.active_min == 7
+    assert load(None).analytics.active_min == 7
     assert "MASTODON_ACCESS_TOKEN" not in os.environ
 
 

@@ -1,8 +1,8 @@
-"""Batch jobs: backfill from Kafka offsets, clean and de-duplicate, analytics tables, reconciliation.
+"""Batch jobs: backfill from Kafka offsets, clean and de-duplicate (the analytics are in :mod:`.analytics`).
 
 Guarantees: backfill appends to `toots_raw` idempotently (unique on cluster, topic, partition, offset) and records
 every loaded range in `backfill_ranges` in the same transaction, so a re-run loads nothing twice. `toots_clean`,
-`toots_rejects` and every analytics table are replaced atomically (staging table + swap in one transaction).
+`toots_rejects` are replaced atomically (staging table + swap in one transaction).
 """
 from __future__ import annotations
 
@@ -13,16 +13,13 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from .config import Params
-from .db import ensure_schema, query_df, replace_table_as, transaction
+from .db import ensure_schema, query_df, transaction
 from .services import Endpoints, cluster_of
-from .spark_pg import copy_from_tasks, read_query, write_table
+from .spark_pg import copy_from_tasks, read_query, split_tags, write_table
 from .transforms import apply_filters, parse_kafka, pg_array
 
-__all__ = ["backfill", "explicit_ranges", "load_raw", "load_clean", "clean", "analytics", "ANALYTICS_TABLES",
-           "BATCH_SCHEMA_SQL", "pending_ranges", "reconcile", "read_query", "write_table"]
-
-ANALYTICS_TABLES = ["hourly_toot_counts", "daily_toot_counts", "user_activity_counts", "active_users_gtX",
-                    "hashtags_per_day_counts", "top_hashtag_per_day", "avg_toot_length_by_user_batch"]
+__all__ = ["backfill", "explicit_ranges", "load_raw", "clean", "BATCH_SCHEMA_SQL", "pending_ranges", "read_query",
+           "write_table"]
 
 _RAW_COLUMNS = ["cluster", "topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "event", "uri", "id",
                 "instance", "username", "content", "language", "visibility", "created_at", "edited_at", "hashtags",
@@ -123,21 +120,7 @@ def load_raw(spark: SparkSession, url: str, partitions: int = 4) -> DataFrame:
                     "event string, uri string, id string, instance string, username string, content string, "
                     "language string, visibility string, created_at timestamp, edited_at timestamp, "
                     "hashtags string, is_reblog boolean, is_reply boolean, error string", "kafka_offset", partitions)
-    return df.withColumn("hashtags", _split_tags("hashtags"))
-
-
-def load_clean(spark: SparkSession, url: str, partitions: int = 4) -> DataFrame:
-    """The columns of `toots_clean` the analytics need, read in parallel slices of a hash of `uri`."""
-    df = read_query(spark, url, "SELECT uri, username, created_at, array_to_string(hashtags, ' ') AS hashtags, "
-                                "content_length, hashtext(uri) AS h FROM toots_clean",
-                    "uri string, username string, created_at timestamp, hashtags string, content_length int, h int",
-                    "h", partitions)
-    return df.withColumn("hashtags", _split_tags("hashtags")).drop("h")
-
-
-def _split_tags(col: str):
-    """'a b' -> [a, b]; '' -> []; NULL stays NULL (hashtags never contain spaces)."""
-    return F.when(F.col(col) == "", F.array().cast("array<string>")).otherwise(F.split(F.col(col), " "))
+    return df.withColumn("hashtags", split_tags("hashtags"))
 
 
 def clean(raw: DataFrame, filters) -> tuple[DataFrame, DataFrame]:
@@ -166,34 +149,3 @@ def clean(raw: DataFrame, filters) -> tuple[DataFrame, DataFrame]:
                             "created_at", "edited_at", "hashtags", "is_reply",
                             F.length(F.trim("content")).alias("content_length"))
     return cleaned, rejects
-
-
-def analytics(clean_df: DataFrame, active_min: int) -> dict[str, DataFrame]:
-    """The analytics tables from clean toots (timestamps in UTC)."""
-    c = clean_df.select("uri", "username", "created_at", "hashtags", "content_length")
-    hourly = c.groupBy(F.date_trunc("hour", "created_at").alias("hour")).agg(F.count("*").alias("cnt"))
-    daily = c.groupBy(F.to_date("created_at").alias("day")).agg(F.count("*").alias("cnt"))
-    users = c.groupBy("username").agg(F.count("*").alias("cnt"))
-    active = users.where(F.col("cnt") > active_min)
-    tags = (c.select(F.to_date("created_at").alias("day"), F.explode("hashtags").alias("hashtag"))
-            .groupBy("day", "hashtag").agg(F.count("*").alias("cnt")))
-    w = Window.partitionBy("day").orderBy(F.col("cnt").desc(), F.col("hashtag").asc())
-    top = tags.withColumn("rn", F.row_number().over(w)).where("rn = 1").drop("rn")
-    avg_len = c.groupBy("username").agg(F.count("*").alias("n"), F.avg("content_length").alias("avg_length"))
-    return {"hourly_toot_counts": hourly.orderBy("hour"), "daily_toot_counts": daily.orderBy("day"),
-            "user_activity_counts": users.orderBy(F.col("cnt").desc(), "username"),
-            "active_users_gtX": active.orderBy(F.col("cnt").desc(), "username"),
-            "hashtags_per_day_counts": tags.orderBy("day", F.col("cnt").desc(), "hashtag"),
-            "top_hashtag_per_day": top.orderBy("day"),
-            "avg_toot_length_by_user_batch": avg_len.orderBy("username")}
-
-
-def reconcile(url: str) -> int:
-    """`stream_batch_reconciliation`: per hour, the stream's one-minute counts summed vs the batch count."""
-    return replace_table_as(url, "stream_batch_reconciliation", """
-        WITH s AS (SELECT date_trunc('hour', window_start) AS hour, sum(cnt)::bigint AS stream_cnt
-                   FROM streamed_toot_counts GROUP BY 1),
-             b AS (SELECT hour, cnt::bigint AS batch_cnt FROM hourly_toot_counts)
-        SELECT coalesce(s.hour, b.hour) AS hour, coalesce(stream_cnt, 0) AS stream_cnt,
-               coalesce(batch_cnt, 0) AS batch_cnt, coalesce(stream_cnt, 0) - coalesce(batch_cnt, 0) AS diff
-        FROM s FULL OUTER JOIN b ON s.hour = b.hour ORDER BY 1""")

@@ -96,8 +96,8 @@ class StreamParams(_Strict):
     checkpoint_dir: str = ".tootpipe/checkpoints"
 
 
-class BatchParams(_Strict):
-    active_min: int = Field(5, ge=1)
+class AnalyticsParams(_Strict):
+    active_min: int = Field(5, ge=1)  # active_users_gtX: users with more toots than this
 
 
 class SentimentParams(_Strict):
@@ -128,7 +128,7 @@ class Params(_Strict):
     filters: FilterParams = FilterParams()
     spark: SparkParams = SparkParams()
     stream: StreamParams = StreamParams()
-    batch: BatchParams = BatchParams()
+    analytics: AnalyticsParams = AnalyticsParams()
     sentiment: SentimentParams = SentimentParams()
     reports: ReportParams = ReportParams()
 
@@ -160,7 +160,7 @@ ENV_OVERRIDES: dict[str, tuple[str, Any]] = {
     "EXCLUDE_REBLOGS": ("filters.exclude_reblogs", _bool),
     "FILTER_LANGUAGE": ("filters.languages", _csv),
     "FILTER_KEYWORDS": ("filters.keywords", _csv),
-    "ACTIVE_MIN": ("batch.active_min", int),
+    "ACTIVE_MIN": ("analytics.active_min", int),
     "MASTODON_BASE_URL": ("source.instances", lambda v: _csv(v)),
 }
 

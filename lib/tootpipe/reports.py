@@ -29,7 +29,8 @@ class NotebookFailed(RuntimeError):
 
 
 def notebook_paths(only: list[str] | None = None) -> list[Path]:
-    paths = sorted((project_root() / "notebooks").glob("[0-9][0-9]_*.py"))
+    from .pipeline import STAGES
+    paths = [project_root() / "notebooks" / f"{s.notebook}.py" for s in STAGES]
     if only:
         paths = [p for p in paths if p.name[:2] in only]
     return paths
@@ -73,8 +74,16 @@ def _git_commit() -> str:
 
 
 def _index(out_dir: Path, run_id: str, params: Params, results: list[dict], counts: dict, status: str) -> Path:
+    from .pipeline import STAGES
+    stages = {s.notebook: s for s in STAGES}
+
+    def stage(name: str) -> str:
+        s = stages.get(Path(name).stem)
+        return "<td></td><td></td>" if s is None else \
+            f"<td>{html.escape(s.title)}</td><td>{html.escape(', '.join(s.writes) or '-')}</td>"
     rows = "".join(
         f"<tr class='{r['status']}'><td><a href='{html.escape(r['html'])}'>{html.escape(r['name'])}</a></td>"
+        f"{stage(r['name'])}"
         f"<td>{r['status']}{(' (cell ' + str(r['cell']) + ': ' + html.escape(r['error']) + ')') if r.get('error') else ''}"
         f"</td><td>{r['seconds']:.1f}</td></tr>" for r in results)
     count_rows = "".join(f"<tr><td>{html.escape(t)}</td><td>{'—' if n is None else n}</td></tr>"
@@ -89,7 +98,7 @@ figcaption{{font-size:.75rem;color:#666}}pre{{background:#f6f6f6;padding:1rem;ov
 <h1>tootpipe run <code>{html.escape(run_id)}</code>: {html.escape(status)}</h1>
 <p>Git commit <code>{html.escape(_git_commit())}</code> · finished {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC ·
 {sum(r['seconds'] for r in results):.0f} s in notebooks</p>
-<h2>Notebooks</h2><table><tr><th>notebook</th><th>status</th><th>seconds</th></tr>{rows}</table>
+<h2>Notebooks</h2><table><tr><th>notebook</th><th>stage</th><th>writes</th><th>status</th><th>seconds</th></tr>{rows}</table>
 <h2>Row counts</h2><table><tr><th>table</th><th>rows</th></tr>{count_rows}</table>
 <h2>Figures</h2><div class="gallery">{gallery or '<p>No figures.</p>'}</div>
 <h2>Parameters</h2><pre>{html.escape(json.dumps(redact(params.model_dump()), indent=2))}</pre>
@@ -164,7 +173,7 @@ def _run(params, params_path, run_id, base, out_dir, only, keep_services, consol
     import papermill as pm
     from . import services
     from .db import table_counts
-    from .steps import TABLES
+    from .pipeline import tables
     ep = services.up(params)
     results: list[dict] = []
     failure: NotebookFailed | None = None
@@ -195,7 +204,7 @@ def _run(params, params_path, run_id, base, out_dir, only, keep_services, consol
             if failure:
                 break
         try:
-            counts = table_counts(ep.database_url, TABLES)
+            counts = table_counts(ep.database_url, tables())
         except Exception as exc:  # the index must still be written when the database is gone
             counts = {"(database unavailable)": str(exc)}
         status = f"FAILED in {failure.notebook}, cell {failure.cell}" if failure else "ok"

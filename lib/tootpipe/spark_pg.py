@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 from .db import query_df, replace_table_with
 from .transforms import pg_array
 
-__all__ = ["copy_from_tasks", "read_query", "write_table"]
+__all__ = ["copy_from_tasks", "read_query", "write_table", "split_tags"]
 
 
 def copy_from_tasks(df: DataFrame, url: str, table: str, unique: bool = False) -> tuple[int, int]:
@@ -87,3 +87,10 @@ def write_table(url: str, table: str, df: DataFrame) -> int:
         else:
             cols.append(f'"{f.name}" {_PG_TYPES.get(kind, "text")}')
     return replace_table_with(url, table, ", ".join(cols), lambda new: copy_from_tasks(df, url, new)[0])
+
+
+def split_tags(col: str):
+    """A text column of space-joined hashtags (as read from PostgreSQL) back to an array: 'a b' -> [a, b];
+    '' -> []; NULL stays NULL (hashtags never contain spaces)."""
+    from pyspark.sql import functions as F
+    return F.when(F.col(col) == "", F.array().cast("array<string>")).otherwise(F.split(F.col(col), " "))

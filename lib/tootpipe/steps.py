@@ -8,15 +8,13 @@ import json
 import time
 from pathlib import Path
 
-from .batch import ANALYTICS_TABLES
 from .config import Params, load
 from .services import Endpoints, up
 
 __all__ = ["context", "ingest_step", "stream_step", "backfill_step", "clean_step", "analytics_step",
-           "train_step", "score_step", "TABLES"]
+           "train_step", "train_variants_step", "baselines_step", "score_step", "problems", "reason_class",
+           "bench_result", "dumps"]
 
-TABLES = ["mastodon_posts", "streamed_toot_counts", "avg_toot_length_by_user", "stream_errors", "toots_raw",
-          "toots_clean", "toots_rejects", *ANALYTICS_TABLES, "stream_batch_reconciliation", "mastodon_sentiments"]
 
 
 def context(params_file: str | Path | None = "params/default.yaml", overrides: dict | None = None) -> tuple[Params, Endpoints]:
@@ -73,18 +71,19 @@ def clean_step(params: Params, ep: Endpoints) -> dict:
 
 
 def analytics_step(params: Params, ep: Endpoints) -> dict:
-    from .batch import analytics, load_clean, reconcile, write_table
+    from .analytics import RECONCILIATION, analytics, load_clean, reconcile
+    from .spark_pg import write_table
     from .spark_session import get_spark
     spark = get_spark(params)
     t0 = time.monotonic()
     clean_df = load_clean(spark, ep.database_url).cache()  # read by all seven tables
     timings, counts = {}, {}
-    for name, df in analytics(clean_df, params.batch.active_min).items():
+    for name, df in analytics(clean_df, params.analytics).items():
         t = time.monotonic()
         counts[name] = write_table(ep.database_url, name, df)
         timings[name] = round(time.monotonic() - t, 2)
     clean_df.unpersist()
-    counts["stream_batch_reconciliation"] = reconcile(ep.database_url)
+    counts[RECONCILIATION] = reconcile(ep.database_url)
     return {"rows": counts, "seconds_per_table": timings, "seconds": round(time.monotonic() - t0, 2)}
 
 
