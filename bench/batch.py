@@ -7,7 +7,7 @@
 2. backfill (Kafka -> toots_raw, written by the Spark tasks), clean (toots_raw -> toots_clean + rejects).
 3. analytics three ways, same input, after one warm-up pass (the first pass pays JIT and worker start-up, which
    would otherwise favour whichever way runs later): `cached` (what the pipeline does: read toots_clean once, cache), `naive`
-   (each table computed from a fresh read, no caching), `repartition_cache` (the seed's repartition(4).cache()).
+   (each table computed from a fresh read, no caching), `repartition_cache` (the original assignment's repartition(4).cache()).
 Prints a table and writes bench/results/batch.json (backfill_toots_per_s, clean_s, analytics_s,
 naive_analytics_s, ...).
 """
@@ -85,39 +85,39 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     params = config.load(args.params)
-    ep = services.up(params)
+    endpoints = services.up(params)
     run = uuid.uuid4().hex[:8]
     params.kafka.topic = args.topic or f"bench_batch_{run}"
     params.kafka.dlq_topic = params.kafka.topic + "_dlq"
     if args.topic:
-        messages = sum(kafka_io.end_offsets(ep.bootstrap_servers, args.topic).values())
+        messages = sum(kafka_io.end_offsets(endpoints.bootstrap_servers, args.topic).values())
         print(f"reusing topic {args.topic}: {messages:,} messages", flush=True)
     else:
-        kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic],
+        kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic],
                                params.kafka.partitions)
         t0 = time.perf_counter()
         from tootpipe.mastodon_source import ingest
-        pub = kafka_io.Publisher(ep.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
+        pub = kafka_io.Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
         stats = ingest(scaled_events(args.n, args.seed, args.base), pub, params, source="bench", progress_every=1e9)
         pub.close()
         messages = stats.published + stats.deletes
         print(f"published {messages:,} messages for {args.n:,} toots to {params.kafka.topic} in "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
 
-    ep = fresh_db(ep, f"bench_batch_{run}")
+    endpoints = fresh_db(endpoints, f"bench_batch_{run}")
     spark = get_spark(params)
     res = {"n": args.n, "messages": messages}
     t = time.perf_counter()
-    bf = batch.backfill(spark, params, ep)
+    bf = batch.backfill(spark, params, endpoints)
     res["backfill_s"] = round(time.perf_counter() - t, 2)
     res["backfill_rows"] = bf["rows"]
     res["backfill_toots_per_s"] = round(bf["rows"] / res["backfill_s"])
     print(f"backfill: {bf['rows']:,} rows in {res['backfill_s']} s", flush=True)
-    again = batch.backfill(spark, params, ep)
+    again = batch.backfill(spark, params, endpoints)
     res["backfill_rerun_rows"] = again["rows"]
     # the baseline in the same run: Spark's connector reading the same messages into nothing (count)
     t = time.perf_counter()
-    read = (spark.read.format("kafka").option("kafka.bootstrap.servers", ep.bootstrap_servers)
+    read = (spark.read.format("kafka").option("kafka.bootstrap.servers", endpoints.bootstrap_servers)
             .option("subscribe", params.kafka.topic).option("minPartitions", "8").load().count())
     res["kafka_read_s"] = round(time.perf_counter() - t, 2)
     res["kafka_read_rows_per_s"] = round(read / res["kafka_read_s"])
@@ -125,17 +125,17 @@ def main(argv=None) -> int:
     print(f"raw connector read: {read:,} rows in {res['kafka_read_s']} s", flush=True)
 
     t = time.perf_counter()
-    cl = steps.clean_step(params, ep)
+    cl = steps.clean_step(params, endpoints)
     res["clean_s"] = round(time.perf_counter() - t, 2)
     res["toots_clean"], res["toots_rejects"] = cl["toots_clean"], cl["toots_rejects"]
     print(f"clean: {cl} in {res['clean_s']} s", flush=True)
 
     runs = {}
-    warm = analytics_timed(spark, ep.database_url, params.analytics, "cached")  # JIT, workers, PG caches
+    warm = analytics_timed(spark, endpoints.database_url, params.analytics, "cached")  # JIT, workers, PG caches
     res["analytics_warmup_s"] = warm["seconds"]
     print(f"analytics warm-up pass (not compared): {warm['seconds']} s", flush=True)
     for mode in ("cached", "naive", "repartition_cache"):
-        runs[mode] = analytics_timed(spark, ep.database_url, params.analytics, mode)
+        runs[mode] = analytics_timed(spark, endpoints.database_url, params.analytics, mode)
         print(f"analytics {mode}: {runs[mode]}", flush=True)
     res.update({
         "analytics_s": runs["cached"]["seconds"], "naive_analytics_s": runs["naive"]["seconds"],

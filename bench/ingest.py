@@ -65,10 +65,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     params = config.load(args.params)
-    ep = services.up(params)
+    endpoints = services.up(params)
     run = uuid.uuid4().hex[:8]
     topic, dlq, raw_topic = f"bench_ingest_{run}", f"bench_ingest_{run}_dlq", f"bench_raw_{run}"
-    kafka_io.ensure_topics(ep.bootstrap_servers, [topic, dlq, raw_topic], params.kafka.partitions)
+    kafka_io.ensure_topics(endpoints.bootstrap_servers, [topic, dlq, raw_topic], params.kafka.partitions)
 
     replay = ROOT / ".tootpipe" / "bench" / f"replay_{args.n}_{args.seed}.jsonl"
     t0 = time.perf_counter()
@@ -77,18 +77,18 @@ def main(argv=None) -> int:
     lines = replay.read_bytes().splitlines()
     mb = sum(map(len, lines)) / 1e6
 
-    pub = kafka_io.Publisher(ep.bootstrap_servers, topic, dlq)
+    pub = kafka_io.Publisher(endpoints.bootstrap_servers, topic, dlq)
     t0 = time.perf_counter()
     stats = ingest(events_from_file(replay), pub, params, source="replay", progress_every=1e9)
     pub.close()
     ingest_s = time.perf_counter() - t0
-    cf_s = raw_confluent(ep.bootstrap_servers, raw_topic, lines)
+    cf_s = raw_confluent(endpoints.bootstrap_servers, raw_topic, lines)
     t1 = time.perf_counter()
-    consumed = sum(1 for p, e in kafka_io.end_offsets(ep.bootstrap_servers, raw_topic).items()
-                   for _ in kafka_io.read_range(ep.bootstrap_servers, raw_topic, p, 0, e))
+    consumed = sum(1 for p, e in kafka_io.end_offsets(endpoints.bootstrap_servers, raw_topic).items()
+                   for _ in kafka_io.read_range(endpoints.bootstrap_servers, raw_topic, p, 0, e))
     consume_s = time.perf_counter() - t1
     assert consumed == len(lines), (consumed, len(lines))
-    published = sum(kafka_io.end_offsets(ep.bootstrap_servers, topic).values())
+    published = sum(kafka_io.end_offsets(endpoints.bootstrap_servers, topic).values())
     assert published == stats.published + stats.deletes, (published, stats.as_dict())
 
     res = {

@@ -37,7 +37,7 @@ from common import write  # noqa: E402
 from tootpipe import config, db, kafka_io, services  # noqa: E402
 from tootpipe.sample import expected_posts, generate  # noqa: E402
 from tootpipe.spark_session import get_spark  # noqa: E402
-from tootpipe.streaming import PostgresSink, kafka_stream  # noqa: E402
+from tootpipe.stream_query import PostgresSink, kafka_stream  # noqa: E402
 
 
 def jvm_peak_rss_mb(spark) -> float | None:
@@ -54,29 +54,29 @@ def jvm_peak_rss_mb(spark) -> float | None:
     return None
 
 
-def fresh_db(ep, name: str):
-    ep = services.create_database(ep, name)
-    db.ensure_schema(ep.database_url)
-    return ep
+def fresh_db(endpoints, name: str):
+    endpoints = services.create_database(endpoints, name)
+    db.ensure_schema(endpoints.database_url)
+    return endpoints
 
 
-def publish(ep, topic: str, events: list[dict], params) -> int:
+def publish(endpoints, topic: str, events: list[dict], params) -> int:
     from tootpipe.mastodon_source import ingest
-    pub = kafka_io.Publisher(ep.bootstrap_servers, topic, topic + "_dlq")
+    pub = kafka_io.Publisher(endpoints.bootstrap_servers, topic, topic + "_dlq")
     stats = ingest(events, pub, params, source="bench", progress_every=1e9)
     pub.close()
     return stats.published + stats.deletes
 
 
-def drain(spark, params, ep, per_trigger: int, name: str, foreach=None) -> dict:
+def drain(spark, params, endpoints, per_trigger: int, name: str, foreach=None) -> dict:
     """Run a query over the whole topic at `per_trigger` until it has read everything; rows/s over Spark's summed
     trigger time (busy) and over the wall clock. `foreach`: a foreachBatch function, else the noop sink."""
     params = params.model_copy(deep=True)
     params.stream.max_offsets_per_trigger = per_trigger
     ck = ROOT / ".tootpipe" / "bench" / "checkpoints" / f"{name}_{uuid.uuid4().hex[:8]}"
-    target = sum(kafka_io.end_offsets(ep.bootstrap_servers, params.kafka.topic).values())
+    target = sum(kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic).values())
     t0 = time.perf_counter()
-    writer = kafka_stream(spark, params, ep).writeStream.option("checkpointLocation", str(ck))
+    writer = kafka_stream(spark, params, endpoints).writeStream.option("checkpointLocation", str(ck))
     writer = writer.foreachBatch(foreach) if foreach else writer.format("noop")
     q = writer.trigger(processingTime="0 seconds").start()
     seen = 0
@@ -93,25 +93,25 @@ def drain(spark, params, ep, per_trigger: int, name: str, foreach=None) -> dict:
             "rows_per_s_wall": round(seen / wall)}
 
 
-def sink_run(spark, params, ep, per_trigger: int, expected: set) -> dict:
+def sink_run(spark, params, endpoints, per_trigger: int, expected: set) -> dict:
     name = f"bench_sink_{per_trigger}_{uuid.uuid4().hex[:6]}"
-    ep = fresh_db(ep, name)
+    endpoints = fresh_db(endpoints, name)
     ck = ROOT / ".tootpipe" / "bench" / "checkpoints" / name
-    sink = PostgresSink(params, ep, str(ck))
-    out = drain(spark, params, ep, per_trigger, name, foreach=sink)
-    uris = set(db.query_df(ep.database_url, "SELECT uri FROM mastodon_posts").uri)
-    prog = db.query_df(ep.database_url, "SELECT collect_s, write_s FROM stream_progress")
+    sink = PostgresSink(params, endpoints, str(ck))
+    out = drain(spark, params, endpoints, per_trigger, name, foreach=sink)
+    uris = set(db.query_df(endpoints.database_url, "SELECT uri FROM mastodon_posts").uri)
+    prog = db.query_df(endpoints.database_url, "SELECT collect_s, write_s FROM stream_progress")
     return {**out, "collect_s": round(float(prog.collect_s.sum()), 2), "write_s": round(float(prog.write_s.sum()), 2),
             "exactly_once": uris == expected}
 
 
-def jdbc_append_run(spark, params, ep, per_trigger: int, expected: set) -> dict:
+def jdbc_append_run(spark, params, endpoints, per_trigger: int, expected: set) -> dict:
     """The usual public project's sink: the same parse and filters, then `write.jdbc(mode="append")` per batch."""
     from pyspark.sql import functions as F
     from tootpipe.transforms import POST_COLUMNS, parse_kafka, to_post_rows
     name = f"bench_jdbc_{per_trigger}_{uuid.uuid4().hex[:6]}"
-    ep = fresh_db(ep, name)
-    u = urlsplit(ep.database_url)
+    endpoints = fresh_db(endpoints, name)
+    u = urlsplit(endpoints.database_url)
     props = {"user": u.username or "postgres", "password": u.password or "", "driver": "org.postgresql.Driver"}
     jdbc = f"jdbc:postgresql://{u.hostname}:{u.port}{u.path}"
     filters = params.filters
@@ -121,8 +121,8 @@ def jdbc_append_run(spark, params, ep, per_trigger: int, expected: set) -> dict:
         rows.where(F.col("event") != "delete").select(POST_COLUMNS).write.jdbc(jdbc, "posts_jdbc_append", "append",
                                                                               props)
 
-    out = drain(spark, params, ep, per_trigger, name, foreach=append)
-    counts = db.query_df(ep.database_url, "SELECT count(*) AS n, count(DISTINCT uri) AS d FROM posts_jdbc_append")
+    out = drain(spark, params, endpoints, per_trigger, name, foreach=append)
+    counts = db.query_df(endpoints.database_url, "SELECT count(*) AS n, count(DISTINCT uri) AS d FROM posts_jdbc_append")
     return {**out, "rows_written": int(counts.n[0]), "distinct_uris": int(counts.d[0]),
             "uris_match": int(counts.d[0]) == len(expected)}
 
@@ -139,18 +139,18 @@ def broker_rss_mb(which: str = "VmHWM") -> float | None:
     return None
 
 
-def live_latency(spark, params, ep, rate: int, seconds: float, seed: int, warmup_s: float = 10) -> dict:
+def live_latency(spark, params, endpoints, rate: int, seconds: float, seed: int, warmup_s: float = 10) -> dict:
     from tootpipe.mastodon_source import ingest
-    from tootpipe.streaming import start_stream
+    from tootpipe.stream_query import start_stream
     params = params.model_copy(deep=True)
     params.kafka.topic = f"bench_live_{uuid.uuid4().hex[:8]}"
     params.stream.processing_time = "0 seconds"
     params.stream.max_offsets_per_trigger = 100_000
     params.stream.query_name = params.kafka.topic
     params.stream.checkpoint_dir = ".tootpipe/bench/checkpoints"
-    ep = fresh_db(ep, params.kafka.topic)
-    kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic, params.kafka.topic + "_dlq"], 3)
-    sink = PostgresSink(params, ep, str(ROOT / ".tootpipe" / "bench" / "checkpoints" / params.kafka.topic))
+    endpoints = fresh_db(endpoints, params.kafka.topic)
+    kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.topic + "_dlq"], 3)
+    sink = PostgresSink(params, endpoints, str(ROOT / ".tootpipe" / "bench" / "checkpoints" / params.kafka.topic))
     sink.keep_latencies = True
     latencies: list = []
 
@@ -159,12 +159,12 @@ def live_latency(spark, params, ep, rate: int, seconds: float, seed: int, warmup
         if sink.committed_latencies_ms is not None and batch_id > 0:  # batch 0 pays the worker start
             latencies.append((time.perf_counter(), sink.committed_latencies_ms))
 
-    query, _ = start_stream(spark, params, ep, available_now=False, sink=recording)
+    query, _ = start_stream(spark, params, endpoints, available_now=False, sink=recording)
     time.sleep(8)  # let the first (empty) batches start the Python workers
 
     events = [e for e in generate(int(rate * seconds * 1.2), seed)
               if e["event"] == "update" and isinstance(e["data"], dict)]
-    pub = kafka_io.Publisher(ep.bootstrap_servers, params.kafka.topic, params.kafka.topic + "_dlq")
+    pub = kafka_io.Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.topic + "_dlq")
     t0, wall0 = time.perf_counter(), time.time()
     sent = 0
 
@@ -188,7 +188,7 @@ def live_latency(spark, params, ep, rate: int, seconds: float, seed: int, warmup
     query.stop()
     phases = phase_breakdown([q for q in query.recentProgress if q["batchId"] > 0 and q["numInputRows"] > 0],
                              wall0 + warmup_s)
-    sink_split = db.query_df(ep.database_url, "SELECT round(avg(collect_s) * 1000) AS sink_collect, "
+    sink_split = db.query_df(endpoints.database_url, "SELECT round(avg(collect_s) * 1000) AS sink_collect, "
                              "round(avg(write_s) * 1000) AS sink_write FROM stream_progress WHERE batch_id > 0 "
                              "AND input_rows > 0 AND committed_at > to_timestamp(%s)", (wall0 + warmup_s,))
     phases.update({k: float(v) for k, v in sink_split.iloc[0].items() if v is not None})
@@ -232,9 +232,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.only_live:
         params = config.load(args.params)
-        ep = services.up(params)
+        endpoints = services.up(params)
         spark = get_spark(params)
-        live = live_latency(spark, params, ep, args.rate, args.live_s, args.seed + 1)
+        live = live_latency(spark, params, endpoints, args.rate, args.live_s, args.seed + 1)
         res = json.loads(Path(args.out).read_text())
         res.update({"latency_p50_ms": live["latency_p50_ms"], "latency_p95_ms": live["latency_p95_ms"],
                     "live": live, "jvm_rss_mb_live": jvm_peak_rss_mb(spark)})
@@ -244,13 +244,13 @@ def main(argv=None) -> int:
         return 0
 
     params = config.load(args.params)
-    ep = services.up(params)
+    endpoints = services.up(params)
     run = uuid.uuid4().hex[:8]
     params.kafka.topic, params.kafka.dlq_topic = f"bench_stream_{run}", f"bench_stream_{run}_dlq"
-    kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], params.kafka.partitions)
+    kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], params.kafka.partitions)
     t0 = time.perf_counter()
     events = generate(args.n, args.seed)
-    messages = publish(ep, params.kafka.topic, events, params)
+    messages = publish(endpoints, params.kafka.topic, events, params)
     publish_s = time.perf_counter() - t0
     expected = set(expected_posts(events, params.filters))
     print(f"backlog: {args.n:,} toots -> {messages:,} messages in {publish_s:.1f} s; expected posts {len(expected):,}",
@@ -261,14 +261,14 @@ def main(argv=None) -> int:
     spark_start_s = time.perf_counter() - t0
     results = {"n": args.n, "messages": messages, "spark_start_s": round(spark_start_s, 1), "runs": []}
     for per in [int(x) for x in args.triggers.split(",")]:
-        noop = drain(spark, params, ep, per, "bench_noop")
+        noop = drain(spark, params, endpoints, per, "bench_noop")
         print(f"noop  maxOffsetsPerTrigger={per}: {noop}", flush=True)
-        real = sink_run(spark, params, ep, per, expected)
+        real = sink_run(spark, params, endpoints, per, expected)
         print(f"sink  maxOffsetsPerTrigger={per}: {real}", flush=True)
-        jdbc = jdbc_append_run(spark, params, ep, per, expected)
+        jdbc = jdbc_append_run(spark, params, endpoints, per, expected)
         print(f"jdbc  maxOffsetsPerTrigger={per}: {jdbc}", flush=True)
         results["runs"].append({"max_offsets_per_trigger": per, "noop": noop, "sink": real, "jdbc_append": jdbc})
-    live = live_latency(spark, params, ep, args.rate, args.live_s, args.seed + 1)
+    live = live_latency(spark, params, endpoints, args.rate, args.live_s, args.seed + 1)
     print(f"live: {live}", flush=True)
     best = max(results["runs"], key=lambda r: r["sink"]["rows_per_s"])
     results.update({

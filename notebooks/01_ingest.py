@@ -13,17 +13,17 @@ params_file = "params/default.yaml"
 import pandas as pd
 from tootpipe import steps, services
 
-params, ep = steps.context(params_file)
-broker = services.status().get("kafka", {}) if ep.embedded_kafka else {}
-print("source:", params.source.kind, "| topic:", params.kafka.topic, "| broker:", services.describe(ep)["bootstrap_servers"],
-      f"({broker.get('broker')} {broker.get('version')}, cluster {ep.cluster_id}, log in {broker.get('data')})"
+params, endpoints = steps.context(params_file)
+broker = services.status().get("kafka", {}) if endpoints.embedded_kafka else {}
+print("source:", params.source.kind, "| topic:", params.kafka.topic, "| broker:", services.describe(endpoints)["bootstrap_servers"],
+      f"({broker.get('broker')} {broker.get('version')}, cluster {endpoints.cluster_id}, log in {broker.get('data')})"
       if broker else "(given by the parameters)")
 
 # %% [markdown]
 # ## Publish
 
 # %%
-stats = steps.ingest_step(params, ep)
+stats = steps.ingest_step(params, endpoints)
 pd.DataFrame([{k: v for k, v in stats.items() if not isinstance(v, dict)}])
 
 # %% [markdown]
@@ -45,7 +45,7 @@ pd.DataFrame({"mastodon_stream": stats["topic_end_offsets"], "mastodon_stream_dl
 
 # %%
 from tootpipe.kafka_io import export
-pd.json_normalize([m["value"] for m in export(ep.bootstrap_servers, params.kafka.topic, max_messages=5)])[
+pd.json_normalize([m["value"] for m in export(endpoints.bootstrap_servers, params.kafka.topic, max_messages=5)])[
     ["event", "uri", "created_at", "account.acct", "language", "text", "hashtags"]]
 
 # %% [markdown]
@@ -53,7 +53,7 @@ pd.json_normalize([m["value"] for m in export(ep.bootstrap_servers, params.kafka
 # Payloads that could not become a record keep their raw text, the reason and where they came from:
 
 # %%
-dead = [m["value"] for m in export(ep.bootstrap_servers, params.kafka.dlq_topic, max_messages=5)]
+dead = [m["value"] for m in export(endpoints.bootstrap_servers, params.kafka.dlq_topic, max_messages=5)]
 pd.DataFrame([{"error": d["error"], "source": d["source"], "raw": str(d["raw"])[:80]} for d in dead],
              columns=["error", "source", "raw"])
 

@@ -14,16 +14,16 @@ params_file = "params/default.yaml"
 # %%
 from tootpipe import checks, db, plots, steps
 
-params, ep = steps.context(params_file)
+params, endpoints = steps.context(params_file)
 plots.style()
-summary = steps.stream_step(params, ep)
+summary = steps.stream_step(params, endpoints)
 summary
 
 # %% [markdown]
 # ## Exactly-once checks
 
 # %%
-inv = checks.stream_invariants(ep.database_url, ep.bootstrap_servers, params.kafka.topic, summary["checkpoint"])
+inv = checks.stream_invariants(endpoints.database_url, endpoints.bootstrap_servers, params.kafka.topic, summary["checkpoint"])
 print(f"messages in the topic: {inv['in_topic']}; read and committed by this query's ledger: {inv['ledger_rows']}")
 # a toot that arrives beyond the watermark is stored, but its window was final already and is not recounted
 print(f"window counts add up to {inv['sum_of_window_counts']} of {inv['posts']} stored toots; "
@@ -34,7 +34,7 @@ results = [inv]
 if params.source.kind == "sample":
     from tootpipe.sample import expected_posts, generate
     sample = checks.sample_expectation(
-        ep.database_url, expected_posts(generate(params.source.sample_n, params.source.sample_seed), params.filters))
+        endpoints.database_url, expected_posts(generate(params.source.sample_n, params.source.sample_seed), params.filters))
     print(f"this sample should leave {sample['expected']} distinct toots; missing: {sample['missing']}; rows from "
           f"earlier runs with other samples: {sample['from_other_runs']}; removed by deletes of earlier runs: "
           f"{sample['removed_by_earlier_deletes']}")
@@ -49,7 +49,7 @@ checks.require(*results)
 # (trigger and checkpoint-commit times, the topic's latest offsets, and the lag: messages still waiting).
 
 # %%
-progress = db.query_df(ep.database_url, "SELECT p.*, b.end_offsets FROM stream_progress p JOIN stream_batches b "
+progress = db.query_df(endpoints.database_url, "SELECT p.*, b.end_offsets FROM stream_progress p JOIN stream_batches b "
                        "USING (checkpoint, batch_id) WHERE checkpoint = %s ORDER BY batch_id", (summary["checkpoint"],))
 progress[["batch_id", "input_rows", "filtered", "errors", "collect_s", "write_s", "trigger_ms", "commit_ms", "lag",
           "end_offsets"]].tail(10)
@@ -58,11 +58,11 @@ progress[["batch_id", "input_rows", "filtered", "errors", "collect_s", "write_s"
 plots.stream_health(progress);
 
 # %%
-counts = db.query_df(ep.database_url, "SELECT window_start, cnt FROM streamed_toot_counts ORDER BY 1")
+counts = db.query_df(endpoints.database_url, "SELECT window_start, cnt FROM streamed_toot_counts ORDER BY 1")
 plots.toots_per_minute(counts);
 
 # %%
-db.query_df(ep.database_url, "SELECT username, content, created_at FROM mastodon_posts ORDER BY created_at DESC LIMIT 5")
+db.query_df(endpoints.database_url, "SELECT username, content, created_at FROM mastodon_posts ORDER BY created_at DESC LIMIT 5")
 
 # %% [markdown]
 # ## Throughput and latency at scale

@@ -12,16 +12,16 @@ params_file = "params/default.yaml"
 # %%
 from tootpipe import steps, db
 
-params, ep = steps.context(params_file)
-backfill = steps.backfill_step(params, ep)
+params, endpoints = steps.context(params_file)
+backfill = steps.backfill_step(params, endpoints)
 backfill
 
 # %%
-cleaned = steps.clean_step(params, ep)
+cleaned = steps.clean_step(params, endpoints)
 cleaned
 
 # %%
-db.query_df(ep.database_url, """
+db.query_df(endpoints.database_url, """
     SELECT (SELECT count(*) FROM toots_raw) AS raw_rows,
            (SELECT count(*) FROM toots_raw WHERE event = 'delete') AS deletes,
            (SELECT count(*) FROM toots_raw WHERE event = 'status.update') AS edits,
@@ -29,7 +29,7 @@ db.query_df(ep.database_url, """
            (SELECT count(*) FROM toots_clean) AS clean_toots""")
 
 # %%
-db.query_df(ep.database_url, "SELECT reason, count(*) AS n FROM toots_rejects GROUP BY 1 ORDER BY 2 DESC")
+db.query_df(endpoints.database_url, "SELECT reason, count(*) AS n FROM toots_rejects GROUP BY 1 ORDER BY 2 DESC")
 
 # %%
-db.query_df(ep.database_url, "SELECT * FROM backfill_ranges ORDER BY loaded_at DESC, kafka_partition LIMIT 12")
+db.query_df(endpoints.database_url, "SELECT * FROM backfill_ranges ORDER BY loaded_at DESC, kafka_partition LIMIT 12")

@@ -11,19 +11,19 @@ params_file = "params/default.yaml"
 import pandas as pd
 from tootpipe import checks, db, plots, steps
 
-params, ep = steps.context(params_file)
+params, endpoints = steps.context(params_file)
 plots.style()
-result = steps.analytics_step(params, ep)
+result = steps.analytics_step(params, endpoints)
 pd.DataFrame({"rows": result["rows"], "seconds": result["seconds_per_table"]})
 
 # %%
-db.query_df(ep.database_url, "SELECT * FROM daily_toot_counts ORDER BY day")
+db.query_df(endpoints.database_url, "SELECT * FROM daily_toot_counts ORDER BY day")
 
 # %%
-db.query_df(ep.database_url, "SELECT * FROM top_hashtag_per_day ORDER BY day")
+db.query_df(endpoints.database_url, "SELECT * FROM top_hashtag_per_day ORDER BY day")
 
 # %%
-db.query_df(ep.database_url, 'SELECT * FROM "active_users_gtX" ORDER BY cnt DESC LIMIT 10')
+db.query_df(endpoints.database_url, 'SELECT * FROM "active_users_gtX" ORDER BY cnt DESC LIMIT 10')
 
 # %% [markdown]
 # ## Do the stream and the batch agree?
@@ -31,7 +31,7 @@ db.query_df(ep.database_url, 'SELECT * FROM "active_users_gtX" ORDER BY cnt DESC
 # window was already final and is not recounted. The batch job recounts everything and has no watermark.
 
 # %%
-rec = checks.reconciliation_summary(ep.database_url)
+rec = checks.reconciliation_summary(endpoints.database_url)
 print(f"{rec['hours']} hours compared; stream total {rec['stream_total']}, batch total {rec['batch_total']}; "
       + ("they agree in every hour." if not rec["hours_differing"] else f"they differ in {rec['hours_differing']} "
          f"hours (see below); {rec['beyond_watermark']} rows reached the stream beyond its watermark."))

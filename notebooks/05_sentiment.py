@@ -16,7 +16,7 @@ import pandas as pd
 from tootpipe import steps, db, plots
 from tootpipe.sentiment_variants import VARIANTS
 
-params, ep = steps.context(params_file)
+params, endpoints = steps.context(params_file)
 plots.style()
 SETS = ("semeval2017_dev", "tweeteval_val")
 METRICS = ("macro_recall", "macro_f1", "accuracy")
@@ -73,11 +73,11 @@ pd.DataFrame([{"language": code, "kept": m["kept"], "train_s": m["train_s"],
 # ## Score the stored toots with the default model set
 
 # %%
-scored = steps.score_step(params, ep, results[default]["model"])
+scored = steps.score_step(params, endpoints, results[default]["model"])
 scored
 
 # %%
-sent = db.query_df(ep.database_url, "SELECT language, sentiment_name FROM mastodon_sentiments")
+sent = db.query_df(endpoints.database_url, "SELECT language, sentiment_name FROM mastodon_sentiments")
 plots.sentiment_distribution(sent);
 
 # %% [markdown]

@@ -11,10 +11,10 @@ params_file = "params/default.yaml"
 import pandas as pd
 from tootpipe import steps, db, plots
 
-params, ep = steps.context(params_file)
+params, endpoints = steps.context(params_file)
 plots.style()
-q = lambda sql: db.query_df(ep.database_url, sql)
-pd.Series(db.table_counts(ep.database_url, steps.TABLES), name="rows").to_frame()
+q = lambda sql: db.query_df(endpoints.database_url, sql)
+pd.Series(db.table_counts(endpoints.database_url, steps.TABLES), name="rows").to_frame()
 
 # %% [markdown]
 # ## Volume
@@ -66,7 +66,7 @@ plots.stream_health(q("SELECT * FROM stream_progress WHERE checkpoint = (SELECT 
 # database could not take). None of them stopped anything.
 
 # %%
-problems = steps.problems(params, ep)
+problems = steps.problems(params, endpoints)
 problems.groupby(["stage", "reason_class"]).size().rename("records").to_frame() if len(problems) else \
     "no dead letters, stream errors or rejects"
 

@@ -30,8 +30,8 @@ def isolated(overrides: dict | None = None) -> dict:
 def services_up():
     from tootpipe import config, services
     assert services.state_dir() == STATE.resolve()
-    ep = services.up(config.load(use_env=False))
-    yield ep
+    endpoints = services.up(config.load(use_env=False))
+    yield endpoints
     services.down()
     shutil.rmtree(STATE, ignore_errors=True)
 
@@ -41,12 +41,12 @@ def fresh(services_up):
     """(params, endpoints) with a new database and new topics, so tests never see each other's rows."""
     from tootpipe import config, db, services
     name = "t_" + uuid.uuid4().hex[:10]
-    ep = services.create_database(services_up, name)
+    endpoints = services.create_database(services_up, name)
     params = config.load(None, isolated({"kafka.topic": f"toots_{name}", "kafka.dlq_topic": f"toots_{name}_dlq",
                                          "stream.query_name": name, "spark.master": "local[2]",
                                          "spark.shuffle_partitions": 2}), use_env=False)
-    db.ensure_schema(ep.database_url)
-    yield params, ep
+    db.ensure_schema(endpoints.database_url)
+    yield params, endpoints
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,10 @@ import sys
 from tootpipe import config
 from tootpipe.services import Endpoints
 from tootpipe.spark_session import get_spark
-from tootpipe.streaming import run_until_caught_up
+from tootpipe.stream_query import run_until_caught_up
 
 params = config.load(sys.argv[1], use_env=False)
-ep = Endpoints(**json.loads(open(sys.argv[2]).read()))
+endpoints = Endpoints(**json.loads(open(sys.argv[2]).read()))
 fault = os.environ.get("TOOTPIPE_FAULT", "")
 
 
@@ -27,6 +27,7 @@ def crash_after(batch_id: int) -> None:
 
 spark = get_spark(params)
 try:
-    print(json.dumps(run_until_caught_up(spark, params, ep, timeout_s=300, after_commit=crash_after if fault else None)))
+    hook = crash_after if fault else None
+    print(json.dumps(run_until_caught_up(spark, params, endpoints, timeout_s=300, after_commit=hook)))
 finally:
     spark.stop()

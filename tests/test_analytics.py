@@ -93,3 +93,20 @@ def test_clean_dedups_keeps_the_latest_edit_applies_deletes_and_rejects_with_rea
     assert got["u6"].language == "en"
     assertDataFrameEqual(rejects.select("kafka_offset", "reason"), spark.createDataFrame(
         [(8, "no readable created_at"), (9, "not a toot record: missing uri")], "kafka_offset long, reason string"))
+
+
+def test_timestamp_parity_python_and_spark_read_every_format_to_the_same_instant(spark):
+    """Both parsers take their formats from schema.TIME_FORMATS: one string per format (and epochs) through both."""
+    from tootpipe.normalize import parse_time
+    from tootpipe.schema import TIME_FORMATS
+    from tootpipe.transforms import parse_time_col
+    instant = datetime(2026, 11, 26, 23, 59, 58, 123000, tzinfo=timezone.utc)
+    samples = [instant.strftime(f).replace("+0000", "+00:00") if "%z" in f and "%a" not in f else instant.strftime(f)
+               for f, _, _ in TIME_FORMATS]
+    samples += ["1795737598", "1795737598123", "2026-11-26T23:59:58.123Z", "2026-11-27T00:59:58.123+01:00"]
+    df = spark.createDataFrame(list(enumerate(samples)), "i int, s string")
+    got = [r.t for r in df.select("i", parse_time_col(df.s).alias("t")).orderBy("i").collect()]
+    for s, spark_t in zip(samples, got):
+        python_t = parse_time(s)
+        assert spark_t is not None, s
+        assert spark_t.replace(tzinfo=timezone.utc) == python_t, (s, spark_t, python_t)

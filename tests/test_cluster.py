@@ -33,11 +33,11 @@ spark.stop()
 
 
 def test_executors_in_separate_jvms_read_kafka_with_the_shipped_library(fresh):
-    params, ep = fresh
+    params, endpoints = fresh
     params.source.sample_n, params.source.sample_seed = 150, 4
-    steps.ingest_step(params, ep)
-    published = sum(kafka_io.end_offsets(ep.bootstrap_servers, params.kafka.topic).values())
-    out = subprocess.run([sys.executable, "-c", PROBE, ep.bootstrap_servers, params.kafka.topic],
+    steps.ingest_step(params, endpoints)
+    published = sum(kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic).values())
+    out = subprocess.run([sys.executable, "-c", PROBE, endpoints.bootstrap_servers, params.kafka.topic],
                          capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])

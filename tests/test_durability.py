@@ -17,7 +17,7 @@ from conftest import ROOT, wait_until
 from tootpipe import batch, db, kafka_io, services, steps
 from tootpipe.mastodon_source import ingest, paced
 from tootpipe.sample import expected_posts, generate
-from tootpipe.streaming import run_available_now, start_stream
+from tootpipe.stream_query import run_available_now, start_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -25,30 +25,30 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 @pytest.fixture
 def own_kafka(fresh, tmp_path, monkeypatch):
     """(params, endpoints): an embedded Kafka of this test's own, and a fresh database on the suite's PostgreSQL."""
-    params, ep = fresh
+    params, endpoints = fresh
     monkeypatch.setenv("TOOTPIPE_STATE_DIR", str(tmp_path / "state"))
-    params.database.url = ep.database_url
+    params.database.url = endpoints.database_url
     yield params, services.up(params)
     services.down()
 
 
-def topic_total(params, ep) -> int:
-    return sum(kafka_io.end_offsets(ep.bootstrap_servers, params.kafka.topic).values())
+def topic_total(params, endpoints) -> int:
+    return sum(kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic).values())
 
 
-def stored_uris(ep) -> list:
-    return list(db.query_df(ep.database_url, "SELECT uri FROM mastodon_posts").uri)
+def stored_uris(endpoints) -> list:
+    return list(db.query_df(endpoints.database_url, "SELECT uri FROM mastodon_posts").uri)
 
 
-def assert_each_toot_once(params, ep, events) -> None:
+def assert_each_toot_once(params, endpoints, events) -> None:
     """Posts = the independent expectation, none twice; the window counts add up to them; the ledger's batches
     tile every partition up to the topic's end, so no offset was applied twice or skipped."""
     expected = expected_posts(events, params.filters)
-    uris = stored_uris(ep)
+    uris = stored_uris(endpoints)
     assert len(uris) == len(set(uris)) and set(uris) == set(expected)
-    assert db.scalar(ep.database_url, "SELECT coalesce(sum(cnt), 0)::bigint FROM streamed_toot_counts") == len(expected)
-    ends = kafka_io.end_offsets(ep.bootstrap_servers, params.kafka.topic)
-    ledger = db.query_df(ep.database_url, "SELECT end_offsets, input_rows FROM stream_batches ORDER BY batch_id")
+    assert db.scalar(endpoints.database_url, "SELECT coalesce(sum(cnt), 0)::bigint FROM streamed_toot_counts") == len(expected)
+    ends = kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
+    ledger = db.query_df(endpoints.database_url, "SELECT end_offsets, input_rows FROM stream_batches ORDER BY batch_id")
     reached = {p: 0 for p in ends}
     for batch_ends in ledger.end_offsets:
         for p, o in batch_ends.items():
@@ -58,14 +58,14 @@ def assert_each_toot_once(params, ep, events) -> None:
 
 
 def test_broker_killed_with_sigkill_under_ingest_and_stream_loses_and_doubles_nothing(own_kafka, spark):
-    params, ep = own_kafka
+    params, endpoints = own_kafka
     params.stream.trigger, params.stream.processing_time = "processing_time", "0.5 seconds"
     params.stream.max_offsets_per_trigger = 200
     params.stream.watermark_minutes = 10 ** 6  # every row refreshes its window, so the counts can be checked
     events = generate(1500, 21)
-    kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], 3)
-    query, sink = start_stream(spark, params, ep, available_now=False)
-    publisher = kafka_io.Publisher(ep.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
+    kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], 3)
+    query, sink = start_stream(spark, params, endpoints, available_now=False)
+    publisher = kafka_io.Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
     failure, killed = [], threading.Event()
 
     def events_around_the_kill():
@@ -83,63 +83,63 @@ def test_broker_killed_with_sigkill_under_ingest_and_stream_loses_and_doubles_no
 
     producer = threading.Thread(target=produce)
     producer.start()
-    wait_until(lambda: topic_total(params, ep) >= 300 and sink.committed_ends(), 180,
+    wait_until(lambda: topic_total(params, endpoints) >= 300 and sink.committed_ends(), 180,
                "300 toots in the topic and a committed batch")
     broker = services.status()["kafka"]
     os.kill(broker["pid"], signal.SIGKILL)
     wait_until(lambda: not services.status()["kafka"]["alive"], 30, "the broker to die")
     killed.set()
     restarted = services.up(params)
-    assert restarted.cluster_id == ep.cluster_id  # the same storage, formatted once
+    assert restarted.cluster_id == endpoints.cluster_id  # the same storage, formatted once
     producer.join(timeout=600)
     assert not producer.is_alive() and not failure, failure
-    if restarted.bootstrap_servers != ep.bootstrap_servers:  # the old port was taken meanwhile: follow the broker
+    if restarted.bootstrap_servers != endpoints.bootstrap_servers:  # the old port was taken meanwhile: follow the broker
         query.stop()
-        ep = restarted
-        query, sink = start_stream(spark, params, ep, available_now=False)
-    target = kafka_io.end_offsets(ep.bootstrap_servers, params.kafka.topic)
+        endpoints = restarted
+        query, sink = start_stream(spark, params, endpoints, available_now=False)
+    target = kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
     try:
         wait_until(lambda: query.exception() or all(sink.committed_ends().get(p, 0) >= o for p, o in target.items()),
                    600, "the stream to commit everything the topic holds")
         assert query.exception() is None, query.exception()
     finally:
         query.stop()
-    assert_each_toot_once(params, ep, events)
+    assert_each_toot_once(params, endpoints, events)
 
 
 def test_history_and_checkpoints_survive_services_down_and_up(own_kafka, spark):
-    params, ep = own_kafka
+    params, endpoints = own_kafka
     params.source.sample_n, params.source.sample_seed = 200, 31
     params.stream.watermark_minutes = 10 ** 6  # the second run's toots are as old as the first's
-    first = steps.ingest_step(params, ep)["topic_end_offsets"]
-    assert run_available_now(spark, params, ep)["input_rows"] == sum(first.values())
-    assert batch.backfill(spark, params, ep)["rows"] == sum(first.values())
+    first = steps.ingest_step(params, endpoints)["topic_end_offsets"]
+    assert run_available_now(spark, params, endpoints)["input_rows"] == sum(first.values())
+    assert batch.backfill(spark, params, endpoints)["rows"] == sum(first.values())
     services.down()
     assert not services.status()
-    ep = services.up(params)
-    assert kafka_io.end_offsets(ep.bootstrap_servers, params.kafka.topic) == first  # the history is still there
+    endpoints = services.up(params)
+    assert kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic) == first  # the history is still there
     params.source.sample_seed = 32
-    both = steps.ingest_step(params, ep)["topic_end_offsets"]
+    both = steps.ingest_step(params, endpoints)["topic_end_offsets"]
     second = sum(both.values()) - sum(first.values())
     assert second > 0
     # the checkpoint and the backfill ledger go on where they stopped: only the second run's messages are new
-    assert run_available_now(spark, params, ep)["input_rows"] == second
-    assert batch.backfill(spark, params, ep)["rows"] == second
+    assert run_available_now(spark, params, endpoints)["input_rows"] == second
+    assert batch.backfill(spark, params, endpoints)["rows"] == second
     # and the whole history can be read again: both runs' messages
-    everything = batch.backfill(spark, params, ep, ranges={p: (0, e) for p, e in both.items()})
+    everything = batch.backfill(spark, params, endpoints, ranges={p: (0, e) for p, e in both.items()})
     assert everything["rows"] == sum(both.values()) and everything["inserted"] == 0
-    cleaned, _ = batch.clean(batch.load_raw(spark, ep.database_url), params.filters)
+    cleaned, _ = batch.clean(batch.load_raw(spark, endpoints.database_url), params.filters)
     events = generate(200, 31) + generate(200, 32)
     assert {r.uri for r in cleaned.select("uri").collect()} == set(expected_posts(events, params.filters))
-    assert_each_toot_once(params, ep, events)
+    assert_each_toot_once(params, endpoints, events)
 
 
 def test_ingest_killed_mid_run_and_started_again_doubles_nothing_downstream(fresh, spark, tmp_path):
-    params, ep = fresh
+    params, endpoints = fresh
     events = generate(600, 41)
     replay = tmp_path / "replay.jsonl"
     replay.write_text("".join(json.dumps(e) + "\n" for e in events))
-    params.kafka.bootstrap_servers, params.database.url = ep.bootstrap_servers, ep.database_url
+    params.kafka.bootstrap_servers, params.database.url = endpoints.bootstrap_servers, endpoints.database_url
     params.stream.watermark_minutes = 10 ** 6
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(params.model_dump()))
     cmd = [sys.executable, "-m", "tootpipe.cli", "--params", str(tmp_path / "p.yaml"), "ingest", "--replay",
@@ -148,19 +148,19 @@ def test_ingest_killed_mid_run_and_started_again_doubles_nothing_downstream(fres
     proc = subprocess.Popen(cmd + ["--rate", "100"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: proc.poll() is not None or topic_total(params, ep) >= 100, 120, "100 toots published")
+        wait_until(lambda: proc.poll() is not None or topic_total(params, endpoints) >= 100, 120, "100 toots published")
     finally:
         proc.kill()
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "ingest ended before it was killed: nothing was tested"
-    partial = topic_total(params, ep)
+    partial = topic_total(params, endpoints)
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     full_run = json.loads(again.stdout)
-    assert topic_total(params, ep) == partial + full_run["published"] + full_run["deletes"]  # at-least-once
-    run_available_now(spark, params, ep)
-    assert_each_toot_once(params, ep, events)
-    batch.backfill(spark, params, ep)
-    cleaned, _ = batch.clean(batch.load_raw(spark, ep.database_url), params.filters)
+    assert topic_total(params, endpoints) == partial + full_run["published"] + full_run["deletes"]  # at-least-once
+    run_available_now(spark, params, endpoints)
+    assert_each_toot_once(params, endpoints, events)
+    batch.backfill(spark, params, endpoints)
+    cleaned, _ = batch.clean(batch.load_raw(spark, endpoints.database_url), params.filters)
     uris = [r.uri for r in cleaned.select("uri").collect()]
     assert len(uris) == len(set(uris)) and set(uris) == set(expected_posts(events, params.filters))

@@ -7,47 +7,47 @@ import pytest
 from tootpipe import batch, checks, db, kafka_io, steps
 from conftest import kafka_df, produce_raw
 from tootpipe.sample import expected_posts, generate
-from tootpipe.streaming import PostgresSink, checkpoint_path, run_available_now
+from tootpipe.stream_query import PostgresSink, checkpoint_path, run_available_now
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
-def publish(params, ep, n=300, seed=11):
+def publish(params, endpoints, n=300, seed=11):
     params.source.sample_n, params.source.sample_seed = n, seed
-    return steps.ingest_step(params, ep)
+    return steps.ingest_step(params, endpoints)
 
 
-def posts(ep):
-    return set(db.query_df(ep.database_url, "SELECT uri FROM mastodon_posts").uri)
+def posts(endpoints):
+    return set(db.query_df(endpoints.database_url, "SELECT uri FROM mastodon_posts").uri)
 
 
 def test_stream_is_exactly_once_and_matches_the_independent_expectation(fresh, spark):
-    params, ep = fresh
-    stats = publish(params, ep)
+    params, endpoints = fresh
+    stats = publish(params, endpoints)
     assert stats["dead_letters"] >= 0 and stats["published"] > 0
-    run_available_now(spark, params, ep)
+    run_available_now(spark, params, endpoints)
     expected = expected_posts(generate(300, 11), params.filters)
-    assert posts(ep) == set(expected)
-    counts = db.query_df(ep.database_url, "SELECT (SELECT sum(cnt)::bigint FROM streamed_toot_counts) s, "
+    assert posts(endpoints) == set(expected)
+    counts = db.query_df(endpoints.database_url, "SELECT (SELECT sum(cnt)::bigint FROM streamed_toot_counts) s, "
                                           "(SELECT count(*) FROM mastodon_posts) n")
     assert counts.s[0] == counts.n[0] == len(expected)
     # an edit made in the sample wins over the original
     edited = [u for u, r in expected.items() if r["edited_at"]]
     if edited:
-        content = db.scalar(ep.database_url, "SELECT content FROM mastodon_posts WHERE uri = %s", (edited[0],))
+        content = db.scalar(endpoints.database_url, "SELECT content FROM mastodon_posts WHERE uri = %s", (edited[0],))
         assert "(edited)" in content
     # running again reads nothing new and changes nothing; the notebook's invariants hold (and fail when broken)
-    again = run_available_now(spark, params, ep)
-    assert again["input_rows"] == 0 and posts(ep) == set(expected)
-    ck = str(checkpoint_path(params, ep))
-    inv = checks.stream_invariants(ep.database_url, ep.bootstrap_servers, params.kafka.topic, ck)
-    checks.require(inv, checks.sample_expectation(ep.database_url, expected))
+    again = run_available_now(spark, params, endpoints)
+    assert again["input_rows"] == 0 and posts(endpoints) == set(expected)
+    ck = str(checkpoint_path(params, endpoints))
+    inv = checks.stream_invariants(endpoints.database_url, endpoints.bootstrap_servers, params.kafka.topic, ck)
+    checks.require(inv, checks.sample_expectation(endpoints.database_url, expected))
     assert inv["ledger_rows"] == inv["in_topic"] == sum(stats["topic_end_offsets"].values())
-    with db.transaction(ep.database_url) as conn, conn.cursor() as cur:
+    with db.transaction(endpoints.database_url) as conn, conn.cursor() as cur:
         cur.execute("UPDATE streamed_toot_counts SET cnt = cnt + 1 WHERE window_start = "
                     "(SELECT min(window_start) FROM streamed_toot_counts)")
-    produce_raw(ep.bootstrap_servers, params.kafka.topic, [b"not yet streamed"])
-    broken = checks.stream_invariants(ep.database_url, ep.bootstrap_servers, params.kafka.topic, ck)
+    produce_raw(endpoints.bootstrap_servers, params.kafka.topic, [b"not yet streamed"])
+    broken = checks.stream_invariants(endpoints.database_url, endpoints.bootstrap_servers, params.kafka.topic, ck)
     assert len(broken["failures"]) == 2 and "ledger" in broken["failures"][0]
     with pytest.raises(AssertionError, match="window counts"):
         checks.require(broken)
@@ -55,111 +55,111 @@ def test_stream_is_exactly_once_and_matches_the_independent_expectation(fresh, s
 
 def test_available_now_honours_max_offsets_per_trigger_and_stops_at_the_ends_it_found(fresh, spark):
     from tootpipe.progress import wait_for
-    from tootpipe.streaming import start_stream
-    params, ep = fresh
-    before = publish(params, ep, n=300, seed=11)["topic_end_offsets"]
+    from tootpipe.stream_query import start_stream
+    params, endpoints = fresh
+    before = publish(params, endpoints, n=300, seed=11)["topic_end_offsets"]
     params.stream.max_offsets_per_trigger = 100
-    sink = PostgresSink(params, ep, str(checkpoint_path(params, ep)))
+    sink = PostgresSink(params, endpoints, str(checkpoint_path(params, endpoints)))
     late = {}
 
     def write_then_publish_more(df, batch_id):
         sink(df, batch_id)
         if batch_id == 0:  # produced while the query runs: after its target, so for the next run
             params.source.sample_seed = 12
-            late.update(steps.ingest_step(params, ep)["topic_end_offsets"])
+            late.update(steps.ingest_step(params, endpoints)["topic_end_offsets"])
 
-    query, _ = start_stream(spark, params, ep, available_now=True, sink=write_then_publish_more)
+    query, _ = start_stream(spark, params, endpoints, available_now=True, sink=write_then_publish_more)
     query.awaitTermination()
     assert query.exception() is None and wait_for(spark, query)
     sizes = [q["numInputRows"] for q in query.recentProgress]
     assert sum(sizes) == sum(before.values()) and max(sizes) <= 100 and len(sizes) >= sum(before.values()) // 100
     assert sink.committed_ends() == before and sum(late.values()) > sum(before.values())
-    progress = db.query_df(ep.database_url, "SELECT batch_id, input_rows, lag, trigger_ms, commit_ms, latest_offsets "
+    progress = db.query_df(endpoints.database_url, "SELECT batch_id, input_rows, lag, trigger_ms, commit_ms, latest_offsets "
                                             "FROM stream_progress ORDER BY batch_id")
     total = sum(before.values())
     # Spark's view, recorded by the listener: the lag shrinks by each batch's rows down to 0 at the target
     assert list(progress.lag) == [total - n for n in progress.input_rows.cumsum()]
     assert progress.trigger_ms.notna().all() and progress.commit_ms.notna().all()
     assert all({int(k): v for k, v in o.items()} == before for o in progress.latest_offsets)
-    again = run_available_now(spark, params, ep)  # the next run takes what came later
+    again = run_available_now(spark, params, endpoints)  # the next run takes what came later
     assert again["input_rows"] == sum(late.values()) - sum(before.values()) and sink.committed_ends() == late
 
 
 def test_filters_stricter_than_the_producers_still_account_for_every_message(fresh, spark):
-    params, ep = fresh
-    ends = publish(params, ep, n=300, seed=11)["topic_end_offsets"]
+    params, endpoints = fresh
+    ends = publish(params, endpoints, n=300, seed=11)["topic_end_offsets"]
     params.filters.languages = ["de"]  # the producer kept every language; the stream keeps German only
-    run_available_now(spark, params, ep)
+    run_available_now(spark, params, endpoints)
     expected = expected_posts(generate(300, 11), params.filters)
-    assert 0 < len(expected) and posts(ep) == set(expected)
-    ledger = db.query_df(ep.database_url, "SELECT end_offsets, input_rows FROM stream_batches")
+    assert 0 < len(expected) and posts(endpoints) == set(expected)
+    ledger = db.query_df(endpoints.database_url, "SELECT end_offsets, input_rows FROM stream_batches")
     assert int(ledger.input_rows.sum()) == sum(ends.values())
     assert {int(p): o for p, o in ledger.end_offsets[0].items()} == ends
-    filtered = db.scalar(ep.database_url, "SELECT sum(filtered)::bigint FROM stream_progress")
+    filtered = db.scalar(endpoints.database_url, "SELECT sum(filtered)::bigint FROM stream_progress")
     assert filtered > 0
 
 
 def test_a_replayed_batch_is_not_applied_twice(fresh, spark):
-    params, ep = fresh
-    publish(params, ep, n=120, seed=3)
-    ck = str(checkpoint_path(params, ep))
-    sink = PostgresSink(params, ep, ck)
-    df = kafka_df(spark, ep.bootstrap_servers, params.kafka.topic)
+    params, endpoints = fresh
+    publish(params, endpoints, n=120, seed=3)
+    ck = str(checkpoint_path(params, endpoints))
+    sink = PostgresSink(params, endpoints, ck)
+    df = kafka_df(spark, endpoints.bootstrap_servers, params.kafka.topic)
     sink(df, 0)
-    first = db.table_counts(ep.database_url, ["mastodon_posts", "stream_progress", "toot_ids"])
+    first = db.table_counts(endpoints.database_url, ["mastodon_posts", "stream_progress", "toot_ids"])
     sink(df, 0)  # what Spark does after a crash between our commit and its own
     assert sink.last == {"batch_id": 0, "skipped": True}
-    assert db.table_counts(ep.database_url, ["mastodon_posts", "stream_progress", "toot_ids"]) == first
+    assert db.table_counts(endpoints.database_url, ["mastodon_posts", "stream_progress", "toot_ids"]) == first
 
 
 def test_poison_messages_go_to_stream_errors_and_good_rows_still_land(fresh, spark):
-    params, ep = fresh
-    kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic], 3)
+    params, endpoints = fresh
+    kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic], 3)
     good = json.dumps({"v": 1, "event": "update", "uri": "https://a.example/s/1", "id": "1", "instance": "a.example",
                        "created_at": "2026-11-26 10:00:00", "account": {"acct": "alice"}, "visibility": "public",
                        "text": "hello"}).encode()
-    produce_raw(ep.bootstrap_servers, params.kafka.topic, [b"not json at all", b'{"event": "update", "uri": "u"}', json.dumps(
+    produce_raw(endpoints.bootstrap_servers, params.kafka.topic, [b"not json at all", b'{"event": "update", "uri": "u"}', json.dumps(
         {"event": "update", "uri": "x", "id": "2", "instance": "a", "account": {"acct": "b"},
          "created_at": "the day after"}).encode(), good])
-    run_available_now(spark, params, ep)
-    errs = db.query_df(ep.database_url, "SELECT error FROM stream_errors ORDER BY kafka_offset").error.tolist()
+    run_available_now(spark, params, endpoints)
+    errs = db.query_df(endpoints.database_url, "SELECT error FROM stream_errors ORDER BY kafka_offset").error.tolist()
     assert len(errs) == 3 and errs[0].startswith("not a toot record") and "created_at" in errs[2]
-    assert posts(ep) == {"https://a.example/s/1"}
+    assert posts(endpoints) == {"https://a.example/s/1"}
 
 
 def test_read_range_raises_rather_than_return_a_short_range(fresh):
-    params, ep = fresh
-    kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic], 3)
+    params, endpoints = fresh
+    kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic], 3)
     with pytest.raises(kafka_io.KafkaUnavailable, match="refusing to return a short range"):
-        list(kafka_io.read_range(ep.bootstrap_servers, params.kafka.topic, 0, 0, 5, timeout=1.0))
+        list(kafka_io.read_range(endpoints.bootstrap_servers, params.kafka.topic, 0, 0, 5, timeout=1.0))
 
 
 def test_a_checkpoint_of_another_cluster_or_topic_is_a_clear_error(fresh, spark):
-    from tootpipe.streaming import CheckpointMismatch, start_stream
-    params, ep = fresh
-    publish(params, ep, n=30, seed=1)
-    run_available_now(spark, params, ep)
+    from tootpipe.stream_query import CheckpointMismatch, start_stream
+    params, endpoints = fresh
+    publish(params, endpoints, n=30, seed=1)
+    run_available_now(spark, params, endpoints)
     other = params.model_copy(deep=True)
     other.kafka.topic = params.kafka.topic + "_other"  # same query name (checkpoint), another topic
     with pytest.raises(CheckpointMismatch, match="belongs to Kafka cluster .* topic"):
-        start_stream(spark, other, ep, available_now=True)
-    moved = replace(ep, cluster_id="another-cluster")
+        start_stream(spark, other, endpoints, available_now=True)
+    moved = replace(endpoints, cluster_id="another-cluster")
     with pytest.raises(CheckpointMismatch, match="another-cluster"):
         start_stream(spark, params, moved, available_now=True)
-    assert run_available_now(spark, params, ep)["input_rows"] == 0  # the right cluster and topic go on as before
+    assert run_available_now(spark, params, endpoints)["input_rows"] == 0  # the right cluster and topic go on as before
 
 
 def test_backfill_is_idempotent_and_clean_agrees_with_the_stream(fresh, spark):
-    params, ep = fresh
-    publish(params, ep, n=250, seed=5)
-    first = batch.backfill(spark, params, ep)
+    params, endpoints = fresh
+    publish(params, endpoints, n=250, seed=5)
+    first = batch.backfill(spark, params, endpoints)
     assert first["inserted"] == first["rows"] > 0
-    assert batch.backfill(spark, params, ep)["rows"] == 0
+    assert batch.backfill(spark, params, endpoints)["rows"] == 0
     # an explicit range over rows already loaded (a crash before the ledger was written) adds nothing twice
-    ends = kafka_io.end_offsets(ep.bootstrap_servers, params.kafka.topic)
-    overlap = batch.backfill(spark, params, ep, ranges={0: (0, ends[0])})
+    ends = kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
+    overlap = batch.backfill(spark, params, endpoints, ranges={0: (0, ends[0])})
     assert overlap["rows"] == ends[0] > 0 and overlap["inserted"] == 0
-    cleaned, rejects = batch.clean(batch.load_raw(spark, ep.database_url), params.filters)
+    cleaned, rejects = batch.clean(batch.load_raw(spark, endpoints.database_url), params.filters)
     assert {r.uri for r in cleaned.select("uri").collect()} == set(expected_posts(generate(250, 5), params.filters))
 
 
@@ -174,27 +174,27 @@ def test_unreachable_database_is_a_clear_error():
 
 
 def test_backfill_loads_only_new_offsets_of_the_partitions_that_grew(fresh, spark):
-    params, ep = fresh
-    publish(params, ep, n=60, seed=8)
-    first = batch.backfill(spark, params, ep)
-    produce_raw(ep.bootstrap_servers, params.kafka.topic,
+    params, endpoints = fresh
+    publish(params, endpoints, n=60, seed=8)
+    first = batch.backfill(spark, params, endpoints)
+    produce_raw(endpoints.bootstrap_servers, params.kafka.topic,
                 [b'{"event": "delete", "id": "%d", "instance": "x"}' % i for i in range(5)], partition=1)
-    second = batch.backfill(spark, params, ep)
+    second = batch.backfill(spark, params, endpoints)
     assert list(second["ranges"]) == ["1"] and second["rows"] == second["inserted"] == 5
-    total = db.scalar(ep.database_url, "SELECT count(*) FROM toots_raw")
+    total = db.scalar(endpoints.database_url, "SELECT count(*) FROM toots_raw")
     assert total == first["rows"] + 5
 
 
 def test_export_newest_or_from_the_beginning(fresh):
-    params, ep = fresh
-    publish(params, ep, n=40, seed=2)
-    ends = kafka_io.end_offsets(ep.bootstrap_servers, params.kafka.topic)
-    oldest = list(kafka_io.export(ep.bootstrap_servers, params.kafka.topic, 4, from_beginning=True))
+    params, endpoints = fresh
+    publish(params, endpoints, n=40, seed=2)
+    ends = kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
+    oldest = list(kafka_io.export(endpoints.bootstrap_servers, params.kafka.topic, 4, from_beginning=True))
     assert [(m["partition"], m["offset"]) for m in oldest] == [(0, 0), (0, 1), (0, 2), (0, 3)]
-    newest = list(kafka_io.export(ep.bootstrap_servers, params.kafka.topic, 4, from_beginning=False))
+    newest = list(kafka_io.export(endpoints.bootstrap_servers, params.kafka.topic, 4, from_beginning=False))
     assert len(newest) == 4 and all(m["offset"] >= ends[m["partition"]] - 4 for m in newest)
     assert all(isinstance(m["value"], dict) and m["value"]["uri"] or m["value"]["event"] == "delete" for m in newest)
-    assert len(list(kafka_io.export(ep.bootstrap_servers, params.kafka.topic, None, True))) == sum(ends.values())
+    assert len(list(kafka_io.export(endpoints.bootstrap_servers, params.kafka.topic, None, True))) == sum(ends.values())
 
 
 def _toot(n, created_at, user="alice"):
@@ -206,34 +206,34 @@ def _toot(n, created_at, user="alice"):
 def test_late_events_within_the_watermark_fix_their_window_and_beyond_it_do_not(fresh, spark):
     """Watermark 10 minutes. Batch 0 reaches 12:30. Batch 1 brings 12:25 (inside: its window is refreshed) and
     12:05 (beyond: stored, counted as late, its finalised window left alone)."""
-    params, ep = fresh
-    kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic], 1)
-    sink = PostgresSink(params, ep, "late-test")
+    params, endpoints = fresh
+    kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic], 1)
+    sink = PostgresSink(params, endpoints, "late-test")
 
     def batch_of(records, batch_id):
-        produce_raw(ep.bootstrap_servers, params.kafka.topic, [json.dumps(r).encode() for r in records])
-        ends = kafka_io.end_offsets(ep.bootstrap_servers, params.kafka.topic)
-        sink(kafka_df(spark, ep.bootstrap_servers, params.kafka.topic, {0: ends[0] - len(records)}, ends), batch_id)
+        produce_raw(endpoints.bootstrap_servers, params.kafka.topic, [json.dumps(r).encode() for r in records])
+        ends = kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
+        sink(kafka_df(spark, endpoints.bootstrap_servers, params.kafka.topic, {0: ends[0] - len(records)}, ends), batch_id)
 
     batch_of([_toot(1, "2026-11-26T12:05:10Z"), _toot(2, "2026-11-26T12:25:10Z"), _toot(3, "2026-11-26T12:30:00Z")], 0)
-    counts = lambda: dict(db.query_df(ep.database_url, "SELECT to_char(window_start AT TIME ZONE 'UTC', 'HH24:MI') w, "
+    counts = lambda: dict(db.query_df(endpoints.database_url, "SELECT to_char(window_start AT TIME ZONE 'UTC', 'HH24:MI') w, "
                                                         "cnt FROM streamed_toot_counts").values.tolist())
     assert counts() == {"12:05": 1, "12:25": 1, "12:30": 1}
     batch_of([_toot(4, "2026-11-26T12:25:40Z"), _toot(5, "2026-11-26T12:05:50Z", user="bob")], 1)
     assert counts() == {"12:05": 1, "12:25": 2, "12:30": 1}  # 12:25 refreshed, 12:05 finalised
-    assert posts(ep) == {f"https://a.example/s/{i}" for i in range(1, 6)}  # the late toot itself is kept
-    late = db.scalar(ep.database_url, "SELECT late_rows FROM stream_progress WHERE batch_id = 1")
+    assert posts(endpoints) == {f"https://a.example/s/{i}" for i in range(1, 6)}  # the late toot itself is kept
+    late = db.scalar(endpoints.database_url, "SELECT late_rows FROM stream_progress WHERE batch_id = 1")
     assert late == 1
     # an edit inside the watermark replaces the text, an older edit does not
     batch_of([dict(_toot(4, "2026-11-26T12:25:40Z"), text="newer", edited_at="2026-11-26T12:31:00Z"),
               dict(_toot(3, "2026-11-26T12:30:00Z"), text="stale", edited_at="2026-11-26T12:20:00Z")], 2)
-    texts = dict(db.query_df(ep.database_url, "SELECT uri, content FROM mastodon_posts").values.tolist())
+    texts = dict(db.query_df(endpoints.database_url, "SELECT uri, content FROM mastodon_posts").values.tolist())
     assert texts["https://a.example/s/4"] == "newer" and texts["https://a.example/s/3"] == "toot 3"
 
 
 def test_pgquery_reads_every_row_once_in_slices_with_nulls_empties_and_types(fresh, spark):
-    params, ep = fresh
-    url = ep.database_url
+    params, endpoints = fresh
+    url = endpoints.database_url
     with db.transaction(url) as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE probe (k bigint, s text, b boolean, t timestamptz, d double precision)")
         cur.execute("INSERT INTO probe SELECT g, CASE WHEN g % 3 = 0 THEN NULL WHEN g % 3 = 1 THEN '' "
@@ -253,12 +253,12 @@ def test_pgquery_reads_every_row_once_in_slices_with_nulls_empties_and_types(fre
 
 
 def test_a_failed_table_write_leaves_the_previous_table_intact(fresh, spark):
-    params, ep = fresh
+    params, endpoints = fresh
     ok = spark.createDataFrame([(1, "a"), (2, "b")], "n int, s string")
-    assert batch.write_table(ep.database_url, "probe_out", ok) == 2
+    assert batch.write_table(endpoints.database_url, "probe_out", ok) == 2
     from pyspark.sql import functions as F
     boom = F.udf(lambda n: 1 // (n - 2), "int")  # fails on the second row, inside a task
     bad = spark.createDataFrame([(1, "x"), (2, "y"), (3, "z")], "n int, s string").withColumn("n", boom("n"))
     with pytest.raises(Exception):
-        batch.write_table(ep.database_url, "probe_out", bad)
-    assert db.query_df(ep.database_url, "SELECT n, s FROM probe_out ORDER BY n").values.tolist() == [[1, "a"], [2, "b"]]
+        batch.write_table(endpoints.database_url, "probe_out", bad)
+    assert db.query_df(endpoints.database_url, "SELECT n, s FROM probe_out ORDER BY n").values.tolist() == [[1, "a"], [2, "b"]]

@@ -202,21 +202,21 @@ def test_bad_payloads_edits_and_deletes_through_ingest():
 def test_stream_source_into_the_real_broker_loses_nothing_and_sends_nothing_twice(fresh):
     from tootpipe import kafka_io
     from tootpipe.kafka_io import Publisher
-    params, ep = fresh
+    params, endpoints = fresh
     params.filters.exclude_reblogs = False
     params.filters.respect_opt_out = False
     st = statuses()
     conns = [[("event", "update", s) for s in st[:7]] + [("close",)],
              [("heartbeat",)] + [("event", "update", s) for s in st[9:]] + [("silent",)]]
-    kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], 3)
+    kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], 3)
     with FakeMastodon(st[:10], conns) as fake:
         gen = live_events([fake.url], "stream", FeedSettings(watchdog_s=5, **FAST), "good-token")
-        pub = Publisher(ep.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
+        pub = Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
         try:
             stats = ingest(gen, pub, params, max_toots=20, duration_s=20, source="stream")
         finally:
             pub.close()
-    msgs = list(kafka_io.export(ep.bootstrap_servers, params.kafka.topic, max_messages=1000))
+    msgs = list(kafka_io.export(endpoints.bootstrap_servers, params.kafka.topic, max_messages=1000))
     uris = [m["value"]["uri"] for m in msgs]
     assert stats.published == 20 and len(uris) == 20 and set(uris) == {s["uri"] for s in st}
 
@@ -257,19 +257,76 @@ def test_ingest_resumes_after_a_restart_from_the_newest_id_in_the_topic(fresh, c
     """Ingest stops; the instance publishes ten more toots meanwhile; ingest starts again and recovers exactly
     those over REST: every toot arrives once, none is lost to the downtime."""
     import logging
-    params, ep = fresh
+    params, endpoints = fresh
     st = statuses()
     params.filters.exclude_reblogs = params.filters.respect_opt_out = params.filters.public_only = False
     with FakeMastodon(st[:10]) as fake:
         params.source.kind, params.source.instances = "poll", [fake.url]
         params.source.poll_interval_s = 0.1
-        first = steps.ingest_step(params, ep, max_toots=10)
+        first = steps.ingest_step(params, endpoints, max_toots=10)
         assert first["published"] == 10
         fake.store.extend(st[10:])  # published on the instance while ingest was down
         with caplog.at_level(logging.INFO, logger="tootpipe.mastodon_live"):
-            second = steps.ingest_step(params, ep, max_toots=10)
+            second = steps.ingest_step(params, endpoints, max_toots=10)
     assert second["published"] == 10
-    msgs = list(kafka_io.export(ep.bootstrap_servers, params.kafka.topic, None, True))
+    msgs = list(kafka_io.export(endpoints.bootstrap_servers, params.kafka.topic, None, True))
     got = sorted(str(m["value"]["id"]) for m in msgs)
     assert got == sorted(str(s["id"]) for s in st)  # all twenty, each once
     assert f"resumed after a restart: 10 statuses recovered over REST since id {st[9]['id']}" in caplog.text
+
+
+def test_the_stream_reader_takes_chunked_and_plain_bodies_and_a_megabyte_event_quickly():
+    """Mastodon serves the stream chunked; the reader reads what has arrived (not a byte per call), so a 1 MB toot
+    is one quick event and every byte counts as activity for the watchdog."""
+    import socket
+    import threading
+    import time as _time
+
+    import requests
+
+    from tootpipe.mastodon_live import _listener_class
+    big = json.dumps({"id": "1", "content": "<p>" + "x" * 1_000_000 + "</p>"})
+    body = (f"event: update\ndata: {big}\n\n:thump\n\nevent: delete\ndata: 42\n\n").encode()
+
+    def serve(sock, chunked):
+        conn, _ = sock.accept()
+        conn.recv(65536)
+        head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        if chunked:
+            conn.sendall((head + "Transfer-Encoding: chunked\r\n\r\n").encode())
+            for i in range(0, len(body), 7000):
+                part = body[i:i + 7000]
+                conn.sendall(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            conn.sendall(b"0\r\n\r\n")
+        else:
+            conn.sendall((head + "Connection: close\r\n\r\n").encode() + body)
+        conn.close()
+
+    class Feed:
+        last_activity = 0.0
+
+        def __init__(self):
+            self.events = []
+
+        def on_connected(self, response):
+            pass
+
+        def _emit(self, name, data):
+            self.events.append((name, data))
+
+    for chunked in (True, False):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        threading.Thread(target=serve, args=(sock, chunked), daemon=True).start()
+        feed = Feed()
+        t0 = _time.monotonic()
+        with requests.get(f"http://127.0.0.1:{sock.getsockname()[1]}/", stream=True, timeout=30) as r:
+            reads = []
+            read1 = r.raw.read1
+            r.raw.read1 = lambda n: reads.append(n) or read1(n)
+            _listener_class()(feed).handle_stream(r)
+        sock.close()
+        assert [n for n, _ in feed.events] == ["update", "delete"] and feed.events[1][1] == "42", chunked
+        assert len(feed.events[0][1]["content"]) == 1_000_007 and feed.last_activity > t0
+        assert len(reads) < 2000  # Mastodon.py's own reader makes one call per byte: over a million here

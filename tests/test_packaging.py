@@ -64,3 +64,16 @@ def test_pipeline_contract_names_every_notebook_and_table_once_and_the_readme_sh
     written = {t for s in pipeline.STAGES for t in s.writes}
     read = {t for s in pipeline.STAGES for t in s.reads if t.isidentifier()}
     assert read <= written, read - written  # a stage reads only what an earlier one writes
+
+
+def test_library_functions_and_modules_stay_short():
+    """No function in lib/ longer than 60 lines, no module longer than 400: each is one readable job."""
+    import ast
+    long = []
+    for p in sorted((ROOT / "lib" / "tootpipe").glob("*.py")):
+        src = p.read_text()
+        if src.count("\n") > 400:
+            long.append(f"{p.name}: {src.count(chr(10))} lines")
+        long += [f"{p.name}:{n.name}: {n.end_lineno - n.lineno + 1} lines" for n in ast.walk(ast.parse(src))
+                 if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60]
+    assert not long, long

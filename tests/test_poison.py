@@ -19,7 +19,7 @@ from tootpipe.normalize import BadPayload, normalize_event, opted_out
 from tootpipe.config import FilterParams
 from tootpipe.sample import generate
 from tootpipe.schema import LIMITS
-from tootpipe.streaming import run_available_now
+from tootpipe.stream_query import run_available_now
 
 STATUS = generate(1, 3, edit_rate=0, delete_rate=0, duplicate_rate=0, malformed_rate=0, federated_copy_rate=0)[0]["data"]
 STATUS = {**STATUS, "visibility": "public", "account": {**STATUS["account"], "discoverable": True}}
@@ -103,16 +103,16 @@ def test_each_poison_becomes_a_dead_letter_with_its_reason():
 
 @pytest.mark.integration
 def test_dead_letters_of_any_size_and_text_reach_the_dlq(fresh):
-    params, ep = fresh
-    kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], 1)
-    pub = kafka_io.Publisher(ep.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
+    params, endpoints = fresh
+    kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], 1)
+    pub = kafka_io.Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
     huge = {**STATUS, "uri": "https://a.example/s/huge", "content": "<p>" + "x" * 9_000_000 + "</p>"}
     with pytest.raises(BadPayload):
         pub.send_record(normalize_event("update", {**huge, "content": "<p>ok</p>"}, "i") | {"text": "y" * 9_000_000})
     pub.send_dead_letter("\ud83d lone surrogate", "bad", "test")
     pub.send_dead_letter(json.dumps(huge), "too big", "test")
     pub.flush()
-    dead = list(kafka_io.export(ep.bootstrap_servers, params.kafka.dlq_topic, None, True))
+    dead = list(kafka_io.export(endpoints.bootstrap_servers, params.kafka.dlq_topic, None, True))
     assert len(dead) == 2 and dead[0]["value"]["raw"].startswith("? lone")
     assert dead[1]["value"]["truncated"] is True and dead[1]["value"]["raw_chars"] > 9_000_000
 
@@ -134,8 +134,8 @@ def test_poison_between_good_toots_never_stalls_the_stream_or_the_backfill(fresh
     """A topic written by another producer: good toots around a NUL (kept, cleaned), a 3 KB uri and username,
     invalid UTF-8, and wrong types. The stream and the backfill commit every good row and one error row per
     poison, and a second run goes on from there."""
-    params, ep = fresh
-    kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic], 1)
+    params, endpoints = fresh
+    kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic], 1)
     long_uri = json.loads(_good(100)) | {"uri": "https://a.example/" + "u" * 3000}
     long_user = json.loads(_good(101)) | {"account": {"acct": "u" * 3000 + "@a.example", "username": "u"}}
     poisons = [json.dumps(long_uri).encode(), json.dumps(long_user).encode(),
@@ -144,26 +144,26 @@ def test_poison_between_good_toots_never_stalls_the_stream_or_the_backfill(fresh
     values = [_good(1), json.dumps(NUL_TOOT).encode(), _good(2)]
     for p in poisons:
         values += [p, _good(len(values) + 10)]
-    produce_raw(ep.bootstrap_servers, params.kafka.topic, values)
+    produce_raw(endpoints.bootstrap_servers, params.kafka.topic, values)
     good_uris = {json.loads(v)["uri"] for v in values if v.startswith(b'{"v": 1, "event": "update", "uri": "https://a.example/s/')
                  and b"\\u0000" not in v and v not in poisons}
-    summary = run_available_now(spark, params, ep)
+    summary = run_available_now(spark, params, endpoints)
     assert summary["input_rows"] == len(values)
-    stored = set(db.query_df(ep.database_url, "SELECT uri FROM mastodon_posts").uri)
+    stored = set(db.query_df(endpoints.database_url, "SELECT uri FROM mastodon_posts").uri)
     assert stored == good_uris | {NUL_TOOT["uri"]}
-    errors = db.query_df(ep.database_url, "SELECT kafka_offset, error FROM stream_errors ORDER BY kafka_offset")
+    errors = db.query_df(endpoints.database_url, "SELECT kafka_offset, error FROM stream_errors ORDER BY kafka_offset")
     assert len(errors) == len(poisons), errors.error.tolist()
     assert any("uri longer than" in e for e in errors.error) and any("username longer than" in e for e in errors.error)
-    nul = db.query_df(ep.database_url, "SELECT username, content, hashtags FROM mastodon_posts WHERE uri = %s",
+    nul = db.query_df(endpoints.database_url, "SELECT username, content, hashtags FROM mastodon_posts WHERE uri = %s",
                       (NUL_TOOT["uri"],)).iloc[0]
     assert "\x00" not in nul.username + nul.content and nul.content == "has a  NUL"
     # the query is not stuck: more toots after the poison are read by the next run
-    produce_raw(ep.bootstrap_servers, params.kafka.topic, [_good(500), _good(501)])
-    assert run_available_now(spark, params, ep)["input_rows"] == 2
+    produce_raw(endpoints.bootstrap_servers, params.kafka.topic, [_good(500), _good(501)])
+    assert run_available_now(spark, params, endpoints)["input_rows"] == 2
     # the backfill: every message loaded, the poisons rejected with their reason, the good ones clean
-    loaded = batch.backfill(spark, params, ep)
+    loaded = batch.backfill(spark, params, endpoints)
     assert loaded["rows"] == len(values) + 2
-    cleaned, rejects = batch.clean(batch.load_raw(spark, ep.database_url), params.filters)
+    cleaned, rejects = batch.clean(batch.load_raw(spark, endpoints.database_url), params.filters)
     assert {r.uri for r in cleaned.select("uri").collect()} == good_uris | {NUL_TOOT["uri"]} | {
         "https://a.example/s/500", "https://a.example/s/501"}
     assert rejects.count() == len(poisons)
@@ -185,10 +185,10 @@ def test_every_record_normalisation_returns_is_stored_or_an_error_row_and_the_qu
     keys = sorted(STATUS) + ["account.note", "account.fields", "account.acct", "account.username",
                              "account.display_name", "account.followers_count", "account.bot"]
     mutations = [(rng.choice(keys), rng.choice(NASTY)) for _ in range(300)]
-    params, ep = fresh
+    params, endpoints = fresh
     params.filters = FilterParams(exclude_reblogs=False, public_only=False, respect_opt_out=False)
-    kafka_io.ensure_topics(ep.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], 2)
-    pub = kafka_io.Publisher(ep.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
+    kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], 2)
+    pub = kafka_io.Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
     uris = set()
     for n, (key, value) in enumerate(mutations):
         status = with_value(key, value)
@@ -203,12 +203,12 @@ def test_every_record_normalisation_returns_is_stored_or_an_error_row_and_the_qu
         pub.send_record(record)
         uris.add(record["uri"])
     pub.flush()
-    published = sum(kafka_io.end_offsets(ep.bootstrap_servers, params.kafka.topic).values())
+    published = sum(kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic).values())
     assert published > 150  # most mutations leave a usable status
-    summary = run_available_now(spark, params, ep)
+    summary = run_available_now(spark, params, endpoints)
     assert summary["input_rows"] == published
-    stored = set(db.query_df(ep.database_url, "SELECT uri FROM mastodon_posts").uri)
-    errors = db.scalar(ep.database_url, "SELECT count(*) FROM stream_errors")
+    stored = set(db.query_df(endpoints.database_url, "SELECT uri FROM mastodon_posts").uri)
+    errors = db.scalar(endpoints.database_url, "SELECT count(*) FROM stream_errors")
     assert stored <= uris and len(stored) + errors >= len(uris)  # every record: a post or an error row
-    produce_raw(ep.bootstrap_servers, params.kafka.topic, [_good(900)])
-    assert run_available_now(spark, params, ep)["input_rows"] == 1  # and the query goes on
+    produce_raw(endpoints.bootstrap_servers, params.kafka.topic, [_good(900)])
+    assert run_available_now(spark, params, endpoints)["input_rows"] == 1  # and the query goes on

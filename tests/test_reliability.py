@@ -13,23 +13,23 @@ import yaml
 from conftest import ROOT
 from tootpipe import db, kafka_io, services, steps
 from tootpipe.sample import expected_posts, generate
-from tootpipe.streaming import checkpoint_path
+from tootpipe.stream_query import checkpoint_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 N, SEED = 400, 5
 
 
 def prepare(fresh, tmp_path, per_trigger):
-    params, ep = fresh
+    params, endpoints = fresh
     params.source.sample_n, params.source.sample_seed = N, SEED
-    steps.ingest_step(params, ep)
+    steps.ingest_step(params, endpoints)
     params.stream.trigger = "processing_time"
     params.stream.processing_time = "0.5 seconds"
     params.stream.max_offsets_per_trigger = per_trigger
     params.stream.watermark_minutes = 10 ** 6  # every row refreshes its window, so the counts can be checked too
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump()))
-    (tmp_path / "endpoints.json").write_text(json.dumps(asdict(ep)))
-    return params, ep
+    (tmp_path / "endpoints.json").write_text(json.dumps(asdict(endpoints)))
+    return params, endpoints
 
 
 def worker(tmp_path, fault=None, wait=True):
@@ -46,11 +46,11 @@ def worker(tmp_path, fault=None, wait=True):
     return proc
 
 
-def assert_exactly_once(params, ep):
+def assert_exactly_once(params, endpoints):
     """Every produced offset applied once: the ledger's batches tile each partition without gap or overlap, the
     rows Spark handed to committed batches add up to the topic, and the posts are the independent expectation."""
-    url = ep.database_url
-    topic_ends = kafka_io.end_offsets(ep.bootstrap_servers, params.kafka.topic)
+    url = endpoints.database_url
+    topic_ends = kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
     ledger = db.query_df(url, "SELECT batch_id, end_offsets, input_rows FROM stream_batches ORDER BY batch_id")
     assert list(ledger.batch_id) == list(range(len(ledger))), "a batch id is missing or repeated"
     seen = {p: 0 for p in topic_ends}
@@ -69,50 +69,50 @@ def assert_exactly_once(params, ep):
 
 
 def test_kill_9_after_our_commit_and_before_sparks_is_neither_lost_nor_applied_twice(fresh, tmp_path):
-    params, ep = prepare(fresh, tmp_path, per_trigger=120)
+    params, endpoints = prepare(fresh, tmp_path, per_trigger=120)
     rc, out, err = worker(tmp_path, fault="kill_after_commit:1")
     assert rc == -9, err[-2000:]
-    ck = checkpoint_path(params, ep)
+    ck = checkpoint_path(params, endpoints)
     # the crash landed in the window: batch 1 is in PostgreSQL and in Spark's offset log, not in its commit log
     assert (ck / "offsets" / "1").exists() and not (ck / "commits" / "1").exists()
-    assert db.scalar(ep.database_url, "SELECT count(*) FROM stream_batches WHERE batch_id = 1") == 1
+    assert db.scalar(endpoints.database_url, "SELECT count(*) FROM stream_batches WHERE batch_id = 1") == 1
     rc, out, err = worker(tmp_path)
     assert rc == 0, err[-2000:]
     assert "already committed: skipped" in err  # Spark replayed batch 1 and the ledger recognised it
-    assert_exactly_once(params, ep)
+    assert_exactly_once(params, endpoints)
 
 
 def test_postgresql_stopped_under_a_running_query_then_restarted(fresh, tmp_path):
-    params, ep = prepare(fresh, tmp_path, per_trigger=50)
+    params, endpoints = prepare(fresh, tmp_path, per_trigger=50)
     proc = worker(tmp_path, wait=False)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if db.scalar(ep.database_url, "SELECT count(*) FROM stream_batches") >= 2:
+        if db.scalar(endpoints.database_url, "SELECT count(*) FROM stream_batches") >= 2:
             break
         time.sleep(0.2)
     services.stop_postgres(mode="immediate")  # no clean shutdown: a crash
     out, err = proc.communicate(timeout=180)
     assert proc.returncode != 0 and "cannot reach PostgreSQL" in err, err[-2000:]
     restarted = services.up(params)
-    assert restarted.database_url.rsplit("/", 1)[0] == ep.database_url.rsplit("/", 1)[0]  # same server address
+    assert restarted.database_url.rsplit("/", 1)[0] == endpoints.database_url.rsplit("/", 1)[0]  # same server address
     rc, out, err = worker(tmp_path)
     assert rc == 0, err[-2000:]
-    assert_exactly_once(params, ep)
+    assert_exactly_once(params, endpoints)
 
 
 def test_stream_follow_stops_cleanly_on_sigterm(fresh, tmp_path):
     """`tootpipe stream --follow` (what `make live` runs) commits what it read and exits 0 on SIGTERM."""
     import signal
-    params, ep = prepare(fresh, tmp_path, per_trigger=100)
-    params.database.url, params.kafka.bootstrap_servers = ep.database_url, ep.bootstrap_servers
+    params, endpoints = prepare(fresh, tmp_path, per_trigger=100)
+    params.database.url, params.kafka.bootstrap_servers = endpoints.database_url, endpoints.bootstrap_servers
     (tmp_path / "live.yaml").write_text(yaml.safe_dump(params.model_dump()))
     proc = subprocess.Popen([sys.executable, "-m", "tootpipe.cli", "--params", str(tmp_path / "live.yaml"), "stream",
                              "--follow"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "lib")},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and db.scalar(ep.database_url, "SELECT count(*) FROM stream_batches") < 1:
+    while time.monotonic() < deadline and db.scalar(endpoints.database_url, "SELECT count(*) FROM stream_batches") < 1:
         time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-2000:]
-    assert db.scalar(ep.database_url, "SELECT count(*) FROM stream_batches") >= 1
+    assert db.scalar(endpoints.database_url, "SELECT count(*) FROM stream_batches") >= 1

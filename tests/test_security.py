@@ -29,8 +29,8 @@ def test_redact_hides_passwords_in_urls_queries_and_known_secret_values(monkeypa
 
 
 def test_endpoints_and_params_errors_never_print_a_password(tmp_path):
-    ep = services.Endpoints("127.0.0.1:9092", "postgresql://tootpipe:hunter2@127.0.0.1:5/db")
-    assert "hunter2" not in repr(ep) and "hunter2" not in str(ep)
+    endpoints = services.Endpoints("127.0.0.1:9092", "postgresql://tootpipe:hunter2@127.0.0.1:5/db")
+    assert "hunter2" not in repr(endpoints) and "hunter2" not in str(endpoints)
     bad = tmp_path / "p.yaml"
     bad.write_text("kafka:\n  partitions: 'postgresql://u:hunter2@h/db'\n")
     with pytest.raises(ParamsError, match=r"kafka\.partitions") as err:

@@ -60,7 +60,7 @@ def test_explicit_backfill_ranges():
 
 
 def test_a_checkpoint_is_bound_to_one_cluster_and_topic(tmp_path):
-    from tootpipe.streaming import CheckpointMismatch, bind_checkpoint
+    from tootpipe.stream_query import CheckpointMismatch, bind_checkpoint
     ck = tmp_path / "q"
     bind_checkpoint(ck, "cluster-a", "toots")
     bind_checkpoint(ck, "cluster-a", "toots")  # the same again: fine

@@ -73,31 +73,33 @@ def explicit_ranges(start: dict[int, int] | None, end: dict[int, int] | None,
     return out
 
 
-def backfill(spark: SparkSession, params: Params, ep: Endpoints, ranges: dict[int, tuple[int, int]] | None = None) -> dict:
+def backfill(spark: SparkSession, params: Params, endpoints: Endpoints,
+             ranges: dict[int, tuple[int, int]] | None = None) -> dict:
     """Load Kafka offset ranges into `toots_raw` (default: everything not loaded yet)."""
     from .kafka_io import end_offsets
-    _ensure(ep.database_url)
-    cluster = cluster_of(ep)
+    _ensure(endpoints.database_url)
+    cluster = cluster_of(endpoints)
     topic = params.kafka.topic
     t0 = time.monotonic()
-    latest = end_offsets(ep.bootstrap_servers, topic)
+    latest = end_offsets(endpoints.bootstrap_servers, topic)
     if ranges is None:
-        ranges = pending_ranges(ep.database_url, cluster, topic, latest)
+        ranges = pending_ranges(endpoints.database_url, cluster, topic, latest)
     if not ranges:
         return {"rows": 0, "inserted": 0, "ranges": {}, "seconds": round(time.monotonic() - t0, 2)}
     # every partition gets explicit offsets; those without a range get an empty one and are not read
     bounds = {p: ranges.get(p, (e, e)) for p, e in latest.items()} | ranges
     start = json.dumps({topic: {str(p): s for p, (s, _) in bounds.items()}})
     end = json.dumps({topic: {str(p): e for p, (_, e) in bounds.items()}})
-    kafka = (spark.read.format("kafka").option("kafka.bootstrap.servers", ep.bootstrap_servers)
+    kafka = (spark.read.format("kafka").option("kafka.bootstrap.servers", endpoints.bootstrap_servers)
              .option("subscribe", topic).option("startingOffsets", start).option("endingOffsets", end)
              .option("failOnDataLoss", "true")
              .option("minPartitions", str(_task_count(spark, sum(e - s for s, e in ranges.values())))).load())
-    parsed = parse_kafka(kafka).withColumn("cluster", F.lit(cluster)).withColumn("hashtags", pg_array(F.col("hashtags")))
+    parsed = (parse_kafka(kafka).withColumn("cluster", F.lit(cluster))
+              .withColumn("hashtags", pg_array(F.col("hashtags"))))
     rows = parsed.withColumn("raw", F.when(F.col("error").isNotNull(), F.col("raw"))).select(_RAW_COLUMNS)
     # every task COPYs its rows; offsets already in toots_raw are skipped (a retried task adds nothing twice)
-    read, inserted = copy_from_tasks(rows, ep.database_url, "toots_raw", unique=True)
-    with transaction(ep.database_url) as conn, conn.cursor() as cur:
+    read, inserted = copy_from_tasks(rows, endpoints.database_url, "toots_raw", unique=True)
+    with transaction(endpoints.database_url) as conn, conn.cursor() as cur:
         for p, (s, e) in ranges.items():
             cur.execute("INSERT INTO backfill_ranges (cluster, topic, kafka_partition, start_offset, end_offset, "
                         "rows_loaded) VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING", (cluster, topic, p, s, e, e - s))

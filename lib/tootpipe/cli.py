@@ -26,8 +26,8 @@ def _ctx(args):
 def cmd_services(args) -> int:
     from . import services
     if args.action == "up":
-        ep = services.up(_params(args))
-        print(json.dumps(services.describe(ep), indent=2))
+        endpoints = services.up(_params(args))
+        print(json.dumps(services.describe(endpoints), indent=2))
     elif args.action == "down":
         print(json.dumps({"stopped": services.down()}))
     else:
@@ -47,21 +47,21 @@ def cmd_sample(args) -> int:
 
 def cmd_ingest(args) -> int:
     from .steps import ingest_step
-    params, ep = _ctx(args)
+    params, endpoints = _ctx(args)
     if args.source:
         params.source.kind = args.source
     if args.replay:
         params.source.kind, params.source.replay_path = "replay", args.replay
     if args.rate:
         params.source.rate = args.rate
-    print(json.dumps(ingest_step(params, ep, max_toots=args.max_toots, duration_s=args.duration), indent=2))
+    print(json.dumps(ingest_step(params, endpoints, max_toots=args.max_toots, duration_s=args.duration), indent=2))
     return 0
 
 
 def cmd_export(args) -> int:
     from .kafka_io import export
-    params, ep = _ctx(args)
-    for msg in export(ep.bootstrap_servers, args.topic or params.kafka.topic, args.max, args.from_beginning):
+    params, endpoints = _ctx(args)
+    for msg in export(endpoints.bootstrap_servers, args.topic or params.kafka.topic, args.max, args.from_beginning):
         sys.stdout.write(json.dumps(msg, ensure_ascii=False) + "\n")
     return 0
 
@@ -86,13 +86,13 @@ def cmd_normalize(args) -> int:
 
 def cmd_stream(args) -> int:
     from .spark_session import get_spark
-    from .streaming import run_available_now, start_stream
-    params, ep = _ctx(args)
+    from .stream_query import run_available_now, start_stream
+    params, endpoints = _ctx(args)
     spark = get_spark(params)
     if not args.follow:
-        print(json.dumps(run_available_now(spark, params, ep), indent=2))
+        print(json.dumps(run_available_now(spark, params, endpoints), indent=2))
         return 0
-    query, sink = start_stream(spark, params, ep, available_now=False)
+    query, sink = start_stream(spark, params, endpoints, available_now=False)
     stopping: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):  # a clean stop: the batch in flight finishes or is replayed
         signal.signal(sig, lambda signum, _frame: stopping.append(signum))
@@ -110,20 +110,20 @@ def cmd_stream(args) -> int:
 
 def cmd_batch(args) -> int:
     from . import steps
-    params, ep = _ctx(args)
+    params, endpoints = _ctx(args)
     if args.job == "backfill" and (args.from_offsets or args.to_offsets):
         from .batch import explicit_ranges
         from .kafka_io import end_offsets
-        latest = end_offsets(ep.bootstrap_servers, params.kafka.topic)
+        latest = end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
         try:
             ranges = explicit_ranges(_offsets(args.from_offsets), _offsets(args.to_offsets), latest)
         except ValueError as exc:
             print(f"tootpipe: {exc}", file=sys.stderr)
             return 2
-        print(steps.dumps(steps.backfill_step(params, ep, ranges)))
+        print(steps.dumps(steps.backfill_step(params, endpoints, ranges)))
         return 0
     fn = {"backfill": steps.backfill_step, "clean": steps.clean_step, "analytics": steps.analytics_step}[args.job]
-    print(steps.dumps(fn(params, ep)))
+    print(steps.dumps(fn(params, endpoints)))
     return 0
 
 
@@ -144,8 +144,8 @@ def cmd_sentiment(args) -> int:
         print(steps.dumps(steps.train_step(params, args.variant, tune=args.tune, retrain=args.retrain)))
         return 0
     if args.action == "score":
-        _, ep = _ctx(args)
-        print(steps.dumps(steps.score_step(params, ep, args.model)))
+        _, endpoints = _ctx(args)
+        print(steps.dumps(steps.score_step(params, endpoints, args.model)))
         return 0
     from .sentiment import LABELS, evaluate, latest_model, load_labelled, load_model, predict
     from .spark_session import get_spark
@@ -153,7 +153,8 @@ def cmd_sentiment(args) -> int:
     model, _ = load_model(args.model or latest_model(params.path(params.sentiment.model_dir)))
     if args.action == "evaluate":
         m = evaluate(model, load_labelled(spark, args.data))
-        print(json.dumps({k: m[k] for k in ("n", "accuracy", "macro_f1", "macro_recall", "macro_recall_ci", "per_class")}))
+        keys = ("n", "accuracy", "macro_f1", "macro_recall", "macro_recall_ci", "per_class")
+        print(json.dumps({k: m[k] for k in keys}))
         return 0
     lines = [line.rstrip("\n") for line in sys.stdin]
     if not lines:
@@ -177,7 +178,7 @@ def cmd_psql(args) -> int:
     from . import services
     from .config import child_env
     try:
-        ep = services.endpoints(_params(args))
+        endpoints = services.endpoints(_params(args))
     except services.ServiceError:
         print("tootpipe psql: the embedded PostgreSQL is not running; start it with `tootpipe services up` "
               "(or `make run`)", file=sys.stderr)
@@ -190,7 +191,7 @@ def cmd_psql(args) -> int:
     if not binary:
         print("tootpipe psql: no psql found (install postgresql-client)", file=sys.stderr)
         return 2
-    u = urlsplit(ep.database_url)
+    u = urlsplit(endpoints.database_url)
     with tempfile.TemporaryDirectory(dir=services.state_dir()) as tmp:
         passfile = os.path.join(tmp, "pgpass")
         fd = os.open(passfile, os.O_WRONLY | os.O_CREAT, 0o600)

@@ -1,4 +1,4 @@
-"""Parameters: one YAML file per run, validated on load, with the seed's `.env` variables as overrides.
+"""Parameters: one YAML file per run, validated on load, with the original assignment's `.env` variables as overrides.
 
 Guarantees: an unknown key or a wrong type raises :class:`ParamsError` naming the key (``kafka.partitons:
 unknown key``), never a stack trace from deep inside. Secrets (Mastodon token, database password) are never
@@ -150,7 +150,7 @@ def _bool(value: str) -> bool:
     raise ParamsError(f"cannot read {value!r} as true/false")
 
 
-# The seed's .env variables, honoured as overrides of the parameters: NAME -> (dotted key, converter).
+# The original assignment's .env variables, honoured as overrides of the parameters: NAME -> (dotted key, converter).
 ENV_OVERRIDES: dict[str, tuple[str, Any]] = {
     "KAFKA_BOOTSTRAP": ("kafka.bootstrap_servers", str),
     "KAFKA_TOPIC": ("kafka.topic", str),
@@ -271,7 +271,7 @@ def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None
     Args:
         path: YAML file (relative paths are taken from the project root); None gives the defaults.
         overrides: dotted keys to values, applied after the file (``{"source.sample_n": 100}``).
-        use_env: apply the seed's `.env` variables (:data:`ENV_OVERRIDES`) on top.
+        use_env: apply the original assignment's `.env` variables (:data:`ENV_OVERRIDES`) on top.
     Returns:
         The validated :class:`Params`.
     Raises:

@@ -251,8 +251,28 @@ def _listener_class():
             self.active = False
 
         def handle_stream(self, response):
+            """Mastodon.py reads the stream one byte per Python call (a 1 MB toot took ~5 s and tripped the
+            watchdog); this reads whatever has arrived, up to 64 KiB at a time, and counts any byte as activity."""
+            from mastodon.errors import MastodonMalformedEventError, MastodonNetworkError
+            from urllib3.exceptions import HTTPError
             self.feed.on_connected(response)
-            return super().handle_stream(response)
+            event, pending = {}, b""
+            try:
+                for chunk in iter(lambda: response.raw.read1(65536), b""):
+                    self.feed.last_activity = time.monotonic()
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for raw in lines:
+                        try:
+                            line = raw.decode("utf-8")
+                        except UnicodeDecodeError as err:
+                            raise MastodonMalformedEventError("Malformed UTF-8") from err
+                        if line == "":
+                            self._dispatch(event)
+                            event = {}
+                        else:
+                            event = self._parse_line(line, event)
+            except (HTTPError, OSError) as err:
+                raise MastodonNetworkError(f"the stream broke: {type(err).__name__}: {err}") from err
 
         def handle_heartbeat(self):
             self.active = True

@@ -167,6 +167,8 @@ def ingest(events: Iterable[dict], publisher, params: Params, *, max_toots: int 
                 where = e.get("instance") if isinstance(e, dict) else None
                 publisher.send_dead_letter(raw, str(exc), f"{source}:{where}")
                 stats.dead_letters += 1
+            if max_toots is not None and stats.read >= max_toots:
+                break  # now, not at the next event: a quiet feed may bring none for a long time
             now = time.monotonic()
             if now - last >= progress_every:
                 last = now

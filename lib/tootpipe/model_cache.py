@@ -32,7 +32,7 @@ def cache_key(params: Params, variant: str, reg_param: float | None) -> str:
     h = hashlib.sha256()
     for p in (s.train_path, s.dev_path, s.val_path):
         _file_digest(params.path(p), h)
-    from .sentiment import XLMT_LANGUAGES
+    from .sentiment_variants import XLMT_LANGUAGES
     folders = {XLMT_LANGUAGES[c] for c in s.languages if c != "en" and c in XLMT_LANGUAGES}
     xlmt = params.path(s.xlmt_dir)
     for f in sorted(xlmt.glob("*/*.txt")) if xlmt.exists() else []:

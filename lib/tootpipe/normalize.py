@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from selectolax.lexbor import LexborHTMLParser
 
-from .schema import LIMITS, RECORD_VERSION
+from .schema import EPOCH_PATTERN, LIMITS, RECORD_VERSION, TIME_FORMATS
 
 __all__ = [
     "BadPayload", "html_to_text", "normalize_status", "normalize_event", "parse_time", "opted_out",
@@ -84,8 +84,7 @@ def html_to_text(html: str | None) -> str:
     return _join(_extract(html or "")[0])
 
 
-_TIME_FORMATS = ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S.%f%z",
-                 "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%a %b %d %H:%M:%S %z %Y")
+_TIME_FORMATS = tuple(f for f, _, _ in TIME_FORMATS)
 
 
 def parse_time(value) -> datetime | None:
@@ -113,7 +112,7 @@ def _parse_time(value) -> datetime | None:
             return datetime.fromisoformat(s).astimezone(timezone.utc)
         except ValueError:
             pass
-    if re.fullmatch(r"\d{9,13}(\.\d+)?", s):
+    if re.fullmatch(EPOCH_PATTERN, s):
         return _parse_time(float(s))
     s2 = s[:-1] + "+0000" if s.endswith("Z") else s
     for fmt in _TIME_FORMATS:
@@ -233,9 +232,48 @@ def _opt_id_uri(v) -> str | None:
     return safe_text(v)[:LIMITS["uri"]] if isinstance(v, str) else None
 
 
+def _account(status: dict, instance: str, pseudonym_key: bytes | None) -> dict:
+    """The author part of a record (acct and username pseudonymised when a key is given, display name dropped)."""
+    account = status.get("account")
+    if not isinstance(account, dict) or not account.get("acct"):
+        raise BadPayload("status has no account")
+    acct = _str(account, "acct", required=True)
+    username = (_str(account, "username") or acct).split("@")[0]
+    display_name = account.get("display_name")
+    if pseudonym_key:
+        acct, username = pseudonymise(acct, pseudonym_key), pseudonymise(username + "@" + instance, pseudonym_key)
+    return {"id": _opt_id(account.get("id")), "acct": acct, "username": username,
+            "display_name": None if pseudonym_key or not isinstance(display_name, str) else safe_text(display_name),
+            "bot": account.get("bot") is True, "followers_count": _as_int(account.get("followers_count"))}
+
+
+def _content(status: dict, pseudonym_key: bytes | None) -> dict:
+    """The text part of a record: plain text, the HTML, hashtags, mentions, links and media, within LIMITS."""
+    html = status.get("content") or ""
+    if not isinstance(html, str):
+        raise BadPayload("content is not a string")
+    html = safe_text(html)
+    if len(html) > LIMITS["content_html"]:
+        raise BadPayload(f"content longer than {LIMITS['content_html']} characters ({len(html)})")
+    parts, hrefs = _extract(html)
+    tags = [safe_text(str(t.get("name", ""))).lower() for t in _list(status, "tags")
+            if isinstance(t, dict) and isinstance(t.get("name"), (str, int)) and t.get("name") != ""]
+    mentions = [safe_text(str(m.get("acct"))) for m in _list(status, "mentions")
+                if isinstance(m, dict) and isinstance(m.get("acct"), str) and m.get("acct")]
+    if pseudonym_key:
+        mentions = [pseudonymise(m, pseudonym_key) for m in mentions]
+    media = [m for m in _list(status, "media_attachments") if isinstance(m, dict)]
+    text = safe_text(_join(parts))
+    if len(text) > LIMITS["text"]:
+        raise BadPayload(f"text longer than {LIMITS['text']} characters ({len(text)})")
+    return {"text": text, "content_html": html, "hashtags": tags, "mentions": mentions,
+            "urls": [safe_text(h) for h, cls in hrefs if "mention" not in cls and "hashtag" not in cls],
+            "media_count": len(media), "media_types": [safe_text(str(m.get("type")))[:32] for m in media]}
+
+
 def normalize_status(status: dict, instance: str, event: str = "update", *, ingested_at: str | None = None,
                      pseudonym_key: bytes | None = None) -> dict:
-    """One Mastodon Status object -> one toot record.
+    """One Mastodon Status object -> one toot record (fields in :data:`tootpipe.schema.FIELDS` order).
 
     Raises:
         BadPayload: not a status (no uri/id/account, wrong types, unreadable timestamp).
@@ -243,61 +281,18 @@ def normalize_status(status: dict, instance: str, event: str = "update", *, inge
     if not isinstance(status, dict):
         raise BadPayload(f"status is {type(status).__name__}, not an object")
     uri, sid = _str(status, "uri", required=True), _str(status, "id", required=True)
-    account = status.get("account")
-    if not isinstance(account, dict) or not account.get("acct"):
-        raise BadPayload("status has no account")
-    acct = _str(account, "acct", required=True)
-    username = _str(account, "username") or acct
+    account = _account(status, instance, pseudonym_key)
     created = parse_time(status.get("created_at"))
     if created is None:
         raise BadPayload("status has no created_at")
-    html = status.get("content") or ""
-    if not isinstance(html, str):
-        raise BadPayload("content is not a string")
-    html = safe_text(html)
-    if len(html) > LIMITS["content_html"]:
-        raise BadPayload(f"content longer than {LIMITS['content_html']} characters ({len(html)})")
+    content = _content(status, pseudonym_key)
     reblog = status.get("reblog") if isinstance(status.get("reblog"), dict) else None
-    parts, hrefs = _extract(html)
-    tags = [safe_text(str(t.get("name", ""))).lower() for t in _list(status, "tags")
-            if isinstance(t, dict) and isinstance(t.get("name"), (str, int)) and t.get("name") != ""]
-    mentions = [safe_text(str(m.get("acct"))) for m in _list(status, "mentions")
-                if isinstance(m, dict) and isinstance(m.get("acct"), str) and m.get("acct")]
-    urls = [safe_text(h) for h, cls in hrefs if "mention" not in cls and "hashtag" not in cls]
-    media = [m for m in _list(status, "media_attachments") if isinstance(m, dict)]
-    username = username.split("@")[0]
-    text = safe_text(_join(parts))
-    if len(text) > LIMITS["text"]:
-        raise BadPayload(f"text longer than {LIMITS['text']} characters ({len(text)})")
-    display_name = account.get("display_name")
     spoiler = status.get("spoiler_text")
-    if pseudonym_key:
-        acct, username = pseudonymise(acct, pseudonym_key), pseudonymise(username + "@" + instance, pseudonym_key)
-        mentions = [pseudonymise(m, pseudonym_key) for m in mentions]
     return {
-        "v": RECORD_VERSION,
-        "event": event,
-        "uri": uri,
-        "id": sid,
-        "instance": instance,
-        "created_at": _iso(created),
-        "edited_at": _iso(parse_time(status.get("edited_at"))),
-        "account": {
-            "id": _opt_id(account.get("id")),
-            "acct": acct, "username": username,
-            "display_name": None if pseudonym_key or not isinstance(display_name, str) else safe_text(display_name),
-            "bot": account.get("bot") is True,
-            "followers_count": _as_int(account.get("followers_count")),
-        },
-        "language": _str(status, "language"),
-        "visibility": _str(status, "visibility"),
-        "text": text,
-        "content_html": html,
-        "hashtags": tags,
-        "mentions": mentions,
-        "urls": urls,
-        "media_count": len(media),
-        "media_types": [safe_text(str(m.get("type")))[:32] for m in media],
+        "v": RECORD_VERSION, "event": event, "uri": uri, "id": sid, "instance": instance,
+        "created_at": _iso(created), "edited_at": _iso(parse_time(status.get("edited_at"))), "account": account,
+        "language": _str(status, "language"), "visibility": _str(status, "visibility"),
+        **content,
         "is_reblog": reblog is not None,
         "reblog_uri": _opt_id_uri(reblog.get("uri")) if reblog else None,
         "is_reply": status.get("in_reply_to_id") is not None,

@@ -174,7 +174,7 @@ def _run(params, params_path, run_id, base, out_dir, only, keep_services, consol
     from . import services
     from .db import table_counts
     from .pipeline import tables
-    ep = services.up(params)
+    endpoints = services.up(params)
     results: list[dict] = []
     failure: NotebookFailed | None = None
     try:
@@ -204,7 +204,7 @@ def _run(params, params_path, run_id, base, out_dir, only, keep_services, consol
             if failure:
                 break
         try:
-            counts = table_counts(ep.database_url, tables())
+            counts = table_counts(endpoints.database_url, tables())
         except Exception as exc:  # the index must still be written when the database is gone
             counts = {"(database unavailable)": str(exc)}
         status = f"FAILED in {failure.notebook}, cell {failure.cell}" if failure else "ok"

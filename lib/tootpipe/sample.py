@@ -23,14 +23,13 @@ from itertools import accumulate
 from pathlib import Path
 
 from .config import project_root
+from .sentiment_variants import XLMT_LANGUAGES
 
 __all__ = ["generate", "write_jsonl", "expected_posts", "INSTANCES", "START"]
 
 INSTANCES = ["mastodon.social", "fosstodon.org", "chaos.social", "hachyderm.io", "mastodon.online"]
 START = datetime(2026, 11, 26, tzinfo=timezone.utc)
 LANGS = {"en": 0.70, "de": 0.06, "fr": 0.05, "es": 0.06, "it": 0.03, "pt": 0.04, "ar": 0.03, "hi": 0.03}
-XLMT = {"de": "german", "fr": "french", "es": "spanish", "it": "italian", "pt": "portuguese", "ar": "arabic",
-        "hi": "hindi"}
 TAGS = ["fediverse", "mastodon", "python", "opensource", "news", "music", "photography", "climate", "linux",
         "art", "books", "football", "science", "coffee", "caturday", "rust", "datascience", "privacy", "gaming",
         "travel"]
@@ -43,7 +42,8 @@ def _texts() -> dict[str, list[str]]:
     with gzip.open(root / "semeval_2013_2016_train.tsv.gz", "rt", encoding="utf-8") as fh:
         next(fh)
         out["en"] = [line.rstrip("\n").split("\t")[1] for line in fh if line.count("\t") >= 2]
-    for code, folder in XLMT.items():
+    for code in [c for c in LANGS if c != "en"]:
+        folder = XLMT_LANGUAGES[code]
         out[code] = (root / "xlmt" / folder / "train_text.txt").read_text(encoding="utf-8").splitlines()
     return {k: [t for t in v if t.strip()] for k, v in out.items()}
 
@@ -112,6 +112,87 @@ def _accounts(rng: random.Random, n: int) -> list[dict]:
     return accts
 
 
+class _Draws:
+    """What every toot is drawn from: accounts, texts, languages, tags and hours with their (cumulative) weights.
+    Cumulative weights are computed once: random.choices(weights=...) re-accumulates them on every call, which
+    made a 200,000-toot sample (25,000 accounts) quadratic; cum_weights draws exactly the same values."""
+
+    def __init__(self, rng: random.Random, n: int, hours: int):
+        self.texts = _texts()
+        self.langs, self.lang_weights = zip(*LANGS.items())
+        self.accounts = _accounts(rng, max(20, n // 8))
+        self.account_cum = list(accumulate(1 / (r + 1) ** 1.1 for r in range(len(self.accounts))))
+        self.hour_cum = list(accumulate(_daily_weight(h) for h in range(hours)))
+        self.tag_cum = list(accumulate(1 / (k + 1) for k in range(len(TAGS))))
+        self.hours = hours
+
+
+def _status(rng: random.Random, d: _Draws, sid: str, earlier: list[dict]) -> tuple[dict, datetime]:
+    """One original status (a reply to or a reblog of an `earlier` one now and then) and its creation time."""
+    acc = rng.choices(d.accounts, cum_weights=d.account_cum)[0]
+    inst = acc["_instance"]
+    lang = rng.choices(d.langs, d.lang_weights)[0]
+    text = rng.choice(d.texts[lang])
+    ntags = rng.choices([0, 1, 2, 3], [0.45, 0.3, 0.17, 0.08])[0]
+    tags = sorted({rng.choices(TAGS, cum_weights=d.tag_cum)[0] for _ in range(ntags)})
+    hour = rng.choices(range(d.hours), cum_weights=d.hour_cum)[0]
+    created = START + timedelta(hours=hour, seconds=rng.uniform(0, 3600))
+    content, mentions = _to_html(text, tags, inst)
+    visibility = rng.choices(["public", "unlisted", "private"], [0.9, 0.07, 0.03])[0]
+    account = {k: v for k, v in acc.items() if not k.startswith("_")}
+    status = {
+        "id": sid, "created_at": _iso(created), "edited_at": None,
+        "in_reply_to_id": None, "in_reply_to_account_id": None,
+        "sensitive": rng.random() < 0.03, "spoiler_text": "", "visibility": visibility, "language": lang,
+        "uri": f"https://{inst}/users/{acc['username']}/statuses/{sid}",
+        "url": f"https://{inst}/@{acc['username']}/{sid}",
+        "replies_count": rng.randint(0, 3), "reblogs_count": rng.randint(0, 5),
+        "favourites_count": rng.randint(0, 12), "content": content, "reblog": None, "account": account,
+        "media_attachments": [{"id": sid + "1", "type": rng.choice(["image", "image", "video", "gifv"])}]
+        if rng.random() < 0.15 else [],
+        "mentions": mentions, "tags": [{"name": t, "url": f"https://{inst}/tags/{t}"} for t in tags],
+        "emojis": [], "card": None, "poll": None, "_instance": inst,
+    }
+    if earlier and rng.random() < 0.12:
+        parent = rng.choice(earlier[-50:])
+        status["in_reply_to_id"] = parent["id"]
+        status["in_reply_to_account_id"] = parent["account"]["id"]
+    if earlier and rng.random() < 0.08:
+        status["reblog"] = rng.choice(earlier[-200:])
+        status["content"] = ""
+        status["uri"] = f"https://{inst}/users/{acc['username']}/statuses/{sid}/activity"
+    return status, created
+
+
+def _arrivals(rng: random.Random, status: dict, inst: str, created: datetime, rates: dict) -> list[tuple]:
+    """(time, event) of a status: its arrival (late now and then, up to 30 minutes), then by chance a federated
+    copy, a duplicate delivery, an edit, a delete and a truncated (malformed) copy, in that order of draws."""
+    arrival = created + timedelta(seconds=rng.uniform(0, 2) if rng.random() > 0.02 else rng.uniform(60, 1800))
+    out = [(arrival, {"event": "update", "instance": inst, "data": status})]
+    if rng.random() < rates["federated_copy_rate"]:
+        other = rng.choice([x for x in INSTANCES if x != inst])
+        copy = json.loads(json.dumps(status))
+        copy["id"] = str(int(status["id"]) + 3)
+        out.append((arrival + timedelta(seconds=rng.uniform(1, 60)), {"event": "update", "instance": other,
+                                                                       "data": copy}))
+    if rng.random() < rates["duplicate_rate"]:
+        out.append((arrival + timedelta(seconds=rng.uniform(0, 5)), {"event": "update", "instance": inst,
+                                                                      "data": status}))
+    if rng.random() < rates["edit_rate"] and status["reblog"] is None:
+        edited = json.loads(json.dumps(status))
+        when = created + timedelta(minutes=rng.uniform(1, 120))
+        edited["edited_at"] = _iso(when)
+        edited["content"] = status["content"].replace("</p>", " (edited)</p>", 1)
+        out.append((when, {"event": "status.update", "instance": inst, "data": edited}))
+    if rng.random() < rates["delete_rate"]:
+        when = created + timedelta(minutes=rng.uniform(1, 600))
+        out.append((when, {"event": "delete", "instance": inst, "data": status["id"]}))
+    if rng.random() < rates["malformed_rate"]:
+        raw = json.dumps(status)[: rng.randint(10, 200)]
+        out.append((arrival, {"event": "update", "instance": inst, "data": raw}))
+    return out
+
+
 def generate(n: int = 2000, seed: int = 42, *, malformed_rate: float = 0.002, edit_rate: float = 0.03,
              delete_rate: float = 0.01, duplicate_rate: float = 0.02, federated_copy_rate: float = 0.03,
              hours: int = 48) -> list[dict]:
@@ -120,78 +201,19 @@ def generate(n: int = 2000, seed: int = 42, *, malformed_rate: float = 0.002, ed
     Each event is ``{"event": "update"|"status.update"|"delete", "instance": host, "data": status-or-id}``;
     malformed payloads carry a string that is not valid JSON in ``data``.
     """
+    rates = {"malformed_rate": malformed_rate, "edit_rate": edit_rate, "delete_rate": delete_rate,
+             "duplicate_rate": duplicate_rate, "federated_copy_rate": federated_copy_rate}
     rng = random.Random(seed)
-    texts = _texts()
-    langs, weights = zip(*LANGS.items())
-    accounts = _accounts(rng, max(20, n // 8))
-    # cumulative weights, computed once: random.choices(weights=...) re-accumulates them on every call, which made
-    # a 200,000-toot sample (25,000 accounts) quadratic; cum_weights draws exactly the same values
-    act_cum = list(accumulate(1 / (r + 1) ** 1.1 for r in range(len(accounts))))
-    hour_cum = list(accumulate(_daily_weight(h) for h in range(hours)))
-    tag_cum = list(accumulate(1 / (k + 1) for k in range(len(TAGS))))
+    draws = _Draws(rng, n, hours)
     events: list[tuple[datetime, int, dict]] = []
-    statuses = []
-    seq = 0
+    statuses: list[dict] = []
     for i in range(n):
-        acc = rng.choices(accounts, cum_weights=act_cum)[0]
-        inst = acc["_instance"]
-        lang = rng.choices(langs, weights)[0]
-        text = rng.choice(texts[lang])
-        ntags = rng.choices([0, 1, 2, 3], [0.45, 0.3, 0.17, 0.08])[0]
-        tags = sorted({rng.choices(TAGS, cum_weights=tag_cum)[0] for _ in range(ntags)})
-        hour = rng.choices(range(hours), cum_weights=hour_cum)[0]
-        created = START + timedelta(hours=hour, seconds=rng.uniform(0, 3600))
         sid = str(115000000000000000 + (seed % 100000) * 10**10 + i * 7919)
-        content, mentions = _to_html(text, tags, inst)
-        visibility = rng.choices(["public", "unlisted", "private"], [0.9, 0.07, 0.03])[0]
-        account = {k: v for k, v in acc.items() if not k.startswith("_")}
-        status = {
-            "id": sid, "created_at": _iso(created), "edited_at": None,
-            "in_reply_to_id": None, "in_reply_to_account_id": None,
-            "sensitive": rng.random() < 0.03, "spoiler_text": "", "visibility": visibility, "language": lang,
-            "uri": f"https://{inst}/users/{acc['username']}/statuses/{sid}",
-            "url": f"https://{inst}/@{acc['username']}/{sid}",
-            "replies_count": rng.randint(0, 3), "reblogs_count": rng.randint(0, 5),
-            "favourites_count": rng.randint(0, 12), "content": content, "reblog": None, "account": account,
-            "media_attachments": [{"id": sid + "1", "type": rng.choice(["image", "image", "video", "gifv"])}]
-            if rng.random() < 0.15 else [],
-            "mentions": mentions, "tags": [{"name": t, "url": f"https://{inst}/tags/{t}"} for t in tags],
-            "emojis": [], "card": None, "poll": None,
-        }
-        if statuses and rng.random() < 0.12:
-            parent = rng.choice(statuses[-50:])
-            status["in_reply_to_id"] = parent["id"]
-            status["in_reply_to_account_id"] = parent["account"]["id"]
-        if statuses and rng.random() < 0.08:
-            original = rng.choice(statuses[-200:])
-            status["reblog"] = original
-            status["content"] = ""
-            status["uri"] = f"https://{inst}/users/{acc['username']}/statuses/{sid}/activity"
+        status, created = _status(rng, draws, sid, statuses)
+        inst = status.pop("_instance")
         statuses.append(status)
-        # arrival: roughly in creation order, with a small share of late arrivals (up to 30 minutes)
-        arrival = created + timedelta(seconds=rng.uniform(0, 2) if rng.random() > 0.02 else rng.uniform(60, 1800))
-        events.append((arrival, seq := seq + 1, {"event": "update", "instance": inst, "data": status}))
-        if rng.random() < federated_copy_rate:
-            other = rng.choice([x for x in INSTANCES if x != inst])
-            copy = json.loads(json.dumps(status))
-            copy["id"] = str(int(sid) + 3)
-            events.append((arrival + timedelta(seconds=rng.uniform(1, 60)), seq := seq + 1,
-                           {"event": "update", "instance": other, "data": copy}))
-        if rng.random() < duplicate_rate:
-            events.append((arrival + timedelta(seconds=rng.uniform(0, 5)), seq := seq + 1,
-                           {"event": "update", "instance": inst, "data": status}))
-        if rng.random() < edit_rate and status["reblog"] is None:
-            edited = json.loads(json.dumps(status))
-            when = created + timedelta(minutes=rng.uniform(1, 120))
-            edited["edited_at"] = _iso(when)
-            edited["content"] = content.replace("</p>", " (edited)</p>", 1)
-            events.append((when, seq := seq + 1, {"event": "status.update", "instance": inst, "data": edited}))
-        if rng.random() < delete_rate:
-            when = created + timedelta(minutes=rng.uniform(1, 600))
-            events.append((when, seq := seq + 1, {"event": "delete", "instance": inst, "data": sid}))
-        if rng.random() < malformed_rate:
-            raw = json.dumps(status)[: rng.randint(10, 200)]
-            events.append((arrival, seq := seq + 1, {"event": "update", "instance": inst, "data": raw}))
+        for when, event in _arrivals(rng, status, inst, created, rates):
+            events.append((when, len(events) + 1, event))
     events.sort(key=lambda e: (e[0], e[1]))
     return [e for _, _, e in events]
 

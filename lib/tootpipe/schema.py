@@ -5,7 +5,8 @@ Python (the producer, the tests) and Spark (the stream and the batch jobs) both 
 """
 from __future__ import annotations
 
-__all__ = ["FIELDS", "ACCOUNT_FIELDS", "EVENTS", "spark_ddl", "RECORD_VERSION", "LIMITS"]
+__all__ = ["FIELDS", "ACCOUNT_FIELDS", "EVENTS", "spark_ddl", "RECORD_VERSION", "LIMITS", "TIME_FORMATS",
+           "EPOCH_PATTERN"]
 
 RECORD_VERSION = 1
 
@@ -18,6 +19,22 @@ LIMITS: dict[str, int] = {
     "text": 2_000_000, "content_html": 4_000_000,  # a record must also fit the 8 MiB Kafka message limit
 }
 EVENTS = ("update", "status.update", "delete")
+
+# The timestamp formats read from Mastodon data and other producers, one list for both parsers
+# (normalize.parse_time in Python, transforms.parse_time_col in Spark): (strptime format, Spark datetime pattern,
+# a prefix regex Spark removes first: Spark 3+ cannot parse day names). Fractions of 1-6 digits on both sides;
+# both also read epoch seconds or milliseconds.
+TIME_FORMATS: tuple[tuple[str, str, str | None], ...] = (
+    ("%Y-%m-%dT%H:%M:%S.%f%z", "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX", None),
+    ("%Y-%m-%dT%H:%M:%S%z", "yyyy-MM-dd'T'HH:mm:ssXXX", None),
+    ("%Y-%m-%d %H:%M:%S.%f%z", "yyyy-MM-dd HH:mm:ss.SSSSSSXXX", None),
+    ("%Y-%m-%d %H:%M:%S%z", "yyyy-MM-dd HH:mm:ssXXX", None),
+    ("%Y-%m-%d %H:%M:%S", "yyyy-MM-dd HH:mm:ss", None),
+    ("%Y-%m-%dT%H:%M:%S", "yyyy-MM-dd'T'HH:mm:ss", None),
+    ("%Y-%m-%dT%H:%M:%S.%f", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS", None),
+    ("%a %b %d %H:%M:%S %z %Y", "MMM dd HH:mm:ss Z yyyy", r"^[A-Za-z]{3} "),  # Twitter style
+)
+EPOCH_PATTERN = r"\d{9,13}(\.\d+)?"  # epoch seconds (9-11 digits) or milliseconds (12-13)
 
 # name -> (Spark SQL type, description)
 ACCOUNT_FIELDS: dict[str, tuple[str, str]] = {

@@ -15,12 +15,12 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from .sentiment_variants import XLMT_LANGUAGES
+
 __all__ = ["LABELS", "XLMT_LANGUAGES", "read_labelled", "read_xlmt", "to_frame", "text_key", "without_overlap",
            "with_class_weights", "time_folds"]
 
 LABELS = ["negative", "neutral", "positive"]  # label index 0, 1, 2; sentiment value index - 1
-XLMT_LANGUAGES = {"ar": "arabic", "de": "german", "en": "english", "es": "spanish", "fr": "french", "hi": "hindi",
-                  "it": "italian", "pt": "portuguese"}
 Row = tuple  # (text, label name, label index as float, tweet id)
 
 

@@ -122,7 +122,8 @@ def featuriser(name: str) -> Pipeline:
 def classifier(name: str, reg_param: float | None = None) -> LogisticRegression:
     """The trained half: multinomial logistic regression on `features` (weighted when the variant balances)."""
     v = _variant(name)
-    lr = LogisticRegression(maxIter=100, regParam=reg_param or v.reg_param, featuresCol="features", labelCol="label")
+    lr = LogisticRegression(maxIter=100, regParam=reg_param or v.reg_param, standardization=v.standardize,
+                            featuresCol="features", labelCol="label")
     return lr.setWeightCol("weight") if v.balanced else lr
 
 

@@ -1,4 +1,5 @@
-"""The sentiment model variants, declared once (no Spark import: the parameters validate against this table).
+"""The sentiment model variants and the languages, declared once (no Spark import: the parameters validate against
+this table and the sample generator reads the language map).
 
 Adding a variant = one `Variant(...)` line here; :mod:`tootpipe.sentiment_models` builds its pipeline, notebook 05
 and `bench/sentiment.py` compare it.
@@ -7,15 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Variant", "VARIANTS", "DEFAULT_VARIANT"]
+__all__ = ["Variant", "VARIANTS", "DEFAULT_VARIANT", "XLMT_LANGUAGES"]
+
+# Language code -> its folder in data/sentiment/xlmt (the XLM-T corpus: training data of the language models, and
+# texts of the bundled sample's toots)
+XLMT_LANGUAGES = {"ar": "arabic", "de": "german", "en": "english", "es": "spanish", "fr": "french", "hi": "hindi",
+                  "it": "italian", "pt": "portuguese"}
 
 
 @dataclass(frozen=True)
 class Variant:
     """A model variant: its featurisation (`tokens` "stopwords" = the original assignment's, "ngrams" = masked
     words + bigrams; `chars` adds hashed character 3-grams; `word2vec` the mean of word vectors learnt by MLlib's
-    Word2Vec on the training texts; `scorers` add lexicon scores), its classifier's
-    regularisation and whether the classes are balanced by weight. `description` is what the reports show."""
+    Word2Vec on the training texts; `scorers` add lexicon scores), its classifier's regularisation, whether
+    features are standardised first and whether the classes are balanced by weight. `description` is what the
+    reports show."""
     name: str
     description: str
     tokens: str = "ngrams"
@@ -24,6 +31,7 @@ class Variant:
     scorers: tuple[str, ...] = ()
     reg_param: float = 0.02
     balanced: bool = True
+    standardize: bool = True  # MLlib's default: every feature scaled to unit variance before the penalty
 
     @property
     def feature_key(self) -> tuple:
@@ -43,6 +51,9 @@ VARIANTS = {v.name: v for v in (
             reg_param=4.0),
     Variant("word2vec_lexicon", "lexicon_ngrams + the mean of 100-dimensional word vectors (MLlib Word2Vec on the "
             "training texts)", word2vec=True, scorers=("vader", "lexicon"), reg_param=4.0),
+    Variant("lexicon_unscaled", "lexicon_ngrams without MLlib's feature standardisation (the penalty then "
+            "falls on TF-IDF weights as they are), regParam 0.03 chosen on the newest training fold",
+            scorers=("vader", "lexicon"), reg_param=0.03, standardize=False),
     Variant("textblob_ngrams", "lexicon_ngrams + TextBlob's polarity and subjectivity",
             scorers=("vader", "lexicon", "textblob"), reg_param=4.0),
 )}

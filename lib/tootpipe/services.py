@@ -178,29 +178,30 @@ def endpoints(params: Params) -> Endpoints:
     )
 
 
-def create_database(ep: Endpoints, name: str) -> Endpoints:
+def create_database(endpoints: Endpoints, name: str) -> Endpoints:
     """The endpoints with a database of their own (created on the embedded server, owned by the pipeline's
     role); tests and benchmarks use it so they never write into the project's database."""
     from dataclasses import replace
     from . import pg_server
-    if not ep.embedded_postgres:
+    if not endpoints.embedded_postgres:
         raise ServiceError("create_database needs the embedded PostgreSQL")
     pg = _read_state()["postgres"]
-    return replace(ep, database_url=pg_server.create_database(pg["port"], pg_server.passwords(state_dir()), name))
+    url = pg_server.create_database(pg["port"], pg_server.passwords(state_dir()), name)
+    return replace(endpoints, database_url=url)
 
 
-def cluster_of(ep: Endpoints) -> str:
+def cluster_of(endpoints: Endpoints) -> str:
     """The Kafka cluster id of the endpoints: the embedded broker's, else asked from the given cluster."""
-    if ep.cluster_id:
-        return ep.cluster_id
+    if endpoints.cluster_id:
+        return endpoints.cluster_id
     from .kafka_io import cluster_id
-    return cluster_id(ep.bootstrap_servers)
+    return cluster_id(endpoints.bootstrap_servers)
 
 
-def describe(ep: Endpoints) -> dict:
+def describe(endpoints: Endpoints) -> dict:
     """Endpoints without credentials, for reports."""
     from urllib.parse import urlsplit
-    d = asdict(ep)
-    u = urlsplit(ep.database_url)
+    d = asdict(endpoints)
+    u = urlsplit(endpoints.database_url)
     d["database_url"] = f"{u.scheme}://{u.hostname}:{u.port}{u.path}"
     return d

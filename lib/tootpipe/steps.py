@@ -17,73 +17,75 @@ __all__ = ["context", "ingest_step", "stream_step", "backfill_step", "clean_step
 
 
 
-def context(params_file: str | Path | None = "params/default.yaml", overrides: dict | None = None) -> tuple[Params, Endpoints]:
+def context(params_file: str | Path | None = "params/default.yaml",
+            overrides: dict | None = None) -> tuple[Params, Endpoints]:
     """Validated parameters and the service endpoints (embedded services are started when needed)."""
     params = load(params_file, overrides)
     return params, up(params)
 
 
-def ingest_step(params: Params, ep: Endpoints, *, max_toots: int | None = None, duration_s: float | None = None) -> dict:
+def ingest_step(params: Params, endpoints: Endpoints, *, max_toots: int | None = None,
+                duration_s: float | None = None) -> dict:
     from .kafka_io import Publisher, end_offsets, ensure_topics
     from .mastodon_source import ingest, source_events
-    ensure_topics(ep.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], params.kafka.partitions,
+    ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], params.kafka.partitions,
                   params.kafka.replication_factor)
-    pub = Publisher(ep.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
+    pub = Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
     resume = None
     if params.source.kind in ("poll", "stream") and params.source.resume:
         from urllib.parse import urlsplit
         from .kafka_io import newest_status_ids
         hosts = [urlsplit(u).hostname or u for u in params.source.instances]
-        resume = newest_status_ids(ep.bootstrap_servers, params.kafka.topic, hosts)
+        resume = newest_status_ids(endpoints.bootstrap_servers, params.kafka.topic, hosts)
     try:
         stats = ingest(source_events(params, resume), pub, params, max_toots=max_toots or params.source.max_toots,
                        duration_s=duration_s or params.source.duration_s, source=params.source.kind)
     finally:
         pub.close()
     out = stats.as_dict()
-    out["topic_end_offsets"] = end_offsets(ep.bootstrap_servers, params.kafka.topic)
-    out["dlq_end_offsets"] = end_offsets(ep.bootstrap_servers, params.kafka.dlq_topic)
+    out["topic_end_offsets"] = end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
+    out["dlq_end_offsets"] = end_offsets(endpoints.bootstrap_servers, params.kafka.dlq_topic)
     return out
 
 
-def stream_step(params: Params, ep: Endpoints) -> dict:
+def stream_step(params: Params, endpoints: Endpoints) -> dict:
     from .spark_session import get_spark
-    from .streaming import run_available_now
-    return run_available_now(get_spark(params), params, ep)
+    from .stream_query import run_available_now
+    return run_available_now(get_spark(params), params, endpoints)
 
 
-def backfill_step(params: Params, ep: Endpoints, ranges: dict | None = None) -> dict:
+def backfill_step(params: Params, endpoints: Endpoints, ranges: dict | None = None) -> dict:
     from .batch import backfill
     from .spark_session import get_spark
-    return backfill(get_spark(params), params, ep, ranges)
+    return backfill(get_spark(params), params, endpoints, ranges)
 
 
-def clean_step(params: Params, ep: Endpoints) -> dict:
+def clean_step(params: Params, endpoints: Endpoints) -> dict:
     from .batch import clean, load_raw, write_table
     from .spark_session import get_spark
     spark = get_spark(params)
     t0 = time.monotonic()
-    cleaned, rejects = clean(load_raw(spark, ep.database_url), params.filters)
-    out = {"toots_clean": write_table(ep.database_url, "toots_clean", cleaned),
-           "toots_rejects": write_table(ep.database_url, "toots_rejects", rejects)}
+    cleaned, rejects = clean(load_raw(spark, endpoints.database_url), params.filters)
+    out = {"toots_clean": write_table(endpoints.database_url, "toots_clean", cleaned),
+           "toots_rejects": write_table(endpoints.database_url, "toots_rejects", rejects)}
     out["seconds"] = round(time.monotonic() - t0, 2)
     return out
 
 
-def analytics_step(params: Params, ep: Endpoints) -> dict:
+def analytics_step(params: Params, endpoints: Endpoints) -> dict:
     from .analytics import RECONCILIATION, analytics, load_clean, reconcile
     from .spark_pg import write_table
     from .spark_session import get_spark
     spark = get_spark(params)
     t0 = time.monotonic()
-    clean_df = load_clean(spark, ep.database_url).cache()  # read by all seven tables
+    clean_df = load_clean(spark, endpoints.database_url).cache()  # read by all seven tables
     timings, counts = {}, {}
     for name, df in analytics(clean_df, params.analytics).items():
         t = time.monotonic()
-        counts[name] = write_table(ep.database_url, name, df)
+        counts[name] = write_table(endpoints.database_url, name, df)
         timings[name] = round(time.monotonic() - t, 2)
     clean_df.unpersist()
-    counts[RECONCILIATION] = reconcile(ep.database_url)
+    counts[RECONCILIATION] = reconcile(endpoints.database_url)
     return {"rows": counts, "seconds_per_table": timings, "seconds": round(time.monotonic() - t0, 2)}
 
 
@@ -111,9 +113,10 @@ def train_variants_step(params: Params, variants: list[str], *, tune: bool = Fal
         regs[s.variant] = tune_reg_param(get_spark(params), params.path(s.train_path), s.variant,
                                          limit=s.train_limit)["best"]
     for v in variants:
-        hit = None if tune or retrain or s.retrain else find_cached(params.path(s.model_dir), cache_key(params, v, regs[v]))
-        if hit is not None:
-            out[v] = hit
+        reuse = not (tune or retrain or s.retrain)
+        cached = find_cached(params.path(s.model_dir), cache_key(params, v, regs[v])) if reuse else None
+        if cached is not None:
+            out[v] = cached
     missing = [v for v in variants if v not in out]
     if missing:
         out.update(_train_missing(params, missing, regs))
@@ -153,7 +156,7 @@ def _train_missing(params: Params, variants: list[str], regs: dict) -> dict:
 
 
 def baselines_step(params: Params) -> dict:
-    """The rule baselines (the seed's keyword auto-labelling, VADER alone) on both evaluation sets."""
+    """The rule baselines (the original assignment's keyword auto-labelling, VADER alone) on both evaluation sets."""
     from .sentiment import BASELINES, evaluate_baseline, load_labelled
     from .spark_session import get_spark
     spark = get_spark(params)
@@ -162,18 +165,18 @@ def baselines_step(params: Params) -> dict:
             for name in BASELINES}
 
 
-def score_step(params: Params, ep: Endpoints, model_path: str | None = None) -> dict:
+def score_step(params: Params, endpoints: Endpoints, model_path: str | None = None) -> dict:
     from .sentiment import latest_model, load_models, score_posts
     from .spark_session import get_spark
     spark = get_spark(params)
     models, version = load_models(model_path or latest_model(params.path(params.sentiment.model_dir)))
     t0 = time.monotonic()
-    out = score_posts(spark, models, version, ep.database_url, params.sentiment.languages)
+    out = score_posts(spark, models, version, endpoints.database_url, params.sentiment.languages)
     out.update(model_version=version, seconds=round(time.monotonic() - t0, 2))
     return out
 
 
-def problems(params: Params, ep: Endpoints, limit: int = 20000):
+def problems(params: Params, endpoints: Endpoints, limit: int = 20000):
     """Every record the pipeline could not use, as a DataFrame (stage, reason, reason_class): dead letters from the
     DLQ topic, the stream's `stream_errors`, the batch's `toots_rejects`."""
     import pandas as pd
@@ -181,15 +184,16 @@ def problems(params: Params, ep: Endpoints, limit: int = 20000):
     from .kafka_io import KafkaUnavailable, export, partitions_for
     rows = []
     try:
-        partitions_for(ep.bootstrap_servers, params.kafka.dlq_topic, timeout=2)
+        partitions_for(endpoints.bootstrap_servers, params.kafka.dlq_topic, timeout=2)
         rows += [("dead letter (ingest)", m["value"].get("error") if isinstance(m["value"], dict) else "unreadable")
-                 for m in export(ep.bootstrap_servers, params.kafka.dlq_topic, limit, from_beginning=True)]
+                 for m in export(endpoints.bootstrap_servers, params.kafka.dlq_topic, limit, from_beginning=True)]
     except KafkaUnavailable:  # no DLQ topic yet: nothing was dead-lettered
         pass
-    present = table_counts(ep.database_url, ["stream_errors", "toots_rejects"])
+    present = table_counts(endpoints.database_url, ["stream_errors", "toots_rejects"])
     for stage, table, col in (("stream error", "stream_errors", "error"), ("batch reject", "toots_rejects", "reason")):
         if present.get(table):
-            rows += [(stage, r) for r in query_df(ep.database_url, f"SELECT {col} AS reason FROM {table}").reason]
+            reasons = query_df(endpoints.database_url, f"SELECT {col} AS reason FROM {table}").reason
+            rows += [(stage, r) for r in reasons]
     out = pd.DataFrame(rows, columns=["stage", "reason"])
     return out.assign(reason_class=out["reason"].map(reason_class))
 

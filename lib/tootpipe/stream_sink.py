@@ -55,20 +55,20 @@ WHERE coalesce(EXCLUDED.edited_at, EXCLUDED.created_at) > coalesce(mastodon_post
 """
 
 _APPLY_DELETES = """
-WITH hit AS (
+WITH deleted_uris AS (
     SELECT i.uri FROM toot_ids i JOIN stage_posts s ON s.event = 'delete' AND s.instance = i.instance AND s.id = i.id
     UNION
     SELECT i.uri FROM toot_ids i JOIN toot_deletes d USING (instance, id)
     JOIN stage_posts s ON s.event <> 'delete' AND s.uri = i.uri),
-removed AS (DELETE FROM mastodon_posts p USING hit WHERE p.uri = hit.uri RETURNING p.uri, p.username, p.created_at)
-INSERT INTO gone SELECT * FROM removed
+removed AS (DELETE FROM mastodon_posts p USING deleted_uris WHERE p.uri = deleted_uris.uri RETURNING p.uri, p.username, p.created_at)
+INSERT INTO removed_posts SELECT * FROM removed
 """
 
 _REFRESH_COUNTS = """
 WITH touched AS (
     SELECT DISTINCT date_trunc('minute', created_at) AS ws FROM stage_posts
     WHERE event <> 'delete' AND created_at >= %(cutoff)s
-    UNION SELECT date_trunc('minute', created_at) FROM gone)
+    UNION SELECT date_trunc('minute', created_at) FROM removed_posts)
 INSERT INTO streamed_toot_counts (window_start, window_end, cnt, batch_id, updated_at)
 SELECT ws, ws + interval '1 minute',
        (SELECT count(*) FROM mastodon_posts p WHERE p.created_at >= ws AND p.created_at < ws + interval '1 minute'),
@@ -81,7 +81,7 @@ _REFRESH_USER_AVG = """
 WITH touched AS (
     SELECT DISTINCT username, date_bin(%(width)s::interval, created_at, TIMESTAMPTZ '2000-01-01') AS ws
     FROM stage_posts WHERE event <> 'delete' AND created_at >= %(cutoff)s
-    UNION SELECT username, date_bin(%(width)s::interval, created_at, TIMESTAMPTZ '2000-01-01') FROM gone),
+    UNION SELECT username, date_bin(%(width)s::interval, created_at, TIMESTAMPTZ '2000-01-01') FROM removed_posts),
 agg AS (
     SELECT t.username, t.ws, count(p.uri) AS n, coalesce(avg(length(p.content)), 0) AS avg_length
     FROM touched t LEFT JOIN mastodon_posts p
@@ -227,8 +227,8 @@ class PostgresSink:
                     "stage_posts WHERE event <> 'delete' ON CONFLICT DO NOTHING")
         cur.execute("INSERT INTO toot_deletes (instance, id) SELECT DISTINCT instance, id FROM stage_posts "
                     "WHERE event = 'delete' ON CONFLICT DO NOTHING")
-        # windows of the rows this batch replaces or removes are refreshed too ("gone" = old versions)
-        cur.execute("CREATE TEMP TABLE gone ON COMMIT DROP AS SELECT p.uri, p.username, p.created_at "
+        # windows of the rows this batch replaces or removes are refreshed too ("removed_posts" = old versions)
+        cur.execute("CREATE TEMP TABLE removed_posts ON COMMIT DROP AS SELECT p.uri, p.username, p.created_at "
                     "FROM mastodon_posts p JOIN (SELECT DISTINCT uri FROM stage_posts) s USING (uri)")
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in POST_COLUMNS if c != "uri")
         cur.execute(_UPSERT_POSTS.format(cols=cols, updates=updates), {"batch_id": batch_id})

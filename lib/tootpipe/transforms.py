@@ -15,7 +15,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from .filters import keep_column
-from .schema import EVENTS, LIMITS, spark_ddl
+from .schema import EPOCH_PATTERN, EVENTS, LIMITS, TIME_FORMATS, spark_ddl
 
 __all__ = ["parse_kafka", "parse_time_col", "apply_filters", "pg_array", "POST_COLUMNS", "to_post_rows"]
 
@@ -29,22 +29,14 @@ POST_COLUMNS = [
 
 
 def parse_time_col(c: Column) -> Column:
-    """A timestamp column from the formats found in Mastodon data: ISO-8601 with Z/offset, space-separated,
+    """A timestamp column from the formats of :data:`tootpipe.schema.TIME_FORMATS` (the Python parser's list) and
     epoch seconds or milliseconds. Unreadable -> null (never an exception under ANSI mode)."""
     s = F.trim(c.cast("string"))
-    epoch = F.when(s.rlike(r"^\d{9,13}(\.\d+)?$"),
+    epoch = F.when(s.rlike(f"^{EPOCH_PATTERN}$"),
                    F.timestamp_seconds(F.when(F.length(F.split(s, r"\.")[0]) > 11, s.cast("double") / 1000)
                                        .otherwise(s.cast("double"))))
-    return F.coalesce(
-        epoch,
-        F.try_to_timestamp(s, F.lit("yyyy-MM-dd'T'HH:mm:ss.SSSXXX")),
-        F.try_to_timestamp(s, F.lit("yyyy-MM-dd'T'HH:mm:ssXXX")),
-        F.try_to_timestamp(s, F.lit("yyyy-MM-dd HH:mm:ss.SSSXXX")),
-        F.try_to_timestamp(s, F.lit("yyyy-MM-dd HH:mm:ssXXX")),
-        F.try_to_timestamp(s, F.lit("yyyy-MM-dd HH:mm:ss")),
-        F.try_to_timestamp(s, F.lit("yyyy-MM-dd'T'HH:mm:ss")),
-        F.try_to_timestamp(s, F.lit("yyyy-MM-dd'T'HH:mm:ss.SSS")),
-    )
+    return F.coalesce(epoch, *[F.try_to_timestamp(F.regexp_replace(s, strip, "") if strip else s, F.lit(pattern))
+                               for _, pattern, strip in TIME_FORMATS])
 
 
 def _per_context(build):
