@@ -27,11 +27,31 @@ def small_params(tmp_path) -> str:
 TOKEN, PASSWORD = "tok-artefact-41c7e2", "pw-artefact-8d3f09"
 
 
+def user_state(monkeypatch) -> dict:
+    """What belongs to the user: model versions, report runs, checkpoints and, when the user's own embedded
+    services are running, their topic offsets and table row counts."""
+    from tootpipe import config, db, kafka_io, pipeline, services
+    snap = {name: sorted(p.name for p in (ROOT / folder).glob("*")) for name, folder in
+            (("models", "models/sentiment"), ("reports", "reports"), ("checkpoints", ".tootpipe/checkpoints"))}
+    with monkeypatch.context() as m:
+        m.delenv("TOOTPIPE_STATE_DIR", raising=False)
+        params = config.load(ROOT / "params" / "default.yaml", use_env=False)
+        try:
+            endpoints = services.endpoints(params)
+        except services.ServiceError:
+            return snap  # the user's services are down: nothing of theirs can change but the files above
+        snap["offsets"] = kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
+        snap["tables"] = db.table_counts(endpoints.database_url, pipeline.tables())
+    return snap
+
+
 def test_chain_writes_offline_reports(services_up, tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("MASTODON_ACCESS_TOKEN", TOKEN)  # known secrets: no artefact of the run may hold them
     monkeypatch.setenv("DB_PASSWORD", PASSWORD)
+    before = user_state(monkeypatch)
     code, out = run_notebooks(small_params(tmp_path), keep_services=True, reports_dir=str(tmp_path))
     assert code == 0
+    assert user_state(monkeypatch) == before, "the notebook test changed the user's own state"
     console = capfd.readouterr()
     lines = (console.out + console.err).strip().splitlines()
     assert len(lines) == 8 and all(line.startswith("run_all: ") for line in lines), lines  # one screen

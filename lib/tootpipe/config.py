@@ -107,7 +107,7 @@ class SentimentParams(_Strict):
     xlmt_dir: str = "data/sentiment/xlmt"
     model_dir: str = "models/sentiment"
     variant: Literal[tuple(VARIANTS)] = DEFAULT_VARIANT  # type: ignore[valid-type]
-    reg_param: float = Field(4.0, gt=0)  # for `variant`; `tootpipe sentiment train --tune` chooses it
+    reg_param: float | None = Field(None, gt=0)  # for `variant`, instead of its own (`train --tune` chooses one)
     compare: list[Literal[tuple(VARIANTS)]] = list(VARIANTS)  # type: ignore[valid-type]  # notebook 05's table
     cv_folds: int = Field(1, ge=1, le=4)  # newest time folds scored by the cross-validation (5 slices in all)
     train_limit: int | None = Field(None, ge=100)

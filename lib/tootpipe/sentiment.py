@@ -26,9 +26,9 @@ from .sentiment_models import DEFAULT_VARIANT, VARIANTS, VaderFeatures, build_pi
 __all__ = ["LABELS", "load_labelled", "load_xlmt", "build_pipeline", "fit_variants", "cross_validate", "train",
            "tune_reg_param", "evaluate", "evaluate_baseline", "metrics_from_predictions", "save_model",
            "latest_model", "load_model", "load_models", "train_language_models", "predict", "score_posts",
-           "VaderFeatures", "VARIANTS", "DEFAULT_VARIANT", "BASELINES", "XLMT_LANGUAGES", "REG_GRID"]
+           "VaderFeatures", "VARIANTS", "DEFAULT_VARIANT", "BASELINES", "XLMT_LANGUAGES", "REG_STEPS"]
 
-REG_GRID = (1.0, 2.0, 4.0, 8.0)
+REG_STEPS = (0.25, 0.5, 1.0, 2.0, 4.0)
 Candidate = tuple  # (variant name, reg_param or None for the variant's own)
 
 
@@ -104,9 +104,10 @@ def train(spark: SparkSession, train_path: str | Path, variant: str = DEFAULT_VA
 
 
 def tune_reg_param(spark: SparkSession, train_path: str | Path, variant: str = DEFAULT_VARIANT,
-                   grid=REG_GRID, limit: int | None = None) -> dict:
-    """Choose regParam on the training data only, by :func:`cross_validate` (newest fold).
-    Returns {"best": value, "scores": {value: macro_recall}}."""
+                   grid: tuple | None = None, limit: int | None = None) -> dict:
+    """Choose regParam on the training data only, by :func:`cross_validate` (newest fold), among `grid` (default:
+    the variant's own value times 1/4, 1/2, 1, 2 and 4). Returns {"best": value, "scores": {value: macro_recall}}."""
+    grid = grid or tuple(VARIANTS[variant].reg_param * f for f in REG_STEPS)
     cv = cross_validate(load_labelled(spark, train_path, limit), [(variant, reg) for reg in grid])
     scores = {reg: cv[(variant, reg)]["macro_recall"] for reg in grid}
     return {"best": max(scores, key=scores.get), "scores": scores, "selection": "newest time fold"}
