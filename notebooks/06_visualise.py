@@ -9,12 +9,12 @@ params_file = "params/default.yaml"
 
 # %%
 import pandas as pd
-from tootpipe import steps, db, plots
+from tootpipe import db, pipeline, plots, steps
 
 params, endpoints = steps.context(params_file)
 plots.style()
 q = lambda sql: db.query_df(endpoints.database_url, sql)
-pd.Series(db.table_counts(endpoints.database_url, steps.TABLES), name="rows").to_frame()
+pd.Series(db.table_counts(endpoints.database_url, pipeline.tables()), name="rows").to_frame()
 
 # %% [markdown]
 # ## Volume
