@@ -150,6 +150,7 @@ def ingest(events: Iterable[dict], publisher, params: Params, *, max_toots: int 
         except ValueError:  # not the main thread
             pass
     t0 = last = time.monotonic()
+    bar = _progress_bar(max_toots)
     try:
         for e in events:
             if e is TICK:
@@ -160,6 +161,7 @@ def ingest(events: Iterable[dict], publisher, params: Params, *, max_toots: int 
             if e is None:
                 continue
             stats.read += 1
+            bar.update(1)
             try:
                 publish_event(e, publisher, params, stats, pseudonym_key)
             except BadPayload as exc:
@@ -170,17 +172,27 @@ def ingest(events: Iterable[dict], publisher, params: Params, *, max_toots: int 
             if max_toots is not None and stats.read >= max_toots:
                 break  # now, not at the next event: a quiet feed may bring none for a long time
             now = time.monotonic()
-            if now - last >= progress_every:
+            if now - last >= progress_every and bar.disable:  # periodic lines when no bar is drawn
                 last = now
                 log.info("ingest: %d read, %.0f toots/s, %d published, %d filtered, %d dead letters",
                          stats.read, stats.read / (now - t0), stats.published, sum(stats.filtered.values()),
                          stats.dead_letters)
     finally:
+        bar.close()
         publisher.flush()
         stats.seconds = time.monotonic() - t0
         for sig, h in handlers.items():
             signal.signal(sig, h)
     return stats
+
+
+def _progress_bar(total: int | None):
+    """A progress bar on a terminal (disabled, and then a no-op, anywhere else: logs, notebooks, pipes)."""
+    import sys
+
+    from tqdm import tqdm
+    return tqdm(total=total, unit=" toots", desc="ingest", disable=not sys.stderr.isatty() or "ipykernel" in
+                sys.modules, leave=False, mininterval=0.5)
 
 
 def publish_event(e, publisher, params: Params, stats: IngestStats, pseudonym_key: bytes | None) -> None:

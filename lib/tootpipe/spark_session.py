@@ -65,6 +65,13 @@ def _library_zip() -> Path:
     return out
 
 
+def _on_terminal() -> bool:
+    try:
+        return sys.stderr.isatty() and "ipykernel" not in sys.modules
+    except (AttributeError, ValueError):
+        return False
+
+
 def _without_secrets(start):
     """Run `start` (which launches the JVM) with the secrets out of the environment: the JVM, and the Python
     workers it forks, inherit the environment they were started with and need none of them."""
@@ -101,7 +108,8 @@ def get_spark(params: Params | None = None, app_name: str = "tootpipe"):
                .config("spark.driver.memory", params.spark.driver_memory)
                .config("spark.sql.shuffle.partitions", str(params.spark.shuffle_partitions))
                .config("spark.sql.session.timeZone", "UTC")
-               .config("spark.ui.showConsoleProgress", "false")
+               # Spark's own stage progress bar on a terminal (the CLI's backfill, training); never in a report
+               .config("spark.ui.showConsoleProgress", str(_on_terminal()).lower())
                .config("spark.ui.enabled", "false")
                .config("spark.sql.warehouse.dir", str(state / "spark-warehouse"))
                .config("spark.local.dir", str(state / "spark-tmp"))

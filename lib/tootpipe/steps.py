@@ -13,7 +13,7 @@ from .services import Endpoints, up
 
 __all__ = ["context", "ingest_step", "stream_step", "backfill_step", "clean_step", "analytics_step",
            "train_step", "train_variants_step", "baselines_step", "score_step", "problems", "reason_class",
-           "bench_result", "dumps"]
+           "bench_result", "bench_variants", "dumps"]
 
 
 
@@ -217,6 +217,17 @@ def bench_result(name: str):
     data = json.loads(path.read_text())
     return pd.Series({k: v for k, v in data.items() if not isinstance(v, (dict, list))}, dtype=object) \
         .to_frame(f"bench/{name}.py")
+
+
+def bench_variants(name: str = "sentiment"):
+    """The per-variant table of the last `bench/<name>.py` result (its "variants" entry), or a sentence."""
+    import pandas as pd
+    from .config import project_root
+    path = project_root() / "bench" / "results" / f"{name}.json"
+    variants = json.loads(path.read_text()).get("variants") if path.exists() else None
+    if not variants:
+        return f"no per-variant benchmark result yet: run `python bench/{name}.py`"
+    return pd.DataFrame(variants).T
 
 
 def dumps(d: dict) -> str:
