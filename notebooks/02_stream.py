@@ -49,7 +49,7 @@ checks.require(*results)
 # (trigger and checkpoint-commit times, the topic's latest offsets, and the lag: messages still waiting).
 
 # %%
-progress = db.query_df(endpoints.database_url, "SELECT p.*, b.end_offsets FROM stream_progress p JOIN stream_batches b "
+progress = db.query_df(endpoints.database_url, "SELECT p.*, b.end_offsets FROM stream_progress p JOIN stream_ledger b "
                        "USING (checkpoint, batch_id) WHERE checkpoint = %s ORDER BY batch_id", (summary["checkpoint"],))
 progress[["batch_id", "input_rows", "filtered", "errors", "collect_s", "write_s", "trigger_ms", "commit_ms", "lag",
           "end_offsets"]].tail(10)

@@ -86,11 +86,12 @@ plots.sentiment_distribution(sent);
 # ## Every variant tried: quality, training time, scoring speed
 # Measured by `bench/sentiment.py` on the full training pool (cross-validated on the newest of five time folds,
 # then trained on all of it, saved, loaded back and timed scoring toots). Rule for the default: the best
-# cross-validated variant that scores at least 20,000 toots/s on 2 cores, unless a slower one (at least
-# 5,000 toots/s) is 0.02 better. Dev is reported, never used to choose.
+# cross-validated variant that scores as fast as the fast default it replaces (20,000 toots/s on the 2-core
+# machine where that was set; speeds are compared within one run, since machines differ 2-3x), unless a slower
+# one (a quarter of that speed at least) is 0.02 better. Dev is reported, never used to choose.
 
 # %%
-steps.bench_variants("sentiment")
-
-# %%
-steps.bench_result("sentiment")
+bench = steps.bench_variants("sentiment")
+if not isinstance(bench, str):
+    bench.insert(0, "default", bench.index == params.sentiment.variant)
+bench

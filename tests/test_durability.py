@@ -48,7 +48,7 @@ def assert_each_toot_once(params, endpoints, events) -> None:
     assert len(uris) == len(set(uris)) and set(uris) == set(expected)
     assert db.scalar(endpoints.database_url, "SELECT coalesce(sum(cnt), 0)::bigint FROM streamed_toot_counts") == len(expected)
     ends = kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
-    ledger = db.query_df(endpoints.database_url, "SELECT end_offsets, input_rows FROM stream_batches ORDER BY batch_id")
+    ledger = db.query_df(endpoints.database_url, "SELECT end_offsets, input_rows FROM stream_ledger ORDER BY batch_id")
     reached = {p: 0 for p in ends}
     for batch_ends in ledger.end_offsets:
         for p, o in batch_ends.items():

@@ -92,7 +92,7 @@ def test_filters_stricter_than_the_producers_still_account_for_every_message(fre
     run_available_now(spark, params, endpoints)
     expected = expected_posts(generate(300, 11), params.filters)
     assert 0 < len(expected) and posts(endpoints) == set(expected)
-    ledger = db.query_df(endpoints.database_url, "SELECT end_offsets, input_rows FROM stream_batches")
+    ledger = db.query_df(endpoints.database_url, "SELECT end_offsets, input_rows FROM stream_ledger")
     assert int(ledger.input_rows.sum()) == sum(ends.values())
     assert {int(p): o for p, o in ledger.end_offsets[0].items()} == ends
     filtered = db.scalar(endpoints.database_url, "SELECT sum(filtered)::bigint FROM stream_progress")
@@ -262,3 +262,19 @@ def test_a_failed_table_write_leaves_the_previous_table_intact(fresh, spark):
     with pytest.raises(Exception):
         batch.write_table(endpoints.database_url, "probe_out", bad)
     assert db.query_df(endpoints.database_url, "SELECT n, s FROM probe_out ORDER BY n").values.tolist() == [[1, "a"], [2, "b"]]
+
+
+def test_a_database_with_the_old_ledger_name_keeps_its_history(services_up):
+    """The ledger was `stream_batches`: ensure_schema renames it, rows and all, so replays are still recognised."""
+    import uuid
+    from tootpipe import services
+    endpoints = services.create_database(services_up, "t_" + uuid.uuid4().hex[:10])
+    with db.transaction(endpoints.database_url) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE stream_batches (checkpoint text NOT NULL, batch_id bigint NOT NULL, "
+                    "end_offsets jsonb, input_rows bigint, max_event_time timestamptz, "
+                    "committed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (checkpoint, batch_id))")
+        cur.execute("INSERT INTO stream_batches (checkpoint, batch_id, input_rows) VALUES ('ck', 0, 7), ('ck', 1, 5)")
+    db.ensure_schema(endpoints.database_url)
+    db.ensure_schema(endpoints.database_url)  # twice: nothing left to rename, nothing lost
+    assert db.scalar(endpoints.database_url, "SELECT sum(input_rows) FROM stream_ledger") == 12
+    assert db.scalar(endpoints.database_url, "SELECT to_regclass('stream_batches') IS NULL") is True

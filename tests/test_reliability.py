@@ -51,7 +51,7 @@ def assert_exactly_once(params, endpoints):
     rows Spark handed to committed batches add up to the topic, and the posts are the independent expectation."""
     url = endpoints.database_url
     topic_ends = kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
-    ledger = db.query_df(url, "SELECT batch_id, end_offsets, input_rows FROM stream_batches ORDER BY batch_id")
+    ledger = db.query_df(url, "SELECT batch_id, end_offsets, input_rows FROM stream_ledger ORDER BY batch_id")
     assert list(ledger.batch_id) == list(range(len(ledger))), "a batch id is missing or repeated"
     seen = {p: 0 for p in topic_ends}
     for ends in ledger.end_offsets:
@@ -75,7 +75,7 @@ def test_kill_9_after_our_commit_and_before_sparks_is_neither_lost_nor_applied_t
     ck = checkpoint_path(params, endpoints)
     # the crash landed in the window: batch 1 is in PostgreSQL and in Spark's offset log, not in its commit log
     assert (ck / "offsets" / "1").exists() and not (ck / "commits" / "1").exists()
-    assert db.scalar(endpoints.database_url, "SELECT count(*) FROM stream_batches WHERE batch_id = 1") == 1
+    assert db.scalar(endpoints.database_url, "SELECT count(*) FROM stream_ledger WHERE batch_id = 1") == 1
     rc, out, err = worker(tmp_path)
     assert rc == 0, err[-2000:]
     assert "already committed: skipped" in err  # Spark replayed batch 1 and the ledger recognised it
@@ -87,7 +87,7 @@ def test_postgresql_stopped_under_a_running_query_then_restarted(fresh, tmp_path
     proc = worker(tmp_path, wait=False)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if db.scalar(endpoints.database_url, "SELECT count(*) FROM stream_batches") >= 2:
+        if db.scalar(endpoints.database_url, "SELECT count(*) FROM stream_ledger") >= 2:
             break
         time.sleep(0.2)
     services.stop_postgres(mode="immediate")  # no clean shutdown: a crash
@@ -110,9 +110,9 @@ def test_stream_follow_stops_cleanly_on_sigterm(fresh, tmp_path):
                              "--follow"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "lib")},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and db.scalar(endpoints.database_url, "SELECT count(*) FROM stream_batches") < 1:
+    while time.monotonic() < deadline and db.scalar(endpoints.database_url, "SELECT count(*) FROM stream_ledger") < 1:
         time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-2000:]
-    assert db.scalar(endpoints.database_url, "SELECT count(*) FROM stream_batches") >= 1
+    assert db.scalar(endpoints.database_url, "SELECT count(*) FROM stream_ledger") >= 1

@@ -15,8 +15,8 @@ VAL = "data/sentiment/tweeteval_val.tsv"
 
 @pytest.fixture(scope="module")
 def saved(spark, tmp_path_factory):
-    """The default variant (with its Python VADER stage) trained on 5,000 tweets, saved and loaded back."""
-    model, _ = sentiment.train(spark, TRAIN, "vader_ngrams", 5000)
+    """The default variant (with its Python lexicon stages) trained on 5,000 tweets, saved and loaded back."""
+    model, _ = sentiment.train(spark, TRAIN, sentiment.DEFAULT_VARIANT, 5000)
     m = sentiment.evaluate(model, sentiment.load_labelled(spark, DEV, 600))
     out = sentiment.save_model(model, tmp_path_factory.mktemp("models"), {"semeval2017_dev": m})
     return out, m

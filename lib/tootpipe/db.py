@@ -73,7 +73,12 @@ CREATE TABLE IF NOT EXISTS avg_toot_length_by_user (
     username text NOT NULL, window_start timestamptz NOT NULL, window_end timestamptz NOT NULL,
     n bigint NOT NULL, avg_length double precision NOT NULL, batch_id bigint,
     PRIMARY KEY (username, window_start));
-CREATE TABLE IF NOT EXISTS stream_batches (
+DO $$ BEGIN  -- the ledger was called stream_batches before: keep a database's history under the new name
+    IF to_regclass('stream_batches') IS NOT NULL AND to_regclass('stream_ledger') IS NULL THEN
+        ALTER TABLE stream_batches RENAME TO stream_ledger;
+    END IF;
+END $$;
+CREATE TABLE IF NOT EXISTS stream_ledger (
     checkpoint text NOT NULL, batch_id bigint NOT NULL, end_offsets jsonb, input_rows bigint,
     max_event_time timestamptz, committed_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (checkpoint, batch_id));

@@ -30,7 +30,7 @@ STAGES = (
           ("source", "filters", "kafka"), ("the Mastodon API, or the bundled sample",), (TOPIC,)),
     Stage("02_stream", "Kafka into PostgreSQL with Spark Structured Streaming, exactly once", ("stream_step",),
           ("stream", "filters", "kafka", "spark"), (TOPIC,),
-          ("mastodon_posts", "streamed_toot_counts", "avg_toot_length_by_user", "stream_errors", "stream_batches",
+          ("mastodon_posts", "streamed_toot_counts", "avg_toot_length_by_user", "stream_errors", "stream_ledger",
            "stream_progress", "toot_ids", "toot_deletes")),
     Stage("03_batch", "Backfill from Kafka offsets, clean and de-duplicate", ("backfill_step", "clean_step"),
           ("filters", "kafka", "spark"), (TOPIC,), ("toots_raw", "backfill_ranges", "toots_clean", "toots_rejects")),

@@ -40,7 +40,7 @@ FROM {stage} GROUP BY kafka_partition
 """
 
 _CLAIM = """
-INSERT INTO stream_batches (checkpoint, batch_id, end_offsets, input_rows, max_event_time)
+INSERT INTO stream_ledger (checkpoint, batch_id, end_offsets, input_rows, max_event_time)
 VALUES (%s, %s, %s, %s, greatest(%s::timestamptz, %s::timestamptz)) ON CONFLICT DO NOTHING
 """
 
@@ -138,7 +138,7 @@ class PostgresSink:
         conn = connect(self.url, retries=2)
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT 1 FROM stream_batches WHERE checkpoint = %s AND batch_id = %s",
+                cur.execute("SELECT 1 FROM stream_ledger WHERE checkpoint = %s AND batch_id = %s",
                             (self.checkpoint, batch_id))
                 return cur.fetchone() is not None
         finally:
@@ -207,7 +207,7 @@ class PostgresSink:
 
     def _claim(self, cur, batch_id: int, s: _Summary):
         """The ledger row; returns the max event time seen before this batch, or False when already claimed."""
-        cur.execute("SELECT max(max_event_time) FROM stream_batches WHERE checkpoint = %s", (self.checkpoint,))
+        cur.execute("SELECT max(max_event_time) FROM stream_ledger WHERE checkpoint = %s", (self.checkpoint,))
         prev_max = cur.fetchone()[0]
         cur.execute(_CLAIM, (self.checkpoint, batch_id, json.dumps(s.ends), s.rows, prev_max, s.max_event_time))
         return False if cur.rowcount == 0 else prev_max
@@ -266,7 +266,7 @@ class PostgresSink:
         conn = connect(self.url, retries=2)
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT end_offsets FROM stream_batches WHERE checkpoint = %s", (self.checkpoint,))
+                cur.execute("SELECT end_offsets FROM stream_ledger WHERE checkpoint = %s", (self.checkpoint,))
                 ends: dict[int, int] = {}
                 for (value,) in cur.fetchall():
                     for p, o in (json.loads(value) if isinstance(value, str) else value).items():
