@@ -113,3 +113,35 @@ def test_cross_validation_scores_the_newest_fold_with_older_folds_only(spark):
         assert c["folds"][0]["fold"] == 4 and 590 <= c["folds"][0]["n"] <= 610
         lo, hi = c["macro_recall_ci"]
         assert 0.33 < c["macro_recall"] < 1 and lo <= c["macro_recall"] <= hi
+
+
+def test_scoring_is_incremental_and_follows_edits_deletes_and_new_models(fresh, spark, saved):
+    """A second scoring with the same model changes nothing; an edited toot is rescored, a deleted one loses its
+    sentiment, a new toot is scored, a language without a model is marked unsupported, and a new model version
+    rescores everything."""
+    from tootpipe import db
+    params, endpoints = fresh
+    url = endpoints.database_url
+    with db.transaction(url) as conn, conn.cursor() as cur:
+        for i, (text, lang) in enumerate([("I love this so much", "en"), ("worst day ever, I hate it", "en"),
+                                          ("just a bus timetable", "en"), ("ein schöner Tag", "xx")]):
+            cur.execute("INSERT INTO mastodon_posts (uri, id, instance, username, content, language, created_at) "
+                        "VALUES (%s, %s, 'h', 'u', %s, %s, now())", (f"u{i}", str(i), text, lang))
+    models = {"en": sentiment.load_model(saved[0])[0]}
+    version = saved[0].name
+
+    def score(v=version):
+        return sentiment.score_posts(spark, models, v, url, ["en"])
+    assert score() == {"scored": 3, "unsupported": 1, "unchanged": 0}
+    before = db.query_df(url, "SELECT uri, sentiment_name, scored_at FROM mastodon_sentiments ORDER BY uri")
+    assert score() == {"scored": 0, "unsupported": 0, "unchanged": 4}
+    assert db.query_df(url, "SELECT uri, sentiment_name, scored_at FROM mastodon_sentiments ORDER BY uri").equals(before)
+    with db.transaction(url) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE mastodon_posts SET content = 'I hate this, it is awful' WHERE uri = 'u0'")
+        cur.execute("DELETE FROM mastodon_posts WHERE uri = 'u2'")
+        cur.execute("INSERT INTO mastodon_posts (uri, id, instance, username, content, language, created_at) "
+                    "VALUES ('u9', '9', 'h', 'u', 'so happy today!', 'en', now())")
+    assert score() == {"scored": 2, "unsupported": 0, "unchanged": 2}
+    rows = dict(db.query_df(url, "SELECT uri, sentiment_name FROM mastodon_sentiments").values)
+    assert rows["u0"] == "negative" and "u2" not in rows and rows["u3"] == "unsupported" and len(rows) == 4
+    assert score("another-version")["scored"] == 3

@@ -101,6 +101,7 @@ CREATE TABLE IF NOT EXISTS stream_errors (
 CREATE TABLE IF NOT EXISTS mastodon_sentiments (
     uri text PRIMARY KEY, language text, sentiment int, sentiment_name text NOT NULL,
     probability double precision, model_version text NOT NULL, scored_at timestamptz NOT NULL DEFAULT now());
+ALTER TABLE mastodon_sentiments ADD COLUMN IF NOT EXISTS text_md5 text;  -- the text scored: an edit rescores
 """
 
 

@@ -25,7 +25,7 @@ from .sentiment_models import DEFAULT_VARIANT, VARIANTS, VaderFeatures, build_pi
 
 __all__ = ["LABELS", "load_labelled", "load_xlmt", "build_pipeline", "fit_variants", "cross_validate", "train",
            "tune_reg_param", "evaluate", "evaluate_baseline", "metrics_from_predictions", "save_model",
-           "latest_model", "load_model", "load_models", "train_language_models", "predict", "score_posts",
+           "latest_model", "load_model", "load_models", "train_language_models", "predict", "score_posts", "pending_posts",
            "VaderFeatures", "VARIANTS", "DEFAULT_VARIANT", "BASELINES", "XLMT_LANGUAGES", "REG_STEPS"]
 
 REG_STEPS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -186,17 +186,46 @@ def predict(model: PipelineModel, df: DataFrame) -> DataFrame:
             .withColumn("probability_max", F.array_max("probabilities")))
 
 
-def score_posts(spark: SparkSession, models: dict[str, PipelineModel], version: str, url: str,
-                languages: list[str]) -> dict:
-    """Score every row of `mastodon_posts` into `mastodon_sentiments` (upsert on uri), each language with its own
-    model; a toot whose language has no model (or is not in `languages`) is marked unsupported."""
-    import pyarrow.compute as pc
-    from .db import copy_arrow, ensure_schema, query_df, transaction
+_PENDING = """
+SELECT p.uri, p.language, p.content AS text, md5(coalesce(p.content, '')) AS text_md5
+FROM mastodon_posts p LEFT JOIN mastodon_sentiments s USING (uri)
+WHERE s.uri IS NULL OR s.model_version IS DISTINCT FROM %(version)s
+   OR s.text_md5 IS DISTINCT FROM md5(coalesce(p.content, '')) OR s.language IS DISTINCT FROM p.language"""
+
+
+def pending_posts(url: str, version: str):
+    """The posts `mastodon_sentiments` does not hold as scored by `version` on their current text and language
+    (new, edited, or scored by another model), as a pandas DataFrame (uri, language, text, text_md5)."""
+    from .db import ensure_schema, query_df
     ensure_schema(url)
-    posts = query_df(url, "SELECT uri, language, content AS text FROM mastodon_posts")
+    return query_df(url, _PENDING, {"version": version})
+
+
+def score_posts(spark: SparkSession, models: dict[str, PipelineModel], version: str, url: str,
+                languages: list[str], posts=None) -> dict:
+    """Score the `pending_posts` (or the given ones) into `mastodon_sentiments` (upsert on uri), each language
+    with its own model; a toot whose language has no model (or is not in `languages`) is marked unsupported.
+    Sentiments of posts that are gone are deleted. Posts already scored by `version` on the same text are left
+    as they are (`unchanged` in the result)."""
+    import pyarrow.compute as pc
+    from .db import scalar, transaction
+    posts = pending_posts(url, version) if posts is None else posts
+    unchanged = int(scalar(url, "SELECT count(*) FROM mastodon_posts")) - len(posts)
     if posts.empty:
-        return {"scored": 0, "unsupported": 0}
-    df = spark.createDataFrame(posts, "uri string, language string, text string")
+        with transaction(url) as conn, conn.cursor() as cur:
+            cur.execute(_DELETE_GONE)
+        return {"scored": 0, "unsupported": 0, "unchanged": unchanged}
+    arrow = _predict_posts(spark, models, languages, posts).withColumn("model_version", F.lit(version)).toArrow()
+    _upsert_sentiments(url, arrow)
+    n_unsup = pc.sum(pc.equal(arrow["sentiment_name"], "unsupported")).as_py() or 0
+    return {"scored": arrow.num_rows - n_unsup, "unsupported": n_unsup, "unchanged": unchanged}
+
+
+_DELETE_GONE = "DELETE FROM mastodon_sentiments s WHERE NOT EXISTS (SELECT 1 FROM mastodon_posts p WHERE p.uri = s.uri)"
+
+
+def _predict_posts(spark: SparkSession, models: dict, languages: list[str], posts) -> DataFrame:
+    df = spark.createDataFrame(posts, "uri string, language string, text string, text_md5 string")
     usable = [lang for lang in languages if lang in models]
     lang = F.coalesce(F.col("language"), F.lit(""))
     supported = lang.isin(*usable) if usable else F.lit(False)
@@ -204,23 +233,25 @@ def score_posts(spark: SparkSession, models: dict[str, PipelineModel], version: 
     for code in usable:
         part = predict(models[code], df.where(lang == code)).select(
             "uri", "language", "sentiment", F.col("sentiment_label").alias("sentiment_name"),
-            F.col("probability_max").alias("probability"))
+            F.col("probability_max").alias("probability"), "text_md5")
         scored = part if scored is None else scored.unionByName(part)
     unsupported = df.where(~supported).select(
         "uri", "language", F.lit(None).cast("int").alias("sentiment"), F.lit("unsupported").alias("sentiment_name"),
-        F.lit(None).cast("double").alias("probability"))
-    both = unsupported if scored is None else scored.unionByName(unsupported)
-    arrow = both.withColumn("model_version", F.lit(version)).toArrow()
+        F.lit(None).cast("double").alias("probability"), "text_md5")
+    return unsupported if scored is None else scored.unionByName(unsupported)
+
+
+def _upsert_sentiments(url: str, arrow) -> None:
+    from .db import copy_arrow, transaction
     with transaction(url) as conn, conn.cursor() as cur:
         cur.execute("CREATE TEMP TABLE stage_sent (uri text, language text, sentiment int, sentiment_name text, "
-                    "probability double precision, model_version text) ON COMMIT DROP")
-        copy_arrow(cur, "stage_sent", arrow)
+                    "probability double precision, text_md5 text, model_version text) ON COMMIT DROP")
+        copy_arrow(cur, "stage_sent", arrow.select(["uri", "language", "sentiment", "sentiment_name", "probability",
+                                                    "text_md5", "model_version"]))
         cur.execute("""INSERT INTO mastodon_sentiments (uri, language, sentiment, sentiment_name, probability,
-                       model_version) SELECT uri, language, sentiment, sentiment_name, probability, model_version
-                       FROM stage_sent ON CONFLICT (uri) DO UPDATE SET language = EXCLUDED.language,
-                       sentiment = EXCLUDED.sentiment, sentiment_name = EXCLUDED.sentiment_name,
-                       probability = EXCLUDED.probability, model_version = EXCLUDED.model_version, scored_at = now()""")
-        cur.execute("DELETE FROM mastodon_sentiments s WHERE NOT EXISTS "
-                    "(SELECT 1 FROM mastodon_posts p WHERE p.uri = s.uri)")
-    n_unsup = pc.sum(pc.equal(arrow["sentiment_name"], "unsupported")).as_py() or 0
-    return {"scored": arrow.num_rows - n_unsup, "unsupported": n_unsup}
+                       text_md5, model_version) SELECT uri, language, sentiment, sentiment_name, probability,
+                       text_md5, model_version FROM stage_sent ON CONFLICT (uri) DO UPDATE SET
+                       language = EXCLUDED.language, sentiment = EXCLUDED.sentiment,
+                       sentiment_name = EXCLUDED.sentiment_name, probability = EXCLUDED.probability,
+                       text_md5 = EXCLUDED.text_md5, model_version = EXCLUDED.model_version, scored_at = now()""")
+        cur.execute(_DELETE_GONE)

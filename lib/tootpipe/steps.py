@@ -166,12 +166,15 @@ def baselines_step(params: Params) -> dict:
 
 
 def score_step(params: Params, endpoints: Endpoints, model_path: str | None = None) -> dict:
-    from .sentiment import latest_model, load_models, score_posts
+    """Score the posts that are new, edited or scored by another model (the others are kept: `unchanged`)."""
+    from .sentiment import latest_model, load_models, pending_posts, score_posts
     from .spark_session import get_spark
-    spark = get_spark(params)
-    models, version = load_models(model_path or latest_model(params.path(params.sentiment.model_dir)))
+    path = Path(model_path or latest_model(params.path(params.sentiment.model_dir)))
+    version = path.name if (path / "model").is_dir() else path.parent.name
     t0 = time.monotonic()
-    out = score_posts(spark, models, version, endpoints.database_url, params.sentiment.languages)
+    posts = pending_posts(endpoints.database_url, version)
+    models = load_models(path)[0] if not posts.empty else {}  # loading eight pipelines takes seconds: only if needed
+    out = score_posts(get_spark(params), models, version, endpoints.database_url, params.sentiment.languages, posts)
     out.update(model_version=version, seconds=round(time.monotonic() - t0, 2))
     return out
 
