@@ -108,7 +108,8 @@ def test_cross_validation_scores_the_newest_fold_with_older_folds_only(spark):
                                                  F.count("*").alias("n")).orderBy("fold").collect()
     assert [r["fold"] for r in folds] == [0, 1, 2, 3, 4] and all(590 <= r["n"] <= 610 for r in folds)
     assert all(a["hi"] < b["lo"] for a, b in zip(folds, folds[1:]))  # older folds strictly before newer ones
-    cv = sentiment.cross_validate(pool, [("balanced_ngrams", None), ("vader_ngrams", None)])
+    cv = sentiment.cross_validate(pool, [("balanced_ngrams", None), ("balanced_ngrams", 0.5)])  # one shared fit
+    assert cv[("balanced_ngrams", None)]["macro_recall"] != cv[("balanced_ngrams", 0.5)]["macro_recall"]
     for c in cv.values():
         assert c["folds"][0]["fold"] == 4 and 590 <= c["folds"][0]["n"] <= 610
         lo, hi = c["macro_recall_ci"]
