@@ -6,7 +6,10 @@ and its cached output when several are trained together (:func:`tootpipe.sentime
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import pandas as pd  # module level: pandas_udf resolves the (string) type hints here
+
 from pyspark.ml import Pipeline, Transformer
 from pyspark.ml.classification import LogisticRegression
 from pyspark.ml.feature import (IDF, CountVectorizer, HashingTF, NGram, RegexTokenizer, SQLTransformer,
@@ -25,12 +28,10 @@ __all__ = ["VARIANTS", "DEFAULT_VARIANT", "build_pipeline", "featuriser", "class
 
 
 class _ScoreStage(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
-    """A pipeline stage adding a scorer's values of `inputCol` as a vector column (saved with the pipeline)."""
+    """A pipeline stage adding a scorer's values of `inputCol` as a vector column (saved with the pipeline).
+    Subclasses name the values (`KEYS`) and the scorer (`score`: texts -> one tuple of values per text)."""
     KEYS: tuple = ()
-
-    @staticmethod
-    def score(texts: list) -> list:
-        raise NotImplementedError
+    score: Callable[[list], list]
 
     def __init__(self, inputCol: str = "text", outputCol: str = "scores"):
         super().__init__()
