@@ -25,8 +25,9 @@ from .sentiment_models import DEFAULT_VARIANT, VARIANTS, VaderFeatures, build_pi
 
 __all__ = ["LABELS", "load_labelled", "load_xlmt", "build_pipeline", "fit_variants", "cross_validate", "train",
            "tune_reg_param", "evaluate", "evaluate_baseline", "metrics_from_predictions", "save_model",
-           "latest_model", "load_model", "load_models", "train_language_models", "predict", "score_posts", "pending_posts",
-           "VaderFeatures", "VARIANTS", "DEFAULT_VARIANT", "BASELINES", "XLMT_LANGUAGES", "REG_STEPS"]
+           "latest_model", "model_version", "load_model", "load_models", "train_language_models", "predict",
+           "score_posts", "pending_posts", "VaderFeatures", "VARIANTS", "DEFAULT_VARIANT", "BASELINES",
+           "XLMT_LANGUAGES", "REG_STEPS"]
 
 REG_STEPS = (0.25, 0.5, 1.0, 2.0, 4.0)
 Candidate = tuple  # (variant name, reg_param or None for the variant's own)
@@ -166,11 +167,15 @@ def load_models(path: str | Path) -> tuple[dict[str, PipelineModel], str]:
     return models, version
 
 
+def model_version(path: str | Path) -> str:
+    """The version of a model set folder (`<version>/`) or of its pipeline folder (`<version>/model`)."""
+    p = Path(path)
+    return p.name if (p / "model").is_dir() else p.parent.name
+
+
 def load_model(path: str | Path) -> tuple[PipelineModel, str]:
     p = Path(path)
-    if (p / "model").is_dir():
-        return PipelineModel.load(str(p / "model")), p.name
-    return PipelineModel.load(str(p)), p.parent.name
+    return PipelineModel.load(str(p / "model" if (p / "model").is_dir() else p)), model_version(p)
 
 
 def predict(model: PipelineModel, df: DataFrame) -> DataFrame:

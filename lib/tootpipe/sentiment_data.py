@@ -17,8 +17,8 @@ from pyspark.sql import functions as F
 
 from .sentiment_variants import XLMT_LANGUAGES
 
-__all__ = ["LABELS", "XLMT_LANGUAGES", "read_labelled", "read_xlmt", "to_frame", "text_key", "without_overlap",
-           "with_class_weights", "time_folds"]
+__all__ = ["LABELS", "XLMT_LANGUAGES", "TEXT_MASKS", "read_labelled", "read_xlmt", "to_frame", "text_key",
+           "without_overlap", "with_class_weights", "time_folds"]
 
 LABELS = ["negative", "neutral", "positive"]  # label index 0, 1, 2; sentiment value index - 1
 Row = tuple  # (text, label name, label index as float, tweet id)
@@ -60,14 +60,20 @@ def to_frame(spark: SparkSession, rows: list[Row]) -> DataFrame:
     return spark.createDataFrame(rows, "text string, label_name string, label double, tweet_id long")
 
 
-_URL, _USER, _TAG = re.compile(r"https?://\S+"), re.compile(r"@\w+"), re.compile(r"#(\w+)")
-_NOT, _TOKEN = re.compile(r"n't\b"), re.compile(r"[\w']+|[^\w\s]")
+# The models' text preprocessing after lower-casing, in order: (regular expression, replacement with \1 groups).
+# sentiment_models builds its Spark SQL stage from this table; text_key applies it in Python.
+TEXT_MASKS = ((r"https?://\S+", " xurl "), (r"@\w+", " xuser "), (r"#(\w+)", r" \1 "), (r"n't\b", " not"))
+_MASKS = [(re.compile(p), r) for p, r in TEXT_MASKS]
+_TOKEN = re.compile(r"[\w']+|[^\w\s]")
 
 
 def text_key(text: str) -> str:
-    """A tweet as the models see it (lower case, URLs and mentions masked, '#' dropped, "n't" as "not", tokens
-    joined by one space): two tweets with the same key are the same example to a model."""
-    t = _NOT.sub(" not", _TAG.sub(r" \1 ", _USER.sub(" xuser ", _URL.sub(" xurl ", (text or "").lower()))))
+    """A tweet as the models see it (lower case, :data:`TEXT_MASKS` applied: URLs and mentions masked, '#'
+    dropped, "n't" as "not"; tokens joined by one space): two tweets with the same key are the same example to a
+    model."""
+    t = (text or "").lower()
+    for pattern, replacement in _MASKS:
+        t = pattern.sub(replacement, t)
     return " ".join(_TOKEN.findall(t))
 
 

@@ -19,8 +19,9 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from .sentiment_variants import DEFAULT_VARIANT, VARIANTS, Variant  # noqa: F401 (Variant re-exported)
 from .lexicons import LEXICON_KEYS, TEXTBLOB_KEYS, lexicon_scores, textblob_scores
+from .sentiment_data import TEXT_MASKS
+from .sentiment_variants import DEFAULT_VARIANT, VARIANTS, Variant  # noqa: F401 (Variant re-exported)
 from .vader import VADER_KEYS, vader_scores
 
 __all__ = ["VARIANTS", "DEFAULT_VARIANT", "build_pipeline", "featuriser", "classifier", "VaderFeatures",
@@ -70,13 +71,21 @@ class TextBlobFeatures(_ScoreStage):
     score = staticmethod(textblob_scores)
 
 
-# Mastodon/Twitter text preprocessing, in Spark SQL so it is saved inside the pipeline.
-_PREPROCESS = """
-SELECT *, regexp_replace(regexp_replace(regexp_replace(regexp_replace(lower(coalesce(text, '')),
-        'https?://\\\\S+', ' xurl '), '@\\\\w+', ' xuser '), '#(\\\\w+)', ' $1 '),
-        "n't\\\\b", ' not') AS clean_text
-FROM __THIS__
-"""
+# Mastodon/Twitter text preprocessing, in Spark SQL so it is saved inside the pipeline (built from TEXT_MASKS).
+def _sql_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _preprocess_sql() -> str:
+    """:data:`TEXT_MASKS` as nested regexp_replace calls (Java's $1 for Python's \\1)."""
+    expr = "lower(coalesce(text, ''))"
+    for pattern, replacement in TEXT_MASKS:
+        java = replacement.replace("\\1", "$1")
+        expr = f"regexp_replace({expr}, {_sql_string(pattern)}, {_sql_string(java)})"
+    return f"SELECT *, {expr} AS clean_text FROM __THIS__"
+
+
+_PREPROCESS = _preprocess_sql()
 _TOKEN_PATTERN = r"[\p{L}\p{M}\p{N}']+|[!?]+|[:;=8][-o*']?[)(\]\[dDpP/\\|]|[\x{2600}-\x{27BF}\x{1F300}-\x{1FAFF}]"
 _SCORERS = {"vader": VaderFeatures, "lexicon": LexiconFeatures, "textblob": TextBlobFeatures}
 

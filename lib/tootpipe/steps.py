@@ -167,10 +167,10 @@ def baselines_step(params: Params) -> dict:
 
 def score_step(params: Params, endpoints: Endpoints, model_path: str | None = None) -> dict:
     """Score the posts that are new, edited or scored by another model (the others are kept: `unchanged`)."""
-    from .sentiment import latest_model, load_models, pending_posts, score_posts
+    from .sentiment import latest_model, load_models, model_version, pending_posts, score_posts
     from .spark_session import get_spark
-    path = Path(model_path or latest_model(params.path(params.sentiment.model_dir)))
-    version = path.name if (path / "model").is_dir() else path.parent.name
+    path = model_path or latest_model(params.path(params.sentiment.model_dir))
+    version = model_version(path)
     t0 = time.monotonic()
     posts = pending_posts(endpoints.database_url, version)
     models = load_models(path)[0] if not posts.empty else {}  # loading eight pipelines takes seconds: only if needed
