@@ -14,7 +14,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pyspark.ml import PipelineModel
+from pyspark.ml import Estimator, Pipeline, PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -25,7 +25,8 @@ from .sentiment_models import DEFAULT_VARIANT, VARIANTS, VaderFeatures, build_pi
 
 __all__ = ["LABELS", "load_labelled", "load_xlmt", "build_pipeline", "fit_variants", "cross_validate", "train",
            "tune_reg_param", "evaluate", "evaluate_baseline", "metrics_from_predictions", "save_model",
-           "latest_model", "model_version", "load_model", "load_models", "train_language_models", "predict",
+           "latest_model", "model_version", "load_model", "load_models", "remember_models", "fit_language_models",
+           "save_language_models", "train_language_models", "predict",
            "score_posts", "pending_posts", "VaderFeatures", "VARIANTS", "DEFAULT_VARIANT", "BASELINES",
            "XLMT_LANGUAGES", "REG_STEPS"]
 
@@ -56,10 +57,29 @@ def _weighted(df: DataFrame) -> DataFrame:
     return df if "weight" in df.columns else with_class_weights(df)
 
 
+def _fit_stages(pipeline: Pipeline, df: DataFrame) -> list:
+    """Pipeline.fit, with the output of the leading transformers (text cleaning, tokens, n-grams) cached: every
+    estimator after them (the vocabularies, IDF) reads it instead of tokenising the texts again."""
+    stages = pipeline.getStages()
+    first = next((i for i, st in enumerate(stages) if isinstance(st, Estimator)), len(stages))
+    prefix = PipelineModel(stages=stages[:first])
+    tokens = prefix.transform(df).cache()
+    try:
+        return [*prefix.stages, *Pipeline(stages=stages[first:]).fit(tokens).stages]
+    finally:
+        tokens.unpersist()
+
+
 def fit_variants(df: DataFrame, candidates: list[Candidate]) -> dict[Candidate, tuple[PipelineModel, float]]:
     """Fit each (variant, reg_param) on `df`; candidates with the same featurisation share one featuriser fit and
     its cached output. Returns {candidate: (PipelineModel, seconds)}, seconds = its share of the featuriser fit
-    plus its classifier fit."""
+    plus its classifier fit.
+
+    The classifier reads the features without their ML attribute metadata (one name per feature: 1.9 MB for the
+    default variant), from a local checkpoint (no lineage back to the featuriser's vocabularies), as one partition:
+    MLlib's logistic regression runs a Spark job per iteration, and each task deserialises its input's plan, so
+    with the metadata and the lineage each iteration cost about 1 s here whatever the rows (measured on 48,641
+    tweets: 20.1 s per fit before, 4.2 s after; the coefficients are the same)."""
     df = _weighted(df)
     out = {}
     groups: dict[tuple, list[Candidate]] = {}
@@ -67,15 +87,15 @@ def fit_variants(df: DataFrame, candidates: list[Candidate]) -> dict[Candidate, 
         groups.setdefault(VARIANTS[c[0]].feature_key, []).append(c)
     for members in groups.values():
         t0 = time.monotonic()
-        feats = featuriser(members[0][0]).fit(df)
-        x = feats.transform(df).select("features", "label", "weight").cache()
+        feats = PipelineModel(stages=_fit_stages(featuriser(members[0][0]), df))
+        x = (feats.transform(df).select(F.col("features").alias("features", metadata={}), "label", "weight")
+             .localCheckpoint().coalesce(1))
         shared = time.monotonic() - t0
         for name, reg in members:
             t1 = time.monotonic()
             lr = classifier(name, reg).fit(x)
             out[(name, reg)] = (PipelineModel(stages=[*feats.stages, lr]),
                                 shared / len(members) + time.monotonic() - t1)
-        x.unpersist()
     return out
 
 
@@ -134,37 +154,68 @@ def latest_model(model_dir: str | Path) -> Path:
     return versions[-1].parent
 
 
-def train_language_models(spark: SparkSession, xlmt_dir: str | Path, version_dir: str | Path,
-                          languages: list[str], min_recall: float = 0.45) -> dict:
-    """One `balanced_ngrams` model per XLM-T language (trained on its train split, measured on its val split),
-    saved under `<version>/languages/<code>/model` only when its macro-recall reaches `min_recall` (chance is
-    0.33): a model no better than a guess is not kept, and that language's toots are marked unsupported.
-    English keeps the SemEval model. Returns metrics per code."""
-    out = {}
-    for code in languages:
-        if code == "en" or code not in XLMT_LANGUAGES:
-            continue
+def fit_language_models(spark: SparkSession, xlmt_dir: str | Path, languages: list[str], min_recall: float = 0.45,
+                        threads: int = 2) -> dict:
+    """One `balanced_ngrams` model per XLM-T language (trained on its train split, measured on its val split); a
+    model whose macro-recall stays below `min_recall` (chance is 0.33) is no better than a guess and is not kept
+    (None: that language's toots are marked unsupported). English keeps the SemEval model. The languages are
+    fitted `threads` at a time (Spark runs the jobs of several threads at once; these small fits are mostly
+    per-job latency). Returns {code: (model or None, metrics)}."""
+    from concurrent.futures import ThreadPoolExecutor
+    codes = [code for code in languages if code != "en" and code in XLMT_LANGUAGES
+             and (Path(xlmt_dir) / XLMT_LANGUAGES[code] / "train_text.txt").exists()]
+
+    def one(code: str) -> tuple:
         folder = Path(xlmt_dir) / XLMT_LANGUAGES[code]
-        if not (folder / "train_text.txt").exists():
-            continue
-        t0 = time.monotonic()
-        model = build_pipeline("balanced_ngrams").fit(with_class_weights(load_xlmt(spark, folder, "train")))
-        seconds = time.monotonic() - t0
+        candidate = ("balanced_ngrams", None)
+        model, seconds = fit_variants(load_xlmt(spark, folder, "train"), [candidate])[candidate]
         m = evaluate(model, load_xlmt(spark, folder, "val"))
         kept = m["macro_recall"] >= min_recall
-        if kept:
+        return (model if kept else None), {"xlmt_val": m, "train_s": round(seconds, 1), "kept": kept}
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        return dict(zip(codes, pool.map(one, codes)))
+
+
+def save_language_models(fitted: dict, version_dir: str | Path) -> dict:
+    """Save the kept models of :func:`fit_language_models` under `<version>/languages/<code>/model`; returns
+    their metrics per code."""
+    for code, (model, _) in fitted.items():
+        if model is not None:
             model.write().overwrite().save(str(Path(version_dir) / "languages" / code / "model"))
-        out[code] = {"xlmt_val": m, "train_s": round(seconds, 1), "kept": kept}
-    return out
+    return {code: metrics for code, (_, metrics) in fitted.items()}
+
+
+def train_language_models(spark: SparkSession, xlmt_dir: str | Path, version_dir: str | Path,
+                          languages: list[str], min_recall: float = 0.45) -> dict:
+    """:func:`fit_language_models`, then :func:`save_language_models` into `version_dir`."""
+    return save_language_models(fit_language_models(spark, xlmt_dir, languages, min_recall), version_dir)
+
+
+_SAVED_SETS: dict[str, dict] = {}  # model sets this process saved, by folder: what it wrote, kept in memory
+
+
+def remember_models(path: str | Path, models: dict[str, PipelineModel]) -> None:
+    """Keep a model set this process has just saved under `path`, so that :func:`load_models` of that folder in
+    the same process (notebook 05 scores right after training) does not read back from disk what it wrote
+    (loading eight pipelines takes 12-20 s here: each stage is read by small Spark jobs)."""
+    _SAVED_SETS[str(Path(path).resolve())] = dict(models)
 
 
 def load_models(path: str | Path) -> tuple[dict[str, PipelineModel], str]:
-    """The model set of a version: {"en": SemEval model, code: XLM-T model, ...} and the version."""
-    model, version = load_model(path)
-    models = {"en": model}
-    for sub in sorted(Path(path).glob("languages/*/model")):
-        models[sub.parent.name] = PipelineModel.load(str(sub))
-    return models, version
+    """The model set of a version: {"en": SemEval model, code: XLM-T model, ...} and the version (the language
+    models are read in parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+    saved = _SAVED_SETS.get(str(Path(path).resolve()))
+    if saved is not None:
+        return dict(saved), model_version(path)
+    subs = sorted(Path(path).glob("languages/*/model"))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        english = pool.submit(load_model, path)
+        others = pool.map(lambda sub: PipelineModel.load(str(sub)), subs)
+        models = {sub.parent.name: m for sub, m in zip(subs, others)}
+        model, version = english.result()
+    return {"en": model, **models}, version
 
 
 def model_version(path: str | Path) -> str:
