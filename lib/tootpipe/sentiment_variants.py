@@ -58,6 +58,6 @@ VARIANTS = {v.name: v for v in (
             scorers=("vader", "lexicon", "textblob"), reg_param=4.0),
 )}
 # bench/sentiment.py, 2026-11-29: lexicon_unscaled is the best on the newest fold (0.624 vs 0.614, intervals
-# overlap) at the same speed (11,819 vs 11,646 toots/s in one run), but it reads emoji-only toots ("😀😀🎉") as
+# overlap) and a little slower (10,006 vs 11,528 toots/s in one run), but it reads emoji-only toots ("😀😀🎉") as
 # neutral, which vader_ngrams gets right: within the noise of the fold, the default stays
 DEFAULT_VARIANT = "vader_ngrams"
