@@ -4,7 +4,8 @@
 # A batch read of the topic between explicit offset ranges (everything not loaded yet, from the
 # `backfill_ranges` ledger) appends to `toots_raw` idempotently. Cleaning de-duplicates by `uri` keeping the
 # latest edit, applies deletes, sends unusable rows to `toots_rejects` with the reason, and replaces
-# `toots_clean` atomically.
+# `toots_clean` atomically. On a rerun where nothing cleaning reads has changed (the raw rows, the filters, the
+# code), the last complete clean is reused (`"reused": true`); `tootpipe batch clean --force` computes it again.
 
 # %% tags=["parameters"]
 params_file = "params/default.yaml"

@@ -2,7 +2,8 @@
 # # 04 · Analytics
 #
 # Seven tables from `toots_clean`, each replaced atomically, and the reconciliation of the stream's one-minute
-# window counts with the batch's hourly counts.
+# window counts with the batch's hourly counts. The tables are reused when `toots_clean` is the one their last
+# complete run read (and the parameters and code are the same); the reconciliation is always recomputed.
 
 # %% tags=["parameters"]
 params_file = "params/default.yaml"
@@ -14,6 +15,9 @@ from tootpipe import checks, db, plots, steps
 params, endpoints = steps.context(params_file)
 plots.style()
 result = steps.analytics_step(params, endpoints)
+if result.get("reused"):
+    print("analytics tables reused from their last complete run (seconds: that run's); "
+          "`tootpipe batch analytics --force` computes them again")
 pd.DataFrame({"rows": result["rows"], "seconds": result["seconds_per_table"]})
 
 # %%

@@ -278,3 +278,33 @@ def test_a_database_with_the_old_ledger_name_keeps_its_history(services_up):
     db.ensure_schema(endpoints.database_url)  # twice: nothing left to rename, nothing lost
     assert db.scalar(endpoints.database_url, "SELECT sum(input_rows) FROM stream_ledger") == 12
     assert db.scalar(endpoints.database_url, "SELECT to_regclass('stream_batches') IS NULL") is True
+
+
+def test_clean_and_analytics_are_reused_only_while_nothing_they_read_changed(fresh, spark):
+    params, endpoints = fresh
+    url = endpoints.database_url
+    publish(params, endpoints, n=120, seed=6)
+    batch.backfill(spark, params, endpoints)
+    first = steps.clean_step(params, endpoints)
+    assert not first.get("reused") and first["toots_clean"] > 0
+    again = steps.clean_step(params, endpoints)
+    assert again["reused"] and again["toots_clean"] == first["toots_clean"]
+    tables = steps.analytics_step(params, endpoints)
+    assert not tables.get("reused") and steps.analytics_step(params, endpoints)["reused"]
+    # new raw rows: both run again, and the analytics see the new clean run
+    produce_raw(endpoints.bootstrap_servers, params.kafka.topic,
+                [b'{"event": "delete", "id": "%d", "instance": "x"}' % i for i in range(3)])
+    batch.backfill(spark, params, endpoints)
+    assert not steps.clean_step(params, endpoints).get("reused")
+    assert not steps.analytics_step(params, endpoints).get("reused")
+    # other filters, or an output table changed behind the step's back: run again
+    stricter = params.model_copy(deep=True)
+    stricter.filters.languages = ["en"]
+    narrower = steps.clean_step(stricter, endpoints)
+    assert not narrower.get("reused") and narrower["toots_clean"] < first["toots_clean"]
+    assert db.scalar(url, "WITH d AS (DELETE FROM toots_clean WHERE uri = (SELECT min(uri) FROM toots_clean) "
+                          "RETURNING 1) SELECT count(*) FROM d") == 1
+    repaired = steps.clean_step(stricter, endpoints)
+    assert not repaired.get("reused") and repaired["toots_clean"] == narrower["toots_clean"]
+    assert steps.clean_step(stricter, endpoints, force=False)["reused"]
+    assert not steps.clean_step(stricter, endpoints, force=True).get("reused")

@@ -73,9 +73,10 @@ def explicit_ranges(start: dict[int, int] | None, end: dict[int, int] | None,
     return out
 
 
-def backfill(spark: SparkSession, params: Params, endpoints: Endpoints,
+def backfill(spark: SparkSession | None, params: Params, endpoints: Endpoints,
              ranges: dict[int, tuple[int, int]] | None = None) -> dict:
-    """Load Kafka offset ranges into `toots_raw` (default: everything not loaded yet)."""
+    """Load Kafka offset ranges into `toots_raw` (default: everything not loaded yet). `spark` None: the process's
+    session, started only when there is something to load."""
     from .kafka_io import end_offsets
     _ensure(endpoints.database_url)
     cluster = cluster_of(endpoints)
@@ -86,6 +87,9 @@ def backfill(spark: SparkSession, params: Params, endpoints: Endpoints,
         ranges = pending_ranges(endpoints.database_url, cluster, topic, latest)
     if not ranges:
         return {"rows": 0, "inserted": 0, "ranges": {}, "seconds": round(time.monotonic() - t0, 2)}
+    if spark is None:
+        from .spark_session import get_spark
+        spark = get_spark(params)
     # every partition gets explicit offsets; those without a range get an empty one and are not read
     bounds = {p: ranges.get(p, (e, e)) for p, e in latest.items()} | ranges
     start = json.dumps({topic: {str(p): s for p, (s, _) in bounds.items()}})

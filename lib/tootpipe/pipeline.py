@@ -33,9 +33,11 @@ STAGES = (
           ("mastodon_posts", "streamed_toot_counts", "avg_toot_length_by_user", "stream_errors", "stream_ledger",
            "stream_progress", "toot_ids", "toot_deletes")),
     Stage("03_batch", "Backfill from Kafka offsets, clean and de-duplicate", ("backfill_step", "clean_step"),
-          ("filters", "kafka", "spark"), (TOPIC,), ("toots_raw", "backfill_ranges", "toots_clean", "toots_rejects")),
+          ("filters", "kafka", "spark"), (TOPIC,), ("toots_raw", "backfill_ranges", "toots_clean", "toots_rejects",
+                                               "step_runs")),
     Stage("04_analytics", "Analytics tables and the stream/batch reconciliation", ("analytics_step",),
-          ("analytics", "spark"), ("toots_clean", "streamed_toot_counts"), (*ANALYTICS_TABLES, RECONCILIATION)),
+          ("analytics", "spark"), ("toots_clean", "streamed_toot_counts", "step_runs"),
+          (*ANALYTICS_TABLES, RECONCILIATION, "step_runs")),
     Stage("05_sentiment", "Sentiment models (Spark MLlib): select, train, score", ("train_variants_step",
           "baselines_step", "score_step"), ("sentiment", "spark"), ("mastodon_posts",), ("mastodon_sentiments",)),
     Stage("06_visualise", "Charts and the problems table", ("problems",), ("kafka",),
@@ -47,7 +49,7 @@ STAGES = (
 
 def tables() -> list[str]:
     """Every PostgreSQL table a stage writes, in pipeline order."""
-    return [t for s in STAGES for t in s.writes if t != TOPIC]
+    return list(dict.fromkeys(t for s in STAGES for t in s.writes if t != TOPIC))
 
 
 def markdown() -> str:

@@ -56,37 +56,63 @@ def stream_step(params: Params, endpoints: Endpoints) -> dict:
 
 def backfill_step(params: Params, endpoints: Endpoints, ranges: dict | None = None) -> dict:
     from .batch import backfill
-    from .spark_session import get_spark
-    return backfill(get_spark(params), params, endpoints, ranges)
+    return backfill(None, params, endpoints, ranges)  # Spark is started only when there is something to load
 
 
-def clean_step(params: Params, endpoints: Endpoints) -> dict:
+# the library modules each reusable batch step runs (a change to one of them runs the step again: step_runs)
+_CLEAN_CODE = ("batch.py", "transforms.py", "filters.py", "schema.py", "spark_pg.py")
+_ANALYTICS_CODE = ("analytics.py", "spark_pg.py", "transforms.py")
+
+
+def clean_step(params: Params, endpoints: Endpoints, *, force: bool = False) -> dict:
+    """`toots_raw` -> `toots_clean`, `toots_rejects`; reused (`"reused": true`, nothing computed) when the raw
+    rows, the filters and the code are those of the last complete run and its tables are intact (`force` runs it
+    anyway; see :mod:`tootpipe.step_runs`)."""
     from .batch import clean, load_raw, write_table
     from .spark_session import get_spark
-    spark = get_spark(params)
+    from .step_runs import fingerprint, record, reusable
+    url = endpoints.database_url
+    key = fingerprint(url, params.filters.model_dump(), _CLEAN_CODE,
+                      "SELECT count(*) AS n, max(loaded_at) AS newest FROM toots_raw")
+    if not force and (done := reusable(url, "clean", key)):
+        return done
     t0 = time.monotonic()
-    cleaned, rejects = clean(load_raw(spark, endpoints.database_url), params.filters)
-    out = {"toots_clean": write_table(endpoints.database_url, "toots_clean", cleaned),
-           "toots_rejects": write_table(endpoints.database_url, "toots_rejects", rejects)}
-    out["seconds"] = round(time.monotonic() - t0, 2)
+    cleaned, rejects = clean(load_raw(get_spark(params), url), params.filters)
+    out = {name: write_table(url, name, df) for name, df in (("toots_clean", cleaned), ("toots_rejects", rejects))}
+    out.update(seconds=round(time.monotonic() - t0, 2), outputs=dict(out))
+    record(url, "clean", key, out)
     return out
 
 
-def analytics_step(params: Params, endpoints: Endpoints) -> dict:
+def analytics_step(params: Params, endpoints: Endpoints, *, force: bool = False) -> dict:
+    """The analytics tables from `toots_clean`, then the stream/batch reconciliation; the tables are reused when
+    `toots_clean` is the one the last complete run read (same `clean` run, same rows) and the parameters and code
+    are unchanged (the reconciliation, plain SQL over the stream's tables too, is always recomputed)."""
     from .analytics import RECONCILIATION, analytics, load_clean, reconcile
     from .spark_pg import write_table
     from .spark_session import get_spark
-    spark = get_spark(params)
-    t0 = time.monotonic()
-    clean_df = load_clean(spark, endpoints.database_url).cache()  # read by all seven tables
-    timings, counts = {}, {}
-    for name, df in analytics(clean_df, params.analytics).items():
-        t = time.monotonic()
-        counts[name] = write_table(endpoints.database_url, name, df)
-        timings[name] = round(time.monotonic() - t, 2)
-    clean_df.unpersist()
-    counts[RECONCILIATION] = reconcile(endpoints.database_url)
-    return {"rows": counts, "seconds_per_table": timings, "seconds": round(time.monotonic() - t0, 2)}
+    from .step_runs import fingerprint, record, reusable
+    url = endpoints.database_url
+    key = fingerprint(url, params.analytics.model_dump(), _ANALYTICS_CODE,
+                      "SELECT (SELECT fingerprint || finished_at::text FROM step_runs WHERE step = 'clean') AS "
+                      "clean_run, (SELECT count(*) FROM toots_clean) AS n")
+    out = None if force else reusable(url, "analytics", key)
+    if out is None:
+        t0 = time.monotonic()
+        clean_df = load_clean(get_spark(params), url).cache()  # read by all seven tables
+        timings, counts = {}, {}
+        for name, df in analytics(clean_df, params.analytics).items():
+            t = time.monotonic()
+            counts[name] = write_table(url, name, df)
+            timings[name] = round(time.monotonic() - t, 2)
+        clean_df.unpersist()
+        out = {"rows": counts, "seconds_per_table": timings, "seconds": round(time.monotonic() - t0, 2),
+               "outputs": dict(counts)}
+        record(url, "analytics", key, out)
+    t = time.monotonic()
+    out["rows"][RECONCILIATION] = reconcile(url)
+    out["seconds_per_table"][RECONCILIATION] = round(time.monotonic() - t, 2)
+    return out
 
 
 def train_step(params: Params, variant: str | None = None, *, tune: bool = False, retrain: bool = False) -> dict:
