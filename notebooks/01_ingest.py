@@ -36,9 +36,10 @@ pd.Series({**stats["filtered"], "opted out": stats["opted_out"], "dead letters":
 
 # %% [markdown]
 # ## What is in the topic now
-# The broker keeps every message of every run (the topic is the pipeline's history, replayed by the backfill), so
-# the end offsets grow from one `make run` to the next; a re-published toot is a new message, and the stream and
-# the backfill de-duplicate it on `uri`.
+# The broker keeps every message of every run (the topic is the pipeline's history, replayed by the backfill). The
+# bundled sample is published once per topic: a rerun finds it there and sends nothing (`reused` above, with the
+# figures of the run that sent it); `source.republish: true` sends it again, and each re-published toot is a new
+# message that the stream and the backfill de-duplicate on `uri`. A live source always publishes what is new.
 
 # %%
 pd.DataFrame({"mastodon_stream": stats["topic_end_offsets"], "mastodon_stream_dlq": stats["dlq_end_offsets"]}).rename_axis("partition")

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from tootpipe import batch, checks, db, kafka_io, steps
-from conftest import kafka_df, produce_raw
+from conftest import kafka_df, produce_raw, wait_until
 from tootpipe.sample import expected_posts, generate
 from tootpipe.stream_query import PostgresSink, checkpoint_path, run_available_now
 
@@ -308,3 +308,29 @@ def test_clean_and_analytics_are_reused_only_while_nothing_they_read_changed(fre
     assert not repaired.get("reused") and repaired["toots_clean"] == narrower["toots_clean"]
     assert steps.clean_step(stricter, endpoints, force=False)["reused"]
     assert not steps.clean_step(stricter, endpoints, force=True).get("reused")
+
+
+def test_the_sample_is_published_once_per_topic_unless_asked_again(fresh):
+    params, endpoints = fresh
+    params.source.sample_n, params.source.sample_seed = 80, 21
+    first = steps.ingest_step(params, endpoints)
+    sent_first = sum(first["topic_end_offsets"].values())
+    assert not first.get("reused") and first["published"] > 0 and sent_first > 0
+    again = steps.ingest_step(params, endpoints)
+    assert again["reused"] and again["published"] == first["published"]
+    assert again["topic_end_offsets"] == first["topic_end_offsets"]  # nothing sent
+    other = params.model_copy(deep=True)
+    other.source.sample_seed = 22  # another sample: published
+    grown = sum(steps.ingest_step(other, endpoints)["topic_end_offsets"].values())
+    assert grown > sent_first
+    assert steps.ingest_step(params, endpoints)["reused"]  # the first sample is still in the topic
+    params.source.republish = True
+    resent = steps.ingest_step(params, endpoints)
+    assert not resent.get("reused") and sum(resent["topic_end_offsets"].values()) == grown + sent_first
+    # a recreated topic no longer holds it: published again
+    params.source.republish = False
+    kafka_io.delete_topics(endpoints.bootstrap_servers, [params.kafka.topic])
+    wait_until(lambda: params.kafka.topic not in kafka_io._metadata(endpoints.bootstrap_servers).topics, 60,
+               "the topic to be deleted")
+    recreated = steps.ingest_step(params, endpoints)
+    assert not recreated.get("reused") and sum(recreated["topic_end_offsets"].values()) == sent_first

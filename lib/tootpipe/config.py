@@ -67,6 +67,7 @@ class SourceParams(_Strict):
     token_instance: str | None = None              # the instance that issued the token (default $MASTODON_BASE_URL)
     poll_with_token: bool = False                  # public timelines need no token: polling sends none unless asked
     resume: bool = True                            # poll/stream: start after the newest status already in the topic
+    republish: bool = False                        # sample/replay: send it again though the topic holds it
     max_toots: int | None = Field(None, ge=1)
     duration_s: float | None = Field(None, gt=0)
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from .config import Params, load
-from .services import Endpoints, up
+from .services import Endpoints, cluster_of, up
 
 __all__ = ["context", "ingest_step", "stream_step", "backfill_step", "clean_step", "analytics_step",
            "train_step", "train_variants_step", "baselines_step", "score_step", "problems", "reason_class",
@@ -26,10 +26,29 @@ def context(params_file: str | Path | None = "params/default.yaml",
 
 def ingest_step(params: Params, endpoints: Endpoints, *, max_toots: int | None = None,
                 duration_s: float | None = None) -> dict:
-    from .kafka_io import Publisher, end_offsets, ensure_topics
-    from .mastodon_source import ingest, source_events
-    ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], params.kafka.partitions,
+    """Publish the source into the topic. The bundled sample or a replay already published there (same source,
+    filters and topic, and the topic still holds it) is not sent again: the recorded figures come back with
+    `"reused": true` (`source.republish: true` sends it anyway; see :mod:`tootpipe.published`)."""
+    from .kafka_io import end_offsets, ensure_topics, start_offsets
+    from .published import already_published, record_published, source_key
+    bootstrap, topic, limit = endpoints.bootstrap_servers, params.kafka.topic, max_toots or params.source.max_toots
+    ensure_topics(bootstrap, [topic, params.kafka.dlq_topic], params.kafka.partitions,
                   params.kafka.replication_factor)
+    key = None if params.source.republish else source_key(params, cluster_of(endpoints), limit)
+    before = end_offsets(bootstrap, topic)
+    out = already_published(key, start_offsets(bootstrap, topic), before) if key else None
+    if out is None:
+        out = _publish(params, endpoints, limit, duration_s)
+        if key:
+            record_published(key, out, before, end_offsets(bootstrap, topic))
+    out["topic_end_offsets"] = end_offsets(bootstrap, topic)
+    out["dlq_end_offsets"] = end_offsets(bootstrap, params.kafka.dlq_topic)
+    return out
+
+
+def _publish(params: Params, endpoints: Endpoints, max_toots: int | None, duration_s: float | None) -> dict:
+    from .kafka_io import Publisher
+    from .mastodon_source import ingest, source_events
     pub = Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
     resume = None
     if params.source.kind in ("poll", "stream") and params.source.resume:
@@ -38,14 +57,11 @@ def ingest_step(params: Params, endpoints: Endpoints, *, max_toots: int | None =
         hosts = [urlsplit(u).hostname or u for u in params.source.instances]
         resume = newest_status_ids(endpoints.bootstrap_servers, params.kafka.topic, hosts)
     try:
-        stats = ingest(source_events(params, resume), pub, params, max_toots=max_toots or params.source.max_toots,
+        stats = ingest(source_events(params, resume), pub, params, max_toots=max_toots,
                        duration_s=duration_s or params.source.duration_s, source=params.source.kind)
     finally:
         pub.close()
-    out = stats.as_dict()
-    out["topic_end_offsets"] = end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
-    out["dlq_end_offsets"] = end_offsets(endpoints.bootstrap_servers, params.kafka.dlq_topic)
-    return out
+    return stats.as_dict()
 
 
 def stream_step(params: Params, endpoints: Endpoints) -> dict:
