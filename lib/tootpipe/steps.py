@@ -39,9 +39,10 @@ def ingest_step(params: Params, endpoints: Endpoints, *, max_toots: int | None =
     out = already_published(key, start_offsets(bootstrap, topic), before) if key else None
     if out is None:
         out = _publish(params, endpoints, limit, duration_s)
-        if key:
-            record_published(key, out, before, end_offsets(bootstrap, topic))
     out["topic_end_offsets"] = end_offsets(bootstrap, topic)
+    if key and not out.get("reused"):
+        record_published(key, {k: v for k, v in out.items() if k != "topic_end_offsets"}, before,
+                         out["topic_end_offsets"])
     out["dlq_end_offsets"] = end_offsets(bootstrap, params.kafka.dlq_topic)
     return out
 
