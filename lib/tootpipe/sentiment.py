@@ -72,7 +72,7 @@ def _fit_stages(pipeline: Pipeline, df: DataFrame) -> list:
 
 def fit_variants(df: DataFrame, candidates: list[Candidate]) -> dict[Candidate, tuple[PipelineModel, float]]:
     """Fit each (variant, reg_param) on `df`; candidates with the same featurisation share one featuriser fit and
-    its cached output. Returns {candidate: (PipelineModel, seconds)}, seconds = its share of the featuriser fit
+    its featurised output. Returns {candidate: (PipelineModel, seconds)}, seconds = its share of the featuriser fit
     plus its classifier fit.
 
     The classifier reads the features without their ML attribute metadata (one name per feature: 1.9 MB for the

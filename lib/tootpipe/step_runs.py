@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Callable
 
 from .db import query_df, table_counts, transaction
 from .model_cache import file_digest
 
-__all__ = ["STEP_RUNS_SQL", "fingerprint", "reusable", "record"]
+__all__ = ["STEP_RUNS_SQL", "fingerprint", "reusable", "record", "run_once"]
 
 STEP_RUNS_SQL = """CREATE TABLE IF NOT EXISTS step_runs (step text PRIMARY KEY, fingerprint text NOT NULL,
     result jsonb NOT NULL, finished_at timestamptz NOT NULL DEFAULT now())"""
@@ -42,9 +43,8 @@ def fingerprint(url: str, parameters: dict, modules: tuple[str, ...], inputs_sql
 
 
 def reusable(url: str, step: str, key: str) -> dict | None:
-    """The recorded result of `step` if it ran to the end under `key` and its output tables (the `outputs` of its
-    result) still hold the rows it wrote; else None."""
-    _ensure(url)
+    """The recorded result of `step` if it ran to the end under `key` (from :func:`fingerprint`, which creates the
+    table) and its output tables (the `outputs` of its result) still hold the rows it wrote; else None."""
     rows = query_df(url, "SELECT fingerprint, result FROM step_runs WHERE step = %s", (step,))
     if rows.empty or rows.fingerprint[0] != key:
         return None
@@ -61,3 +61,13 @@ def record(url: str, step: str, key: str, result: dict) -> None:
         cur.execute("INSERT INTO step_runs (step, fingerprint, result) VALUES (%s, %s, %s) ON CONFLICT (step) DO "
                     "UPDATE SET fingerprint = EXCLUDED.fingerprint, result = EXCLUDED.result, finished_at = now()",
                     (step, key, json.dumps(result)))
+
+
+def run_once(url: str, step: str, key: str, compute: Callable[[], dict], force: bool = False) -> dict:
+    """The recorded result of `step` under `key` if it is reusable (and not `force`), else `compute()`'s, recorded
+    once it has returned (a step that fails records nothing)."""
+    if not force and (done := reusable(url, step, key)):
+        return done
+    result = compute()
+    record(url, step, key, result)
+    return result

@@ -87,18 +87,18 @@ def clean_step(params: Params, endpoints: Endpoints, *, force: bool = False) -> 
     anyway; see :mod:`tootpipe.step_runs`)."""
     from .batch import clean, load_raw, write_table
     from .spark_session import get_spark
-    from .step_runs import fingerprint, record, reusable
+    from .step_runs import fingerprint, run_once
     url = endpoints.database_url
+
+    def compute() -> dict:
+        t0 = time.monotonic()
+        cleaned, rejects = clean(load_raw(get_spark(params), url), params.filters)
+        out = {name: write_table(url, name, df) for name, df in (("toots_clean", cleaned), ("toots_rejects", rejects))}
+        return {**out, "seconds": round(time.monotonic() - t0, 2), "outputs": out}
+
     key = fingerprint(url, params.filters.model_dump(), _CLEAN_CODE,
                       "SELECT count(*) AS n, max(loaded_at) AS newest FROM toots_raw")
-    if not force and (done := reusable(url, "clean", key)):
-        return done
-    t0 = time.monotonic()
-    cleaned, rejects = clean(load_raw(get_spark(params), url), params.filters)
-    out = {name: write_table(url, name, df) for name, df in (("toots_clean", cleaned), ("toots_rejects", rejects))}
-    out.update(seconds=round(time.monotonic() - t0, 2), outputs=dict(out))
-    record(url, "clean", key, out)
-    return out
+    return run_once(url, "clean", key, compute, force)
 
 
 def analytics_step(params: Params, endpoints: Endpoints, *, force: bool = False) -> dict:
@@ -108,13 +108,10 @@ def analytics_step(params: Params, endpoints: Endpoints, *, force: bool = False)
     from .analytics import RECONCILIATION, analytics, load_clean, reconcile
     from .spark_pg import write_table
     from .spark_session import get_spark
-    from .step_runs import fingerprint, record, reusable
+    from .step_runs import fingerprint, run_once
     url = endpoints.database_url
-    key = fingerprint(url, params.analytics.model_dump(), _ANALYTICS_CODE,
-                      "SELECT (SELECT fingerprint || finished_at::text FROM step_runs WHERE step = 'clean') AS "
-                      "clean_run, (SELECT count(*) FROM toots_clean) AS n")
-    out = None if force else reusable(url, "analytics", key)
-    if out is None:
+
+    def compute() -> dict:
         t0 = time.monotonic()
         clean_df = load_clean(get_spark(params), url).cache()  # read by all seven tables
         timings, counts = {}, {}
@@ -123,9 +120,13 @@ def analytics_step(params: Params, endpoints: Endpoints, *, force: bool = False)
             counts[name] = write_table(url, name, df)
             timings[name] = round(time.monotonic() - t, 2)
         clean_df.unpersist()
-        out = {"rows": counts, "seconds_per_table": timings, "seconds": round(time.monotonic() - t0, 2),
-               "outputs": dict(counts)}
-        record(url, "analytics", key, out)
+        return {"rows": counts, "seconds_per_table": timings, "seconds": round(time.monotonic() - t0, 2),
+                "outputs": dict(counts)}
+
+    key = fingerprint(url, params.analytics.model_dump(), _ANALYTICS_CODE,
+                      "SELECT (SELECT fingerprint || finished_at::text FROM step_runs WHERE step = 'clean') AS "
+                      "clean_run, (SELECT count(*) FROM toots_clean) AS n")
+    out = run_once(url, "analytics", key, compute, force)
     t = time.monotonic()
     out["rows"][RECONCILIATION] = reconcile(url)
     out["seconds_per_table"][RECONCILIATION] = round(time.monotonic() - t, 2)
