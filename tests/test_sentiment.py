@@ -6,6 +6,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from tootpipe import cli, sentiment
+from tootpipe.sentiment_data import read_labelled
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 TRAIN = "data/sentiment/semeval_2013_2016_train.tsv.gz"
@@ -53,6 +54,7 @@ def test_baselines_and_a_language_model(spark, tmp_path):
     vader = sentiment.evaluate_baseline("vader_alone", dev)
     keyword = sentiment.evaluate_baseline("keyword_autolabel", dev)
     assert vader["n"] == keyword["n"] == 400 and vader["macro_recall"] > keyword["macro_recall"]
+    assert sentiment.evaluate_baseline("vader_alone", read_labelled(DEV, 400)) == vader  # the Spark-free path
     langs = sentiment.train_language_models(spark, "data/sentiment/xlmt", tmp_path, ["en", "fr", "xx"])
     assert list(langs) == ["fr"] and 0.34 < langs["fr"]["xlmt_val"]["macro_recall"] <= 1
     assert (tmp_path / "languages" / "fr" / "model").is_dir()
@@ -81,12 +83,31 @@ def test_a_model_trained_from_the_same_inputs_is_reused_and_any_change_trains_ag
     params.sentiment.train_limit = 1500
     forced = steps.train_step(params, "balanced_ngrams", retrain=True)
     assert forced["cached"] is False and forced["model"] not in (first["model"], changed["model"])
+    assert sentiment.latest_model(tmp_path / "models") == Path(forced["model"])
+    assert not any((tmp_path / "models" / ".staging").iterdir())  # staged, then published: nothing left over
+
+
+def test_a_failed_training_publishes_nothing_and_keeps_the_models_there_were(spark, tmp_path, monkeypatch):
+    from conftest import isolated
+    from tootpipe import config, steps
+    params = config.load(None, isolated({"sentiment.model_dir": str(tmp_path / "models"),
+                                         "sentiment.train_limit": 1500}), use_env=False)
+    before = steps.train_step(params, "balanced_ngrams")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cross-validation failed")
+    monkeypatch.setattr(sentiment, "cross_validate", broken)
+    with pytest.raises(RuntimeError, match="cross-validation failed"):
+        steps.train_step(params, "balanced_ngrams", retrain=True)  # the final fit is staged meanwhile
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == sorted([".staging", Path(before["model"]).name])
+    assert not any((tmp_path / "models" / ".staging").iterdir())
+    assert sentiment.latest_model(tmp_path / "models") == Path(before["model"])
 
 
 def test_no_evaluation_tweet_is_in_any_training_set(spark):
     """The English pool every variant trains on (as train_variants_step loads it) and each XLM-T train split hold
     no tweet of an evaluation set, compared after the models' normalisation; a planted one is found and dropped."""
-    from tootpipe.sentiment_data import read_labelled, read_xlmt, text_key
+    from tootpipe.sentiment_data import read_xlmt, text_key
     evaluation = {text_key(r[0]) for p in (DEV, VAL) for r in read_labelled(p)}
     pool = sentiment.load_labelled(spark, TRAIN, held_out=(DEV, VAL)).select("text").collect()
     assert len(pool) > 45000 and not {text_key(r["text"]) for r in pool} & evaluation

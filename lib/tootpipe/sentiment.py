@@ -20,13 +20,14 @@ from pyspark.sql import functions as F
 
 from .sentiment_data import (LABELS, XLMT_LANGUAGES, read_labelled, read_xlmt, time_folds, to_frame,
                              with_class_weights, without_overlap)
-from .sentiment_eval import BASELINES, evaluate, evaluate_baseline, metrics_from_predictions
+from .sentiment_eval import BASELINES, evaluate, evaluate_baseline, evaluate_sets, metrics_from_predictions
 from .sentiment_models import DEFAULT_VARIANT, VARIANTS, VaderFeatures, build_pipeline, classifier, featuriser
 
 __all__ = ["LABELS", "load_labelled", "load_xlmt", "build_pipeline", "fit_variants", "cross_validate", "train",
-           "tune_reg_param", "evaluate", "evaluate_baseline", "metrics_from_predictions", "save_model",
+           "tune_reg_param", "evaluate", "evaluate_sets", "evaluate_baseline", "metrics_from_predictions", "save_model",
+           "stage_model", "publish_model",
            "latest_model", "model_version", "load_model", "load_models", "remember_models", "fit_language_models",
-           "save_language_models", "train_language_models", "predict",
+           "train_language_models", "predict",
            "score_posts", "pending_posts", "VaderFeatures", "VARIANTS", "DEFAULT_VARIANT", "BASELINES",
            "XLMT_LANGUAGES", "REG_STEPS"]
 
@@ -57,17 +58,23 @@ def _weighted(df: DataFrame) -> DataFrame:
     return df if "weight" in df.columns else with_class_weights(df)
 
 
-def _fit_stages(pipeline: Pipeline, df: DataFrame) -> list:
-    """Pipeline.fit, with the output of the leading transformers (text cleaning, tokens, n-grams) cached: every
-    estimator after them (the vocabularies, IDF) reads it instead of tokenising the texts again."""
+def _featurise(pipeline: Pipeline, df: DataFrame) -> tuple[PipelineModel, DataFrame]:
+    """Fit the featuriser `pipeline` on `df`; returns (its model, `df` featurised for the classifier). The output
+    of the leading transformers (text cleaning, tokens, n-grams) is cached: every estimator after them (the
+    vocabularies, IDF) and the featurised output read it instead of tokenising the texts again. The featurised
+    output (features without their ML attribute metadata, label, weight) is a local checkpoint in one partition:
+    see :func:`fit_variants`."""
     stages = pipeline.getStages()
     first = next((i for i, st in enumerate(stages) if isinstance(st, Estimator)), len(stages))
     prefix = PipelineModel(stages=stages[:first])
     tokens = prefix.transform(df).cache()
     try:
-        return [*prefix.stages, *Pipeline(stages=stages[first:]).fit(tokens).stages]
+        tail = Pipeline(stages=stages[first:]).fit(tokens)
+        x = (tail.transform(tokens).select(F.col("features").alias("features", metadata={}), "label", "weight")
+             .localCheckpoint().coalesce(1))
     finally:
         tokens.unpersist()
+    return PipelineModel(stages=[*prefix.stages, *tail.stages]), x
 
 
 def fit_variants(df: DataFrame, candidates: list[Candidate]) -> dict[Candidate, tuple[PipelineModel, float]]:
@@ -87,9 +94,7 @@ def fit_variants(df: DataFrame, candidates: list[Candidate]) -> dict[Candidate, 
         groups.setdefault(VARIANTS[c[0]].feature_key, []).append(c)
     for members in groups.values():
         t0 = time.monotonic()
-        feats = PipelineModel(stages=_fit_stages(featuriser(members[0][0]), df))
-        x = (feats.transform(df).select(F.col("features").alias("features", metadata={}), "label", "weight")
-             .localCheckpoint().coalesce(1))
+        feats, x = _featurise(featuriser(members[0][0]), df)
         shared = time.monotonic() - t0
         for name, reg in members:
             t1 = time.monotonic()
@@ -134,17 +139,32 @@ def tune_reg_param(spark: SparkSession, train_path: str | Path, variant: str = D
     return {"best": max(scores, key=scores.get), "scores": scores, "selection": "newest time fold"}
 
 
-def save_model(model: PipelineModel, model_dir: str | Path, metrics: dict) -> Path:
-    """Save under `<model_dir>/<UTC version>/` with metrics.json; returns the folder."""
+def stage_model(model: PipelineModel, model_dir: str | Path, folder: str | Path | None = None) -> Path:
+    """Write a pipeline into `folder` (default: a new one) under `<model_dir>/.staging/`, where no reader looks
+    (:func:`latest_model` and the model cache see versions only); :func:`publish_model` makes it a version."""
+    import uuid
+    folder = Path(folder) if folder else Path(model_dir) / ".staging" / uuid.uuid4().hex
+    model.write().overwrite().save(str(folder / "model"))
+    return folder
+
+
+def publish_model(staged: str | Path, model_dir: str | Path, metrics: dict) -> Path:
+    """A staged model set becomes the newest version: metrics.json is written into it, then the folder is renamed
+    to `<model_dir>/<UTC version>/` in one step (a crash leaves no half-written version)."""
     version = base = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     n = 1
     while (Path(model_dir) / version).exists():  # two saves in one second: later ones sort after
         n += 1
         version = f"{base}-{n}"
+    (Path(staged) / "metrics.json").write_text(json.dumps({"version": version, **metrics}, indent=2))
     out = Path(model_dir) / version
-    model.write().overwrite().save(str(out / "model"))
-    (out / "metrics.json").write_text(json.dumps({"version": version, **metrics}, indent=2))
+    Path(staged).rename(out)
     return out
+
+
+def save_model(model: PipelineModel, model_dir: str | Path, metrics: dict) -> Path:
+    """Save under `<model_dir>/<UTC version>/` with metrics.json (staged, then published); returns the folder."""
+    return publish_model(stage_model(model, model_dir), model_dir, metrics)
 
 
 def latest_model(model_dir: str | Path) -> Path:
@@ -155,12 +175,13 @@ def latest_model(model_dir: str | Path) -> Path:
 
 
 def fit_language_models(spark: SparkSession, xlmt_dir: str | Path, languages: list[str], min_recall: float = 0.45,
-                        threads: int = 2) -> dict:
+                        threads: int = 2, save_to: str | Path | None = None) -> dict:
     """One `balanced_ngrams` model per XLM-T language (trained on its train split, measured on its val split); a
     model whose macro-recall stays below `min_recall` (chance is 0.33) is no better than a guess and is not kept
     (None: that language's toots are marked unsupported). English keeps the SemEval model. The languages are
     fitted `threads` at a time (Spark runs the jobs of several threads at once; these small fits are mostly
-    per-job latency). Returns {code: (model or None, metrics)}."""
+    per-job latency); with `save_to`, each kept model is written to `<save_to>/languages/<code>/model` as soon as
+    it is fitted. Returns {code: (model or None, metrics)}."""
     from concurrent.futures import ThreadPoolExecutor
     codes = [code for code in languages if code != "en" and code in XLMT_LANGUAGES
              and (Path(xlmt_dir) / XLMT_LANGUAGES[code] / "train_text.txt").exists()]
@@ -171,25 +192,20 @@ def fit_language_models(spark: SparkSession, xlmt_dir: str | Path, languages: li
         model, seconds = fit_variants(load_xlmt(spark, folder, "train"), [candidate])[candidate]
         m = evaluate(model, load_xlmt(spark, folder, "val"))
         kept = m["macro_recall"] >= min_recall
+        if kept and save_to is not None:
+            model.write().overwrite().save(str(Path(save_to) / "languages" / code / "model"))
         return (model if kept else None), {"xlmt_val": m, "train_s": round(seconds, 1), "kept": kept}
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         return dict(zip(codes, pool.map(one, codes)))
 
 
-def save_language_models(fitted: dict, version_dir: str | Path) -> dict:
-    """Save the kept models of :func:`fit_language_models` under `<version>/languages/<code>/model`; returns
-    their metrics per code."""
-    for code, (model, _) in fitted.items():
-        if model is not None:
-            model.write().overwrite().save(str(Path(version_dir) / "languages" / code / "model"))
-    return {code: metrics for code, (_, metrics) in fitted.items()}
-
-
 def train_language_models(spark: SparkSession, xlmt_dir: str | Path, version_dir: str | Path,
                           languages: list[str], min_recall: float = 0.45) -> dict:
-    """:func:`fit_language_models`, then :func:`save_language_models` into `version_dir`."""
-    return save_language_models(fit_language_models(spark, xlmt_dir, languages, min_recall), version_dir)
+    """:func:`fit_language_models`, each kept model saved under `<version_dir>/languages/<code>/model`; returns
+    their metrics per code."""
+    fitted = fit_language_models(spark, xlmt_dir, languages, min_recall, save_to=version_dir)
+    return {code: metrics for code, (_, metrics) in fitted.items()}
 
 
 _SAVED_SETS: dict[str, dict] = {}  # model sets this process saved, by folder: what it wrote, kept in memory

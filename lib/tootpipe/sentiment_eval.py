@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame
 from .sentiment_data import LABELS
 from .vader import vader_scores
 
-__all__ = ["metrics_from_predictions", "bootstrap_interval", "evaluate", "evaluate_baseline", "BASELINES",
+__all__ = ["metrics_from_predictions", "bootstrap_interval", "evaluate", "evaluate_sets", "evaluate_baseline", "BASELINES",
            "keyword_label", "vader_label"]
 
 
@@ -70,6 +70,19 @@ def evaluate(model: PipelineModel, df: DataFrame) -> dict:
     return metrics_from_predictions([(r["label"], r["prediction"]) for r in pred])
 
 
+def evaluate_sets(model: PipelineModel, sets: dict[str, DataFrame]) -> dict[str, dict]:
+    """:func:`evaluate` on each named set, in one pass over their union (one Spark job, not one per set)."""
+    from pyspark.sql import functions as F
+    names = list(sets)
+    union = None
+    for i, name in enumerate(names):
+        part = sets[name].select("text", "label", F.lit(i).alias("__set"))
+        union = part if union is None else union.unionByName(part)
+    rows = model.transform(union).select("__set", "label", "prediction").collect()
+    return {name: metrics_from_predictions([(r["label"], r["prediction"]) for r in rows if r["__set"] == i])
+            for i, name in enumerate(names)}
+
+
 _POSITIVE_WORDS = {"good", "great", "love", "happy", "awesome", "excellent", "nice", "best", "amazing", "wonderful",
                    "thanks", "fun", "beautiful", "glad", "enjoy"}
 _NEGATIVE_WORDS = {"bad", "terrible", "hate", "sad", "awful", "worst", "angry", "horrible", "poor", "sucks",
@@ -93,7 +106,9 @@ def vader_label(text: str) -> int:
 BASELINES = {"keyword_autolabel": keyword_label, "vader_alone": vader_label}
 
 
-def evaluate_baseline(name: str, df: DataFrame) -> dict:
-    """Metrics of a rule-based baseline (no training) on a labelled DataFrame."""
+def evaluate_baseline(name: str, data) -> dict:
+    """Metrics of a rule-based baseline (no training) on a labelled DataFrame or on the rows of
+    :func:`tootpipe.sentiment_data.read_labelled` ((text, label name, label, id): no Spark needed)."""
     fn = BASELINES[name]
-    return metrics_from_predictions([(r["label"], fn(r["text"])) for r in df.select("text", "label").collect()])
+    pairs = data.select("text", "label").collect() if hasattr(data, "select") else [(r[0], r[2]) for r in data]
+    return metrics_from_predictions([(label, fn(text)) for text, label in pairs])

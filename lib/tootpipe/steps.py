@@ -168,55 +168,76 @@ def train_variants_step(params: Params, variants: list[str], *, tune: bool = Fal
 
 
 def _train_missing(params: Params, variants: list[str], regs: dict) -> dict:
-    """The cross-validation, the final fits and the language models are independent: they run in three threads at
-    once (each fit's classifier is one Spark task, so a 2-core machine runs two at a time); `train_s` and `cv_s`
-    are thus measured on a shared machine (bench/sentiment.py times each alone)."""
+    """Three independent jobs run in three threads at once (each fit's classifier is one Spark task, so a 2-core
+    machine runs two at a time): the cross-validation; the final fits, each then scored on both evaluation sets and
+    written to a staging folder; the language models, each written into the default's staging folder once fitted. Each model set is
+    then published as a version (default last: the newest is the one `tootpipe sentiment score` picks). `train_s`
+    and `cv_s` are thus measured on a shared machine (bench/sentiment.py times each alone)."""
+    import shutil
+    import uuid
     from concurrent.futures import ThreadPoolExecutor
     from .model_cache import cache_key
-    from .sentiment import (cross_validate, evaluate, fit_language_models, fit_variants, load_labelled,
-                            remember_models, save_language_models, save_model)
+    from .sentiment import (cross_validate, evaluate_sets, fit_language_models, fit_variants, load_labelled,
+                            publish_model, remember_models, stage_model)
     from .spark_session import get_spark
     s = params.sentiment
     spark = get_spark(params)
+    model_dir = params.path(s.model_dir)
     held_out = (params.path(s.dev_path), params.path(s.val_path))
     pool = load_labelled(spark, params.path(s.train_path), s.train_limit, held_out=held_out).cache()
     candidates = [(v, regs[v]) for v in variants]
     sets = {name: load_labelled(spark, p).cache() for name, p in zip(("semeval2017_dev", "tweeteval_val"), held_out)}
-    with ThreadPoolExecutor(max_workers=3) as ex:
-        t0 = time.monotonic()
-        cv_job = ex.submit(cross_validate, pool, candidates, scored=s.cv_folds)
-        fit_job = ex.submit(fit_variants, pool, candidates)
-        lang_job = ex.submit(fit_language_models, spark, params.path(s.xlmt_dir), s.languages,
-                             s.min_language_recall) if s.variant in variants else None
-        cv = cv_job.result()
-        cv_s = (time.monotonic() - t0) / len(variants)
-        fitted = fit_job.result()
-        languages = lang_job.result() if lang_job else {}
-    out = {}
-    for (v, reg), (model, seconds) in sorted(fitted.items(), key=lambda kv: kv[0][0] == s.variant):  # default last:
-        # the newest saved model set is the one `tootpipe sentiment score` picks
-        metrics = {"variant": v, "reg_param": reg, "train_s": round(seconds, 1), "cv_s": round(cv_s, 1),
-                   "cache_key": cache_key(params, v, reg), "cv": cv[(v, reg)],
-                   **{name: evaluate(model, df) for name, df in sets.items()}}
-        path = save_model(model, params.path(s.model_dir), metrics)
-        if v == s.variant and languages:
-            metrics["languages"] = save_language_models(languages, path)
-            (path / "metrics.json").write_text(json.dumps({"version": path.name, **metrics}, indent=2))
-        kept = {code: m for code, (m, _) in languages.items() if m is not None} if v == s.variant else {}
-        remember_models(path, {"en": model, **kept})  # notebook 05 scores with it next: not read back from disk
-        out[v] = {"model": str(path), "cached": False, **metrics}
-    pool.unpersist()
-    return out
+    staged = {v: model_dir / ".staging" / uuid.uuid4().hex for v in variants}
+
+    def final_fits() -> dict:
+        out = {}
+        for (v, _), (model, seconds) in fit_variants(pool, candidates).items():
+            out[v] = model, seconds, evaluate_sets(model, sets)
+            stage_model(model, model_dir, staged[v])
+        return out
+
+    def language_models() -> tuple:
+        fitted = fit_language_models(spark, params.path(s.xlmt_dir), s.languages, s.min_language_recall,
+                                     save_to=staged[s.variant])
+        return ({code: m for code, (m, _) in fitted.items() if m is not None},
+                {code: metrics for code, (_, metrics) in fitted.items()})
+
+    try:
+        with ThreadPoolExecutor(max_workers=3) as ex:
+            t0 = time.monotonic()
+            cv_job = ex.submit(cross_validate, pool, candidates, scored=s.cv_folds)
+            fit_job = ex.submit(final_fits)
+            lang_job = ex.submit(language_models) if s.variant in variants else None
+            cv = cv_job.result()
+            cv_s = (time.monotonic() - t0) / len(variants)
+            fits = fit_job.result()
+            kept, lang_metrics = lang_job.result() if lang_job else ({}, {})
+        out = {}
+        for v in sorted(variants, key=lambda v: v == s.variant):
+            model, seconds, scores = fits[v]
+            metrics = {"variant": v, "reg_param": regs[v], "train_s": round(seconds, 1), "cv_s": round(cv_s, 1),
+                       "cache_key": cache_key(params, v, regs[v]), "cv": cv[(v, regs[v])], **scores}
+            if v == s.variant and lang_metrics:
+                metrics["languages"] = lang_metrics
+            path = publish_model(staged[v], model_dir, metrics)
+            # notebook 05 scores with it next: not read back from disk
+            remember_models(path, {"en": model, **(kept if v == s.variant else {})})
+            out[v] = {"model": str(path), "cached": False, **metrics}
+        return out
+    finally:
+        pool.unpersist()
+        for folder in staged.values():  # what a failed run staged and never published
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def baselines_step(params: Params) -> dict:
-    """The rule baselines (the original assignment's keyword auto-labelling, VADER alone) on both evaluation sets."""
-    from .sentiment import BASELINES, evaluate_baseline, load_labelled
-    from .spark_session import get_spark
-    spark = get_spark(params)
+    """The rule baselines (the original assignment's keyword auto-labelling, VADER alone) on both evaluation sets
+    (plain Python on the files: they need no Spark)."""
+    from .sentiment import BASELINES, evaluate_baseline
+    from .sentiment_data import read_labelled
     sets = {"semeval2017_dev": params.sentiment.dev_path, "tweeteval_val": params.sentiment.val_path}
-    return {name: {ds: evaluate_baseline(name, load_labelled(spark, params.path(p))) for ds, p in sets.items()}
-            for name in BASELINES}
+    rows = {ds: read_labelled(params.path(p)) for ds, p in sets.items()}
+    return {name: {ds: evaluate_baseline(name, rows[ds]) for ds in sets} for name in BASELINES}
 
 
 def score_step(params: Params, endpoints: Endpoints, model_path: str | None = None) -> dict:
