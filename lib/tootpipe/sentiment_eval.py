@@ -13,7 +13,8 @@ from pyspark.sql import DataFrame
 from .sentiment_data import LABELS
 from .vader import vader_scores
 
-__all__ = ["metrics_from_predictions", "bootstrap_interval", "evaluate", "evaluate_sets", "evaluate_baseline", "BASELINES",
+__all__ = ["metrics_from_predictions", "bootstrap_interval", "evaluate", "evaluate_sets", "evaluate_baseline",
+           "BASELINES",
            "keyword_label", "vader_label"]
 
 

@@ -170,9 +170,9 @@ def train_variants_step(params: Params, variants: list[str], *, tune: bool = Fal
 def _train_missing(params: Params, variants: list[str], regs: dict) -> dict:
     """Three independent jobs run in three threads at once (each fit's classifier is one Spark task, so a 2-core
     machine runs two at a time): the cross-validation; the final fits, each then scored on both evaluation sets and
-    written to a staging folder; the language models, each written into the default's staging folder once fitted. Each model set is
-    then published as a version (default last: the newest is the one `tootpipe sentiment score` picks). `train_s`
-    and `cv_s` are thus measured on a shared machine (bench/sentiment.py times each alone)."""
+    written to a staging folder; the language models, each written into the default's staging folder once fitted.
+    Each model set is then published as a version (default last: the newest is the one `tootpipe sentiment score`
+    picks). `train_s` and `cv_s` are thus measured on a shared machine (bench/sentiment.py times each alone)."""
     import shutil
     import uuid
     from concurrent.futures import ThreadPoolExecutor
