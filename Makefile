@@ -13,6 +13,7 @@ $(VENV)/.installed: pyproject.toml jvm/pom.xml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m tootpipe.jars
+	$(PY) -m tootpipe.jvm_archive
 	touch $@
 
 install: $(VENV)/.installed

@@ -334,3 +334,13 @@ def test_the_sample_is_published_once_per_topic_unless_asked_again(fresh):
                "the topic to be deleted")
     recreated = steps.ingest_step(params, endpoints)
     assert not recreated.get("reused") and sum(recreated["topic_end_offsets"].values()) == sent_first
+
+
+def test_the_driver_jvm_runs_with_the_class_archive_when_there_is_one(spark):
+    from tootpipe.jvm_archive import archive_path
+    if not archive_path().exists():
+        pytest.skip("no class archive on this machine (make install builds it)")
+    jvm = spark.sparkContext._jvm
+    bean = jvm.java.lang.management.ManagementFactory.getPlatformMXBean(
+        jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean"))
+    assert bean.getVMOption("SharedArchiveFile").getValue() == str(archive_path())

@@ -156,3 +156,18 @@ def test_text_key_is_the_models_view_of_a_tweet():
     assert text_key("good") != text_key("not good")
     rows = [("Great game!", "positive", 2.0, 1), ("meh", "neutral", 1.0, 2)]
     assert without_overlap(rows, [("great   GAME !", "positive", 2.0, 9)]) == [rows[1]]
+
+
+def test_the_jvm_class_archive_is_keyed_by_java_and_pyspark_and_used_only_when_present(monkeypatch, tmp_path):
+    from tootpipe import jvm_archive
+    real = jvm_archive.archive_path()
+    monkeypatch.setattr(jvm_archive, "java_release", lambda: ("/usr/bin/java", 'openjdk version "17.0.99"'))
+    other_java = jvm_archive.archive_path()
+    monkeypatch.setattr("importlib.metadata.version", lambda name: "9.9.9")
+    other_spark = jvm_archive.archive_path()
+    assert len({real, other_java, other_spark}) == 3 and real.parent == other_java.parent
+    archive = tmp_path / "spark-driver-x.jsa"
+    monkeypatch.setattr(jvm_archive, "archive_path", lambda: archive)
+    assert jvm_archive.java_options() == ""
+    archive.write_bytes(b"\0")
+    assert f"-XX:SharedArchiveFile={archive}" in jvm_archive.java_options().split()

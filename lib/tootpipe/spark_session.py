@@ -7,6 +7,7 @@ works; the `pgquery` data source is registered; the session time zone is UTC.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -36,13 +37,19 @@ class JavaMissing(RuntimeError):
     """Spark needs Java 17 or newer."""
 
 
-def java_version() -> int:
+@functools.lru_cache(maxsize=1)
+def java_release() -> tuple[str, str]:
+    """(path of the `java` that Spark will run, what its `java -version` prints); JavaMissing without one."""
     java = shutil.which("java", path=(os.environ.get("JAVA_HOME", "") + "/bin:" if os.environ.get("JAVA_HOME") else "")
                         + os.environ.get("PATH", ""))
     if not java:
         raise JavaMissing("Spark needs Java 17+, and no `java` is on PATH: install it (Debian/Ubuntu: "
                           "apt-get install -y openjdk-17-jre-headless) or set JAVA_HOME")
-    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    return java, subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+
+
+def java_version() -> int:
+    java, out = java_release()
     m = re.search(r'version "(\d+)(?:\.(\d+))?', out)
     if not m:
         raise JavaMissing(f"cannot read the Java version from: {out.strip()[:200]}")
@@ -83,8 +90,9 @@ def _without_secrets(start):
         os.environ.update(saved)
 
 
-def get_spark(params: Params | None = None, app_name: str = "tootpipe"):
-    """The process's SparkSession, created on first call with the parameters' master and memory."""
+def get_spark(params: Params | None = None, app_name: str = "tootpipe", *, java_options: str | None = None):
+    """The process's SparkSession, created on first call with the parameters' master and memory; the driver JVM
+    gets `java_options` (default: the class archive of :mod:`tootpipe.jvm_archive`, when there is one)."""
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -103,6 +111,9 @@ def get_spark(params: Params | None = None, app_name: str = "tootpipe"):
     log4j.write_text(_LOG4J)
     master = params.spark.master
     from .jars import spark_jars
+    if java_options is None:
+        from .jvm_archive import java_options as archive_options
+        java_options = archive_options()
     builder = (SparkSession.builder.appName(app_name).master(master)
                .config("spark.jars", ",".join(spark_jars()))
                .config("spark.driver.memory", params.spark.driver_memory)
@@ -114,7 +125,7 @@ def get_spark(params: Params | None = None, app_name: str = "tootpipe"):
                .config("spark.sql.warehouse.dir", str(state / "spark-warehouse"))
                .config("spark.local.dir", str(state / "spark-tmp"))
                .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log4j} "
-                       f"-Dderby.system.home={state}")
+                       f"-Dderby.system.home={state} {java_options}".strip())
                .config("spark.executorEnv.PYSPARK_PYTHON", sys.executable)
                .config("spark.sql.execution.arrow.pyspark.enabled", "true"))
     spark = _without_secrets(builder.getOrCreate)
