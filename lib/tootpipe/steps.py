@@ -176,9 +176,7 @@ def _train_missing(params: Params, variants: list[str], regs: dict) -> dict:
     import shutil
     import uuid
     from concurrent.futures import ThreadPoolExecutor
-    from .model_cache import cache_key
-    from .sentiment import (cross_validate, evaluate_sets, fit_language_models, fit_variants, load_labelled,
-                            publish_model, remember_models, stage_model)
+    from .sentiment import cross_validate, evaluate_sets, fit_language_models, fit_variants, load_labelled, stage_model
     from .spark_session import get_spark
     s = params.sentiment
     spark = get_spark(params)
@@ -212,22 +210,31 @@ def _train_missing(params: Params, variants: list[str], regs: dict) -> dict:
             cv_s = (time.monotonic() - t0) / len(variants)
             fits = fit_job.result()
             kept, lang_metrics = lang_job.result() if lang_job else ({}, {})
-        out = {}
-        for v in sorted(variants, key=lambda v: v == s.variant):
-            model, seconds, scores = fits[v]
-            metrics = {"variant": v, "reg_param": regs[v], "train_s": round(seconds, 1), "cv_s": round(cv_s, 1),
-                       "cache_key": cache_key(params, v, regs[v]), "cv": cv[(v, regs[v])], **scores}
-            if v == s.variant and lang_metrics:
-                metrics["languages"] = lang_metrics
-            path = publish_model(staged[v], model_dir, metrics)
-            # notebook 05 scores with it next: not read back from disk
-            remember_models(path, {"en": model, **(kept if v == s.variant else {})})
-            out[v] = {"model": str(path), "cached": False, **metrics}
-        return out
+        return _publish_trained(params, regs, staged, fits, {"cv": cv, "cv_s": cv_s}, (kept, lang_metrics))
     finally:
         pool.unpersist()
         for folder in staged.values():  # what a failed run staged and never published
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _publish_trained(params: Params, regs: dict, staged: dict, fits: dict, cv: dict, languages: tuple) -> dict:
+    """Each staged model set becomes a version, its metrics written (the default last: the newest)."""
+    from .model_cache import cache_key
+    from .sentiment import publish_model, remember_models
+    s = params.sentiment
+    kept, lang_metrics = languages
+    out = {}
+    for v in sorted(fits, key=lambda v: v == s.variant):
+        model, seconds, scores = fits[v]
+        metrics = {"variant": v, "reg_param": regs[v], "train_s": round(seconds, 1), "cv_s": round(cv["cv_s"], 1),
+                   "cache_key": cache_key(params, v, regs[v]), "cv": cv["cv"][(v, regs[v])], **scores}
+        if v == s.variant and lang_metrics:
+            metrics["languages"] = lang_metrics
+        path = publish_model(staged[v], params.path(s.model_dir), metrics)
+        # notebook 05 scores with it next: not read back from disk
+        remember_models(path, {"en": model, **(kept if v == s.variant else {})})
+        out[v] = {"model": str(path), "cached": False, **metrics}
+    return out
 
 
 def baselines_step(params: Params) -> dict:
