@@ -5,7 +5,8 @@
 # with the one schema of the library, applies the filters, and writes every micro-batch in **one PostgreSQL
 # transaction** together with a ledger row: a batch that Spark replays after a crash is recognised and skipped.
 # The broker keeps the topic's history and the checkpoint keeps its place across runs, so a second run reads
-# only what arrived since. Posts are upserted on `uri`; deletes remove toots; one-minute window counts are recomputed from the
+# only what arrived since (when the ledger already holds every offset of the topic, Spark is not even started:
+# `nothing_new`). Posts are upserted on `uri`; deletes remove toots; one-minute window counts are recomputed from the
 # stored posts, so they always hold true counts.
 
 # %% tags=["parameters"]

@@ -7,7 +7,7 @@ import pytest
 from tootpipe import batch, checks, db, kafka_io, steps
 from conftest import kafka_df, produce_raw, wait_until
 from tootpipe.sample import expected_posts, generate
-from tootpipe.stream_query import PostgresSink, checkpoint_path, run_available_now
+from tootpipe.stream_query import PostgresSink, checkpoint_path, nothing_new, run_available_now
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -40,6 +40,8 @@ def test_stream_is_exactly_once_and_matches_the_independent_expectation(fresh, s
     again = run_available_now(spark, params, endpoints)
     assert again["input_rows"] == 0 and posts(endpoints) == set(expected)
     ck = str(checkpoint_path(params, endpoints))
+    skipped = steps.stream_step(params, endpoints)  # the ledger holds every offset of the topic: no Spark query
+    assert skipped["nothing_new"] is True and skipped["input_rows"] == 0 and skipped["checkpoint"] == ck
     inv = checks.stream_invariants(endpoints.database_url, endpoints.bootstrap_servers, params.kafka.topic, ck)
     checks.require(inv, checks.sample_expectation(endpoints.database_url, expected))
     assert inv["ledger_rows"] == inv["in_topic"] == sum(stats["topic_end_offsets"].values())
@@ -47,6 +49,9 @@ def test_stream_is_exactly_once_and_matches_the_independent_expectation(fresh, s
         cur.execute("UPDATE streamed_toot_counts SET cnt = cnt + 1 WHERE window_start = "
                     "(SELECT min(window_start) FROM streamed_toot_counts)")
     produce_raw(endpoints.bootstrap_servers, params.kafka.topic, [b"not yet streamed"])
+    assert nothing_new(params, endpoints) is None  # a new message: the query runs
+    other = params.model_copy(update={"stream": params.stream.model_copy(update={"query_name": "other"})})
+    assert nothing_new(other, endpoints) is None  # a checkpoint that has committed nothing yet
     broken = checks.stream_invariants(endpoints.database_url, endpoints.bootstrap_servers, params.kafka.topic, ck)
     assert len(broken["failures"]) == 2 and "ledger" in broken["failures"][0]
     with pytest.raises(AssertionError, match="window counts"):

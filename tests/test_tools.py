@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,12 @@ def test_lab_opens_every_py_notebook_as_a_notebook(services_up):
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+    left = [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p).count(f"--port={port}")]
+    assert not left, "JupyterLab outlived `tootpipe lab`"
+
+
+def _cmdline(proc_dir) -> str:
+    try:
+        return (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

@@ -209,7 +209,6 @@ def cmd_psql(args) -> int:
 def cmd_lab(args) -> int:
     """JupyterLab on notebooks/ (the .py notebooks open as notebooks through jupytext), services started first."""
     import os
-    import subprocess
     from . import services
     from .config import child_env, project_root
     services.up(_params(args))
@@ -218,8 +217,9 @@ def cmd_lab(args) -> int:
            "--LabApp.default_url=/lab/tree/notebooks", *(["--allow-root"] if os.geteuid() == 0 else []),
            *args.lab_args]
     print("tootpipe lab: open a notebook under notebooks/ (params/default.yaml is its default); Ctrl-C stops "
-          "JupyterLab, `tootpipe services down` the services", file=sys.stderr)
-    return subprocess.call(cmd, cwd=root, env=child_env())
+          "JupyterLab, `tootpipe services down` the services", file=sys.stderr, flush=True)
+    os.chdir(root)
+    os.execve(sys.executable, cmd, child_env())  # this process becomes JupyterLab: a signal to it reaches the server
 
 
 def build_parser() -> argparse.ArgumentParser:

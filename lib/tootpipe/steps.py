@@ -66,9 +66,11 @@ def _publish(params: Params, endpoints: Endpoints, max_toots: int | None, durati
 
 
 def stream_step(params: Params, endpoints: Endpoints) -> dict:
+    """Stream what the topic holds into PostgreSQL and stop (an availableNow query). When the query has already
+    committed every offset the topic holds, Spark is not started: the result says `"nothing_new": true`."""
     from .spark_session import get_spark
-    from .stream_query import run_available_now
-    return run_available_now(get_spark(params), params, endpoints)
+    from .stream_query import nothing_new, run_available_now
+    return nothing_new(params, endpoints) or run_available_now(get_spark(params), params, endpoints)
 
 
 def backfill_step(params: Params, endpoints: Endpoints, ranges: dict | None = None) -> dict:

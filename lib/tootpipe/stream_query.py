@@ -16,8 +16,8 @@ from .progress import wait_for, watch
 from .services import Endpoints, cluster_of
 from .stream_sink import PostgresSink
 
-__all__ = ["PostgresSink", "start_stream", "run_available_now", "run_until_caught_up", "checkpoint_path",
-           "kafka_stream", "bind_checkpoint", "CheckpointMismatch"]
+__all__ = ["PostgresSink", "start_stream", "run_available_now", "run_until_caught_up", "nothing_new",
+           "checkpoint_path", "kafka_stream", "bind_checkpoint", "CheckpointMismatch"]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,25 @@ def run_until_caught_up(spark, params: Params, endpoints: Endpoints, timeout_s: 
     return {"seconds": round(time.monotonic() - t0, 2), "batches": len(progress),
             "input_rows": sum(p["numInputRows"] for p in progress), "checkpoint": sink.checkpoint,
             "target_end_offsets": target}
+
+
+def nothing_new(params: Params, endpoints: Endpoints) -> dict | None:
+    """The summary of an availableNow run that would find nothing to do, found without Spark: the query's
+    checkpoint (bound to this cluster and topic, else :class:`CheckpointMismatch`) has committed into PostgreSQL
+    exactly the end offsets the topic has now, partition by partition (the ledger, see :mod:`tootpipe.stream_sink`).
+    None when there is anything else: a new checkpoint, new messages, other partitions."""
+    from .kafka_io import end_offsets
+    t0 = time.monotonic()
+    ck = checkpoint_path(params, endpoints)
+    if not (ck / "tootpipe-source.json").exists():
+        return None
+    bind_checkpoint(ck, cluster_of(endpoints), params.kafka.topic)
+    target = end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
+    done = PostgresSink(params, endpoints, str(ck)).committed_ends()
+    if not target or set(done) - set(target) or any(done.get(p, 0) != end for p, end in target.items()):
+        return None
+    return {"seconds": round(time.monotonic() - t0, 2), "batches": 0, "input_rows": 0, "checkpoint": str(ck),
+            "nothing_new": True}
 
 
 def run_available_now(spark, params: Params, endpoints: Endpoints) -> dict:
