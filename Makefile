@@ -7,11 +7,11 @@ PARAMS ?= params/default.yaml
 
 .PHONY: install run test test-fast services-up services-down live live-stop notebooks lab clean
 
-# uv installs the same packages faster than pip (26 s vs 42 s here, caches warm); pip does it when uv fails
+# uv installs (and byte-compiles) the same packages faster than pip: 36 s vs 42 s here, caches warm; pip when uv fails
 $(VENV)/.installed: pyproject.toml jvm/pom.xml
 	bash scripts/system-deps.sh
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet uv && $(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[test]' \
+	$(PY) -m pip install --quiet uv && $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -e '.[test]' \
 	  || $(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m tootpipe.jars
 	$(PY) -m tootpipe.jvm_archive
