@@ -1,5 +1,5 @@
 # Two commands from a fresh clone: `make run` (install, start the embedded services, run all notebooks on the
-# bundled sample, write reports) and `make test`. uv's (or pip's) cache is kept, so pyspark is built once.
+# bundled sample, write reports) and `make test`. pip's cache is kept, so pyspark is built once.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,12 +7,11 @@ PARAMS ?= params/default.yaml
 
 .PHONY: install run test test-fast services-up services-down live live-stop notebooks lab clean
 
-# uv installs (and byte-compiles) the same packages faster than pip: 36 s vs 42 s here, caches warm; pip when uv fails
 $(VENV)/.installed: pyproject.toml jvm/pom.xml
 	bash scripts/system-deps.sh
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet uv && $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -e '.[test]' \
-	  || $(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m tootpipe.jars
 	$(PY) -m tootpipe.jvm_archive
 	touch $@

@@ -343,9 +343,8 @@ def test_the_sample_is_published_once_per_topic_unless_asked_again(fresh):
 
 def test_the_driver_jvm_runs_with_the_class_archive_when_there_is_one(spark):
     from tootpipe.jvm_archive import archive_path
-    if not archive_path().exists():
-        pytest.skip("no class archive on this machine (make install builds it)")
+    expected = str(archive_path()) if archive_path().exists() else ""  # make install builds it; without: none
     jvm = spark.sparkContext._jvm
     bean = jvm.java.lang.management.ManagementFactory.getPlatformMXBean(
         jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean"))
-    assert bean.getVMOption("SharedArchiveFile").getValue() == str(archive_path())
+    assert bean.getVMOption("SharedArchiveFile").getValue() == expected
