@@ -171,3 +171,15 @@ def test_the_jvm_class_archive_is_keyed_by_java_and_pyspark_and_used_only_when_p
     assert jvm_archive.java_options() == ""
     archive.write_bytes(b"\0")
     assert f"-XX:SharedArchiveFile={archive}" in jvm_archive.java_options().split()
+
+
+def test_a_failed_class_archive_build_says_so_and_does_not_stop_the_install(monkeypatch, tmp_path, capsys):
+    from tootpipe import jvm_archive
+
+    def broken(force=False):
+        raise RuntimeError("no JVM today")
+    monkeypatch.setattr(jvm_archive, "project_root", lambda: tmp_path)
+    monkeypatch.setattr(jvm_archive, "build", broken)
+    assert jvm_archive.main([]) == 0
+    assert "not written" in capsys.readouterr().out
+    assert "no JVM today" in (tmp_path / ".tootpipe" / "logs" / "jvm-archive.log").read_text()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from .config import project_root
@@ -72,7 +73,8 @@ def build(force: bool = False) -> Path | None:
 
 
 def main(argv: list[str]) -> int:
-    """Build the archive with the JVM's and Spark's output in `.tootpipe/logs/jvm-archive.log`; one line out."""
+    """Build the archive with the JVM's and Spark's output in `.tootpipe/logs/jvm-archive.log`; one line out. A
+    build that fails says so and where to read why, and the install goes on (Spark then starts without it)."""
     log = project_root() / ".tootpipe" / "logs" / "jvm-archive.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     saved = os.dup(1), os.dup(2)
@@ -81,6 +83,10 @@ def main(argv: list[str]) -> int:
         os.dup2(fh.fileno(), 2)
         try:
             out = build(force="--force" in argv)
+        except Exception:  # an optimisation: its failure never stops the install
+            fh.write(traceback.format_exc())
+            fh.flush()
+            out = None
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
