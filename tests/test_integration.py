@@ -348,3 +348,48 @@ def test_the_driver_jvm_runs_with_the_class_archive_when_there_is_one(spark):
     bean = jvm.java.lang.management.ManagementFactory.getPlatformMXBean(
         jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean"))
     assert bean.getVMOption("SharedArchiveFile").getValue() == expected
+
+
+SHARED_CHILD = """
+import json, sys, tempfile
+from tootpipe import config
+from tootpipe.spark_session import get_spark
+spark = get_spark(config.load(sys.argv[1], use_env=False))
+jvm_pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
+doubled = spark.range(3).rdd.map(lambda r: r.id * 2).collect()  # a Python worker forked by the shared JVM
+src = tempfile.mkdtemp()
+spark.range(5).write.json(src + "/in")
+seen = []  # foreachBatch: the JVM calls back into this process, not into the one before it
+query = (spark.readStream.schema("id long").json(src + "/in").writeStream
+         .foreachBatch(lambda df, _i: seen.append(df.count())).trigger(availableNow=True).start())
+query.awaitTermination()
+print(json.dumps({"jvm": jvm_pid, "doubled": doubled, "batches": seen}))
+"""
+
+
+def test_processes_in_a_shared_driver_block_use_its_one_jvm_one_after_another(tmp_path):
+    """run_all's kernels: each child process gets its own SparkContext in the block's JVM (Python workers and
+    foreachBatch callbacks reach the right process), even when the one before left its context running; the JVM
+    ends with the block."""
+    import os
+    import subprocess
+    import sys
+    import yaml
+    from tootpipe import config
+    from tootpipe.spark_session import shared_driver
+    params = config.load(None, {"spark.master": "local[2]", "spark.shuffle_partitions": 2}, use_env=False)
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params.model_dump()))
+    runs = []
+    with shared_driver(params) as release:
+        for _ in range(2):  # neither child stops its context: release() does
+            out = subprocess.run([sys.executable, "-c", SHARED_CHILD, str(tmp_path / "p.yaml")], capture_output=True,
+                                 text=True, timeout=300)
+            assert out.returncode == 0, out.stderr[-3000:]
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            release()
+        jvm = runs[0]["jvm"]
+        os.kill(jvm, 0)  # alive while the block lasts
+    assert [r["jvm"] for r in runs] == [jvm, jvm]
+    assert all(r["doubled"] == [0, 2, 4] and sum(r["batches"]) == 5 for r in runs), runs
+    assert "PYSPARK_GATEWAY_PORT" not in os.environ
+    wait_until(lambda: not os.path.exists(f"/proc/{jvm}"), timeout=60, what="the shared JVM to exit")

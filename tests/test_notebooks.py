@@ -116,3 +116,18 @@ def test_invalid_parameters_stop_before_any_notebook(tmp_path):
     bad.write_text("kafka:\n  partitons: 3\n")
     code, out = run_notebooks(str(bad), reports_dir=str(tmp_path))
     assert code == 2 and out is None
+
+
+def test_without_a_shared_driver_each_notebook_runs_on_its_own(services_up, tmp_path, monkeypatch):
+    """run_all's one driver JVM is a speed-up, not a requirement: when it cannot start, the run goes on and the
+    log says why."""
+    from tootpipe import reports
+    from tootpipe.spark_session import JavaMissing
+
+    def no_java(_params):
+        raise JavaMissing("no java here (test)")
+    monkeypatch.setattr(reports, "shared_driver", no_java)
+    code, out = run_notebooks(small_params(tmp_path), only=["01"], keep_services=True, reports_dir=str(tmp_path))
+    assert code == 0 and (out / "01_ingest.html").exists()
+    logs = sorted((STATE / "logs").glob(f"{out.name}.log"))
+    assert logs and "no shared Spark driver (JavaMissing: no java here (test))" in logs[0].read_text()

@@ -8,6 +8,7 @@ which notebook and cell failed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 import os
@@ -18,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .config import Params, ParamsError, load, project_root, redact
+from .spark_session import shared_driver
 
 __all__ = ["run_notebooks", "notebook_paths", "to_html", "NotebookFailed"]
 
@@ -133,6 +135,12 @@ class _QuietConsole:
     def say(self, line: str) -> None:
         print(line, file=self.console, flush=True)
 
+    @staticmethod
+    def detail(line: str) -> None:
+        """A line for the log (file descriptor 2, where the kernels' and the JVM's output goes)."""
+        sys.stderr.flush()
+        os.write(2, (line + "\n").encode())
+
     def __exit__(self, *exc) -> None:
         if self._saved:
             sys.stdout.flush()
@@ -169,8 +177,6 @@ def run_notebooks(params_file: str, only: list[str] | None = None, keep_services
 
 
 def _run(params, params_path, run_id, base, out_dir, only, keep_services, console) -> tuple[int, Path | None]:
-    import jupytext
-    import papermill as pm
     from . import services
     from .db import table_counts
     from .pipeline import tables
@@ -178,31 +184,9 @@ def _run(params, params_path, run_id, base, out_dir, only, keep_services, consol
     results: list[dict] = []
     failure: NotebookFailed | None = None
     try:
-        for py in notebook_paths(only):
-            nb = jupytext.read(py)
-            nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
-            nb.metadata.setdefault("language_info", {"name": "python"})
-            out = out_dir / (py.stem + ".ipynb")
-            t0 = time.monotonic()
-            result = {"name": py.stem, "html": py.stem + ".html", "status": "ok", "figures": []}
-            try:
-                pm.execute_notebook(nb, str(out), parameters={"params_file": params_path},
-                                    cwd=str(project_root()), kernel_name="python3", progress_bar=False,
-                                    # the JVM's and Spark workers' own stderr (JDK notices, worker shutdown
-                                    # noise) goes to the console, not into the report; Python output still does
-                                    extra_arguments=["--IPKernelApp.capture_fd_output=False"])
-            except pm.PapermillExecutionError as exc:
-                error = redact(f"{exc.ename}: {exc.evalue}")
-                result.update(status="failed", cell=exc.exec_count, error=error[:500])
-                failure = NotebookFailed(py.stem, exc.exec_count, error)
-            result["seconds"] = time.monotonic() - t0
-            if out.exists():
-                to_html(out)
-                result["figures"] = _figures(out, out_dir)
-            results.append(result)
-            console.say(f"run_all: {py.stem:14} {result['status']:6} {result['seconds']:6.1f} s")
-            if failure:
-                break
+        with contextlib.ExitStack() as stack:
+            release_spark = _one_driver_for_the_run(params, stack, console)
+            failure = _execute_all(params_path, out_dir, only, results, release_spark, console)
         try:
             counts = table_counts(endpoints.database_url, tables())
         except Exception as exc:  # the index must still be written when the database is gone
@@ -221,3 +205,49 @@ def _run(params, params_path, run_id, base, out_dir, only, keep_services, consol
         return 1, out_dir
     console.say(f"run_all: report {index}")
     return 0, out_dir
+
+
+def _one_driver_for_the_run(params: Params, stack: contextlib.ExitStack, console: _QuietConsole):
+    """Start one Spark driver JVM that every kernel of the run attaches to (:func:`shared_driver`: no JVM start and
+    no cold JIT per notebook); returns the function that stops what a kernel left. Without one (no Java, say),
+    each kernel starts its own and a notebook that needs Spark says why in its failing cell."""
+    try:
+        return stack.enter_context(shared_driver(params))
+    except Exception as exc:  # noqa: BLE001 - the notebooks report it where it matters
+        console.detail(f"run_all: no shared Spark driver ({type(exc).__name__}: {exc}); each notebook starts "
+                       "its own")
+        return lambda: None
+
+
+def _execute_all(params_path, out_dir, only, results, release_spark, console) -> NotebookFailed | None:
+    """Execute the notebooks in order until one fails (returned); append one result per notebook."""
+    import jupytext
+    import papermill as pm
+    for py in notebook_paths(only):
+        failure = None
+        nb = jupytext.read(py)
+        nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+        nb.metadata.setdefault("language_info", {"name": "python"})
+        out = out_dir / (py.stem + ".ipynb")
+        t0 = time.monotonic()
+        result = {"name": py.stem, "html": py.stem + ".html", "status": "ok", "figures": []}
+        try:
+            pm.execute_notebook(nb, str(out), parameters={"params_file": params_path},
+                                cwd=str(project_root()), kernel_name="python3", progress_bar=False,
+                                # the JVM's and Spark workers' own stderr (JDK notices, worker shutdown
+                                # noise) goes to the console, not into the report; Python output still does
+                                extra_arguments=["--IPKernelApp.capture_fd_output=False"])
+        except pm.PapermillExecutionError as exc:
+            error = redact(f"{exc.ename}: {exc.evalue}")
+            result.update(status="failed", cell=exc.exec_count, error=error[:500])
+            failure = NotebookFailed(py.stem, exc.exec_count, error)
+        release_spark()  # a kernel that left its SparkContext running must not hold the next one back
+        result["seconds"] = time.monotonic() - t0
+        if out.exists():
+            to_html(out)
+            result["figures"] = _figures(out, out_dir)
+        results.append(result)
+        console.say(f"run_all: {py.stem:14} {result['status']:6} {result['seconds']:6.1f} s")
+        if failure:
+            return failure
+    return None

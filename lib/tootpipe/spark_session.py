@@ -7,6 +7,7 @@ works; the `pgquery` data source is registered; the session time zone is UTC.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from .config import Params, project_root
 
-__all__ = ["get_spark", "java_version", "JavaMissing"]
+__all__ = ["get_spark", "shared_driver", "java_version", "JavaMissing"]
 
 _LOG4J = """status = error
 rootLogger.level = error
@@ -90,18 +91,10 @@ def _without_secrets(start):
         os.environ.update(saved)
 
 
-def get_spark(params: Params | None = None, app_name: str = "tootpipe", *, java_options: str | None = None):
-    """The process's SparkSession, created on first call with the parameters' master and memory; the driver JVM
-    gets `java_options` (default: the class archive of :mod:`tootpipe.jvm_archive`, when there is one)."""
-    from pyspark.sql import SparkSession
-
-    active = SparkSession.getActiveSession()
-    if active is not None:
-        return active
+def _prepare(params: Params, app_name: str, java_options: str | None) -> dict[str, str]:
+    """The session's settings (those read when the driver JVM starts among them), with the environment the JVM
+    and its Python workers need."""
     java_version()
-    if params is None:
-        from .config import load
-        params = load()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -109,29 +102,93 @@ def get_spark(params: Params | None = None, app_name: str = "tootpipe", *, java_
     state.mkdir(parents=True, exist_ok=True)
     log4j = state / "log4j2.properties"
     log4j.write_text(_LOG4J)
-    master = params.spark.master
     from .jars import spark_jars
     if java_options is None:
         from .jvm_archive import java_options as archive_options
         java_options = archive_options()
-    builder = (SparkSession.builder.appName(app_name).master(master)
-               .config("spark.jars", ",".join(spark_jars()))
-               .config("spark.driver.memory", params.spark.driver_memory)
-               .config("spark.sql.shuffle.partitions", str(params.spark.shuffle_partitions))
-               .config("spark.sql.session.timeZone", "UTC")
-               # Spark's own stage progress bar on a terminal (the CLI's backfill, training); never in a report
-               .config("spark.ui.showConsoleProgress", str(_on_terminal()).lower())
-               .config("spark.ui.enabled", "false")
-               .config("spark.sql.warehouse.dir", str(state / "spark-warehouse"))
-               .config("spark.local.dir", str(state / "spark-tmp"))
-               .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log4j} "
-                       f"-Dderby.system.home={state} {java_options}".strip())
-               .config("spark.executorEnv.PYSPARK_PYTHON", sys.executable)
-               .config("spark.sql.execution.arrow.pyspark.enabled", "true"))
+    return {"spark.app.name": app_name, "spark.master": params.spark.master,
+            "spark.jars": ",".join(spark_jars()),
+            "spark.driver.memory": params.spark.driver_memory,
+            "spark.sql.shuffle.partitions": str(params.spark.shuffle_partitions),
+            "spark.sql.session.timeZone": "UTC",
+            # Spark's own stage progress bar on a terminal (the CLI's backfill, training); never in a report
+            "spark.ui.showConsoleProgress": str(_on_terminal()).lower(),
+            "spark.ui.enabled": "false",
+            "spark.sql.warehouse.dir": str(state / "spark-warehouse"),
+            "spark.local.dir": str(state / "spark-tmp"),
+            "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{log4j} "
+                                             f"-Dderby.system.home={state} {java_options}".strip(),
+            "spark.executorEnv.PYSPARK_PYTHON": sys.executable,
+            "spark.sql.execution.arrow.pyspark.enabled": "true"}
+
+
+def get_spark(params: Params | None = None, app_name: str = "tootpipe", *, java_options: str | None = None):
+    """The process's SparkSession, created on first call with the parameters' master and memory; the driver JVM
+    gets `java_options` (default: the class archive of :mod:`tootpipe.jvm_archive`, when there is one). Inside a
+    :func:`shared_driver` block's child processes, the session is created in that block's JVM."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    if params is None:
+        from .config import load
+        params = load()
+    builder = SparkSession.builder
+    for key, value in _prepare(params, app_name, java_options).items():
+        builder = builder.config(key, value)
     spark = _without_secrets(builder.getOrCreate)
     spark.sparkContext.setLogLevel(params.spark.log_level)
-    if not master.startswith("local["):
+    if not params.spark.master.startswith("local["):
         spark.sparkContext.addPyFile(str(_library_zip()))
     from .pg_source import register as register_pg
     register_pg(spark)
     return spark
+
+
+_GATEWAY_ENV = ("PYSPARK_GATEWAY_PORT", "PYSPARK_GATEWAY_SECRET")
+
+
+@contextlib.contextmanager
+def shared_driver(params: Params, app_name: str = "tootpipe"):
+    """One Spark driver JVM for processes that run one after another (run_all's notebook kernels): started here
+    with the settings :func:`get_spark` would give it and named to child processes through PySpark's own
+    PYSPARK_GATEWAY_PORT/SECRET (py4j, authenticated, on 127.0.0.1), so each child skips the JVM start and finds
+    the classes loaded and the hot code already compiled. Each child still gets a SparkContext of its own: call the
+    yielded function after each child to stop the one it left. The JVM ends with the block (or with this process:
+    it exits when its stdin closes)."""
+    from py4j.protocol import Py4JError
+    from pyspark import SparkConf
+    from pyspark.java_gateway import launch_gateway
+
+    conf = SparkConf(loadDefaults=False).setAll(list(_prepare(params, app_name, None).items()))
+    saved = {k: os.environ.pop(k, None) for k in _GATEWAY_ENV}  # launch a JVM, never attach to another's
+    try:
+        gateway = _without_secrets(lambda: launch_gateway(conf, popen_kwargs={"cwd": str(project_root())}))
+        os.environ["PYSPARK_GATEWAY_PORT"] = str(gateway.java_parameters.port)
+        os.environ["PYSPARK_GATEWAY_SECRET"] = gateway.java_parameters.auth_token
+
+        def release() -> None:
+            """Stop the SparkContext a child left running, if any (the next child creates its own)."""
+            try:
+                session = gateway.jvm.org.apache.spark.sql.SparkSession.getDefaultSession()  # PySpark sets it
+                if session.isDefined() and not session.get().sparkContext().isStopped():
+                    session.get().sparkContext().stop()
+            except Py4JError as exc:  # the JVM is gone: the next child that needs Spark fails and says so
+                print(f"the shared Spark driver is gone: {exc}", file=sys.stderr)
+
+        try:
+            yield release
+        finally:
+            gateway.shutdown()
+            gateway.proc.stdin.close()
+            try:
+                gateway.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                gateway.proc.kill()
+                gateway.proc.wait()
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None)
+            if value is not None:
+                os.environ[key] = value
