@@ -183,3 +183,36 @@ def test_a_failed_class_archive_build_says_so_and_does_not_stop_the_install(monk
     assert jvm_archive.main([]) == 0
     assert "not written" in capsys.readouterr().out
     assert "no JVM today" in (tmp_path / ".tootpipe" / "logs" / "jvm-archive.log").read_text()
+
+
+def test_offsets_of_a_partition_without_a_leader_for_a_moment_are_asked_again_other_errors_raise(monkeypatch):
+    """A topic just created or a broker restarting answers "not leader" for a moment (seen under load): asked
+    again until the timeout; any other broker error is a clear KafkaUnavailable at once."""
+    from confluent_kafka import KafkaError, KafkaException
+    from tootpipe import kafka_io
+
+    class Consumer:
+        def __init__(self, errors):
+            self.errors, self.asked = list(errors), 0
+
+        def get_watermark_offsets(self, tp, timeout):
+            self.asked += 1
+            if self.errors:
+                raise KafkaException(KafkaError(self.errors.pop(0)))
+            return 0, 10 + tp.partition
+
+        def close(self):
+            pass
+
+    flaky = Consumer([KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE])
+    monkeypatch.setattr(kafka_io, "range_consumer", lambda _b: flaky)
+    assert kafka_io.end_offsets("b:9092", "t", [0, 1], timeout=30) == {0: 10, 1: 11} and flaky.asked == 4
+    broken = Consumer([KafkaError.TOPIC_AUTHORIZATION_FAILED])
+    monkeypatch.setattr(kafka_io, "range_consumer", lambda _b: broken)
+    with pytest.raises(kafka_io.KafkaUnavailable, match="TOPIC_AUTHORIZATION_FAILED"):
+        kafka_io.end_offsets("b:9092", "t", [0], timeout=30)
+    assert broken.asked == 1
+    leaderless = Consumer([KafkaError.NOT_LEADER_FOR_PARTITION] * 1000)
+    monkeypatch.setattr(kafka_io, "range_consumer", lambda _b: leaderless)
+    with pytest.raises(kafka_io.KafkaUnavailable, match="NOT_LEADER"):
+        kafka_io.end_offsets("b:9092", "t", [0], timeout=0.5)

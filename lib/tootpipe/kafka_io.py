@@ -202,14 +202,26 @@ def _json_dumps():
 
 
 def _watermarks(bootstrap: str, topic: str, partitions: list[int] | None, timeout: float) -> dict[int, tuple[int, int]]:
-    from confluent_kafka import KafkaException
+    """(low, high) of each partition. A partition without a leader for a moment (a topic just created, a broker
+    restarting) is asked again until `timeout`; any other error, or still none then, is KafkaUnavailable."""
+    from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka import TopicPartition as CTP
     parts = partitions if partitions is not None else partitions_for(bootstrap, topic, timeout)
+    deadline = time.monotonic() + timeout
+    leaderless = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
     c = range_consumer(bootstrap)
     try:
-        return {p: c.get_watermark_offsets(CTP(topic, p), timeout=timeout) for p in parts}
-    except KafkaException as exc:
-        raise KafkaUnavailable(f"no offsets for {topic} at {bootstrap}: {exc}") from None
+        marks = {}
+        for p in parts:
+            while p not in marks:
+                try:
+                    marks[p] = c.get_watermark_offsets(CTP(topic, p), timeout=max(0.1, deadline - time.monotonic()))
+                except KafkaException as exc:
+                    error = exc.args[0]
+                    if error.code() not in leaderless or time.monotonic() >= deadline:
+                        raise KafkaUnavailable(f"no offsets for {topic} at {bootstrap}: {exc}") from None
+                    time.sleep(0.2)
+        return marks
     finally:
         c.close()
 

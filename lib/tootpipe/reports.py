@@ -3,7 +3,8 @@
 Writes `reports/<run-id>/NN_name.ipynb` and `.html` (no CDN scripts; figures inlined), a gallery of figures and an
 `index.html` (run id, parameters, git commit, status and time per notebook, row counts), and points
 `reports/latest` at the run. Stops at the first failing notebook, keeps its partial notebook and HTML, and says
-which notebook and cell failed.
+which notebook and cell failed. The kernels share one Spark driver JVM started for the run
+(:func:`tootpipe.spark_session.shared_driver`), each with a SparkContext of its own.
 """
 from __future__ import annotations
 
