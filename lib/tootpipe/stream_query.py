@@ -15,6 +15,7 @@ from .config import Params
 from .progress import wait_for, watch
 from .services import Endpoints, cluster_of
 from .stream_sink import PostgresSink
+from .transforms import parse_kafka, to_post_rows
 
 __all__ = ["PostgresSink", "start_stream", "run_available_now", "run_until_caught_up", "nothing_new",
            "checkpoint_path", "kafka_stream", "bind_checkpoint", "CheckpointMismatch"]
@@ -78,7 +79,9 @@ def start_stream(spark, params: Params, endpoints: Endpoints, *, available_now: 
         sink = PostgresSink(params, endpoints, str(ck))
         sink.after_commit = after_commit
     watch(spark, params.stream.query_name, endpoints.database_url, str(ck))
-    writer = (kafka_stream(spark, params, endpoints).writeStream.foreachBatch(sink)
+    # parsed and filtered in the query's own plan: analysed once, not once per micro-batch in the sink
+    rows = to_post_rows(parse_kafka(kafka_stream(spark, params, endpoints)), params.filters)
+    writer = (rows.writeStream.foreachBatch(sink)
               .queryName(params.stream.query_name).option("checkpointLocation", str(ck)))
     if available_now if available_now is not None else params.stream.trigger == "available_now":
         writer = writer.trigger(availableNow=True)

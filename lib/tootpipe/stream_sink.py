@@ -134,6 +134,12 @@ class PostgresSink:
         self.committed_latencies_ms = None
         ensure_schema(self.url)
 
+    def post_rows(self, df):
+        """A micro-batch as the rows this sink writes: Kafka rows are parsed and filtered here, unless the query
+        already did (:func:`tootpipe.stream_query.start_stream` does it in the query's plan, analysed once instead
+        of once per batch)."""
+        return df if "kept" in df.columns else to_post_rows(parse_kafka(df), self.params.filters)
+
     def already_applied(self, batch_id: int) -> bool:
         conn = connect(self.url, retries=2)
         try:
@@ -153,7 +159,7 @@ class PostgresSink:
             self.last = {"batch_id": batch_id, "skipped": True}
             return
         stage = "stage_batch"
-        rows = to_post_rows(parse_kafka(df), self.params.filters).toArrow()
+        rows = self.post_rows(df).toArrow()
         collect_s = time.monotonic() - t0
         t1 = time.monotonic()
         conn = connect(self.url, retries=5, wait_s=2)
