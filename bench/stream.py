@@ -38,6 +38,7 @@ from tootpipe import config, db, kafka_io, services  # noqa: E402
 from tootpipe.sample import expected_posts, generate  # noqa: E402
 from tootpipe.spark_session import get_spark  # noqa: E402
 from tootpipe.stream_query import PostgresSink, kafka_stream  # noqa: E402
+from tootpipe.transforms import parse_kafka, to_post_rows  # noqa: E402
 
 
 def jvm_peak_rss_mb(spark) -> float | None:
@@ -76,7 +77,10 @@ def drain(spark, params, endpoints, per_trigger: int, name: str, foreach=None) -
     ck = ROOT / ".tootpipe" / "bench" / "checkpoints" / f"{name}_{uuid.uuid4().hex[:8]}"
     target = sum(kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic).values())
     t0 = time.perf_counter()
-    writer = kafka_stream(spark, params, endpoints).writeStream.option("checkpointLocation", str(ck))
+    stream = kafka_stream(spark, params, endpoints)
+    if foreach:  # parsed and filtered in the query's plan, as start_stream does, for the sink and the JDBC append
+        stream = to_post_rows(parse_kafka(stream), params.filters)
+    writer = stream.writeStream.option("checkpointLocation", str(ck))
     writer = writer.foreachBatch(foreach) if foreach else writer.format("noop")
     q = writer.trigger(processingTime="0 seconds").start()
     seen = 0
@@ -106,18 +110,18 @@ def sink_run(spark, params, endpoints, per_trigger: int, expected: set) -> dict:
 
 
 def jdbc_append_run(spark, params, endpoints, per_trigger: int, expected: set) -> dict:
-    """The usual public project's sink: the same parse and filters, then `write.jdbc(mode="append")` per batch."""
+    """The usual public project's sink: the same parse and filters (in the query's plan), then
+    `write.jdbc(mode="append")` per batch."""
     from pyspark.sql import functions as F
-    from tootpipe.transforms import POST_COLUMNS, parse_kafka, to_post_rows
+    from tootpipe.transforms import POST_COLUMNS
     name = f"bench_jdbc_{per_trigger}_{uuid.uuid4().hex[:6]}"
     endpoints = fresh_db(endpoints, name)
     u = urlsplit(endpoints.database_url)
     props = {"user": u.username or "postgres", "password": u.password or "", "driver": "org.postgresql.Driver"}
     jdbc = f"jdbc:postgresql://{u.hostname}:{u.port}{u.path}"
-    filters = params.filters
 
     def append(df, batch_id):
-        rows = to_post_rows(parse_kafka(df), filters).where(F.col("error").isNull() & F.col("kept"))
+        rows = df.where(F.col("error").isNull() & F.col("kept"))
         rows.where(F.col("event") != "delete").select(POST_COLUMNS).write.jdbc(jdbc, "posts_jdbc_append", "append",
                                                                               props)
 
