@@ -69,7 +69,8 @@ def kafka_stream(spark, params: Params, endpoints: Endpoints):
 def start_stream(spark, params: Params, endpoints: Endpoints, *, available_now: bool | None = None,
                  sink=None, after_commit=None):
     """Start the query; returns (StreamingQuery, sink). `sink` defaults to a PostgresSink on the query's checkpoint
-    (with `after_commit` as its hook); any foreachBatch function (df, batch_id) may be given instead."""
+    (with `after_commit` as its hook); any foreachBatch function (df, batch_id) may be given instead. Each batch
+    arrives parsed and filtered (the columns of :func:`tootpipe.transforms.to_post_rows`, with `kept`)."""
     from .kafka_io import ensure_topics
     ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], params.kafka.partitions,
                   params.kafka.replication_factor)
