@@ -143,8 +143,37 @@ def broker_rss_mb(which: str = "VmHWM") -> float | None:
     return None
 
 
-def live_latency(spark, params, endpoints, rate: int, seconds: float, seed: int, warmup_s: float = 10) -> dict:
+def paced_producer(params, bootstrap: str, rate: int, seconds: float, seed: int, report) -> None:
+    """Publish sample toots at `rate` per second for `seconds`, each created moments before it is sent; puts
+    (perf_counter, time) of the start on `report`, then the number sent."""
     from tootpipe.mastodon_source import ingest
+    events = [e for e in generate(int(rate * seconds * 1.2), seed)
+              if e["event"] == "update" and isinstance(e["data"], dict)]
+    params.filters.exclude_reblogs = params.filters.respect_opt_out = params.filters.public_only = False
+    pub = kafka_io.Publisher(bootstrap, params.kafka.topic, params.kafka.topic + "_dlq")
+    t0 = time.perf_counter()
+    report.put((t0, time.time()))
+    sent = 0
+
+    def paced():
+        nonlocal sent
+        for e in events:
+            due = t0 + sent / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            if time.perf_counter() - t0 > seconds:
+                return
+            sent += 1
+            # a live toot is created moments before it arrives
+            yield {**e, "data": {**e["data"], "created_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())}}
+
+    ingest(paced(), pub, params, source="bench-live", progress_every=1e9)
+    pub.close()
+    report.put(sent)
+
+
+def live_latency(spark, params, endpoints, rate: int, seconds: float, seed: int, warmup_s: float = 10) -> dict:
     from tootpipe.stream_query import start_stream
     params = params.model_copy(deep=True)
     params.kafka.topic = f"bench_live_{uuid.uuid4().hex[:8]}"
@@ -166,28 +195,18 @@ def live_latency(spark, params, endpoints, rate: int, seconds: float, seed: int,
     query, _ = start_stream(spark, params, endpoints, available_now=False, sink=recording)
     time.sleep(8)  # let the first (empty) batches start the Python workers
 
-    events = [e for e in generate(int(rate * seconds * 1.2), seed)
-              if e["event"] == "update" and isinstance(e["data"], dict)]
-    pub = kafka_io.Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.topic + "_dlq")
-    t0, wall0 = time.perf_counter(), time.time()
-    sent = 0
-
-    def paced():
-        nonlocal sent
-        for e in events:
-            due = t0 + sent / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            if time.perf_counter() - t0 > seconds:
-                return
-            sent += 1
-            # a live toot is created moments before it arrives
-            yield {**e, "data": {**e["data"], "created_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())}}
-
-    params.filters.exclude_reblogs = params.filters.respect_opt_out = params.filters.public_only = False
-    ingest(paced(), pub, params, source="bench-live", progress_every=1e9)
-    pub.close()
+    # the producer runs in a process of its own, as `tootpipe ingest` does beside the stream (in the driver's
+    # process it took the driver's interpreter lock at 500 messages/s, delaying the sink)
+    import multiprocessing
+    started = multiprocessing.get_context("spawn").Queue()
+    producer = multiprocessing.get_context("spawn").Process(
+        target=paced_producer, args=(params, endpoints.bootstrap_servers, rate, seconds, seed, started))
+    producer.start()
+    t0, wall0 = started.get(timeout=120)
+    producer.join(seconds + 120)
+    if producer.exitcode != 0:
+        raise RuntimeError(f"the paced producer failed (exit code {producer.exitcode})")
+    sent = started.get(timeout=10)
     time.sleep(5)
     query.stop()
     phases = phase_breakdown([q for q in query.recentProgress if q["batchId"] > 0 and q["numInputRows"] > 0],

@@ -79,6 +79,8 @@ def test_available_now_honours_max_offsets_per_trigger_and_stops_at_the_ends_it_
     sizes = [q["numInputRows"] for q in query.recentProgress]
     assert sum(sizes) == sum(before.values()) and max(sizes) <= 100 and len(sizes) >= sum(before.values()) // 100
     assert sink.committed_ends() == before and sum(late.values()) > sum(before.values())
+    ck = checkpoint_path(params, endpoints)  # checkpoint files without Hadoop's .crc side files (spark_session)
+    assert len(list((ck / "offsets").iterdir())) == len(sizes) and not list(ck.rglob("*.crc"))
     progress = db.query_df(endpoints.database_url, "SELECT batch_id, input_rows, lag, trigger_ms, commit_ms, latest_offsets "
                                             "FROM stream_progress ORDER BY batch_id")
     total = sum(before.values())
@@ -88,6 +90,34 @@ def test_available_now_honours_max_offsets_per_trigger_and_stops_at_the_ends_it_
     assert all({int(k): v for k, v in o.items()} == before for o in progress.latest_offsets)
     again = run_available_now(spark, params, endpoints)  # the next run takes what came later
     assert again["input_rows"] == sum(late.values()) - sum(before.values()) and sink.committed_ends() == late
+
+
+def test_the_sink_keeps_one_connection_opens_another_when_it_died_and_closes_it_when_its_query_ends(fresh, spark):
+    from tootpipe.stream_query import start_stream
+    params, endpoints = fresh
+    publish(params, endpoints, n=300, seed=11)
+    params.stream.max_offsets_per_trigger = 100
+    url = endpoints.database_url
+
+    def sessions():  # the tootpipe sessions on the test's database, the test's own aside
+        return db.query_df(url, "SELECT pid, application_name AS app FROM pg_stat_activity WHERE datname = "
+                                "current_database() AND application_name LIKE 'tootpipe %%' ORDER BY pid")
+
+    seen = []
+
+    def after_commit(batch_id):
+        sink_pids = [p for p, a in zip(*sessions().T.values) if a.startswith("tootpipe sink")]
+        seen.append(sink_pids)
+        if batch_id == 1:  # the server ends the sink's session between two batches
+            db.scalar(url, "SELECT pg_terminate_backend(%s)", (sink_pids[0],))
+
+    query, _ = start_stream(spark, params, endpoints, available_now=True, after_commit=after_commit)
+    query.awaitTermination()
+    assert query.exception() is None and len(seen) >= 3
+    assert all(len(p) == 1 for p in seen)  # one session, never one per batch
+    assert seen[0] == seen[1] and seen[2] != seen[1] and seen[2] == seen[-1]
+    assert posts(endpoints) == set(expected_posts(generate(300, 11), params.filters))
+    wait_until(lambda: sessions().empty, 60, "the sink and the progress recorder to close their sessions")
 
 
 def test_filters_stricter_than_the_producers_still_account_for_every_message(fresh, spark):

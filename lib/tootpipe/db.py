@@ -14,7 +14,7 @@ from typing import Iterator
 import psycopg2
 from psycopg2 import sql
 
-__all__ = ["connect", "transaction", "ensure_schema", "copy_arrow", "replace_table_with", "replace_table_as", "query_df", "scalar",
+__all__ = ["connect", "transaction", "KeptConnection", "ensure_schema", "copy_arrow", "replace_table_with", "replace_table_as", "query_df", "scalar",
            "DatabaseUnavailable", "SCHEMA_SQL", "table_counts"]
 
 
@@ -105,12 +105,14 @@ ALTER TABLE mastodon_sentiments ADD COLUMN IF NOT EXISTS text_md5 text;  -- the 
 """
 
 
-def connect(url: str, retries: int = 0, wait_s: float = 1.0):
-    """A psycopg2 connection; DatabaseUnavailable (naming host and port, never the password) when it fails."""
+def connect(url: str, retries: int = 0, wait_s: float = 1.0, application_name: str | None = None):
+    """A psycopg2 connection (named `application_name` in pg_stat_activity when given); DatabaseUnavailable
+    (naming host and port, never the password) when it fails."""
     last = None
+    named = {"application_name": application_name[:63]} if application_name else {}
     for attempt in range(retries + 1):
         try:
-            return psycopg2.connect(url, connect_timeout=10)
+            return psycopg2.connect(url, connect_timeout=10, **named)
         except psycopg2.OperationalError as exc:
             last = exc
             if attempt < retries:
@@ -130,6 +132,54 @@ def transaction(url: str) -> Iterator:
             yield conn
     finally:
         conn.close()
+
+
+class KeptConnection:
+    """One connection reused from call to call (each micro-batch would otherwise pay a new connection and its
+    password exchange), opened again when it was closed or broke. For one caller at a time."""
+
+    def __init__(self, url: str, retries: int = 0, wait_s: float = 1.0, application_name: str | None = None) -> None:
+        self.url, self.retries, self.wait_s, self.application_name = url, retries, wait_s, application_name
+        self._conn = None
+
+    def get(self):
+        """The open connection, or a new one (:func:`connect` with this object's settings)."""
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.url, self.retries, self.wait_s, self.application_name)
+        return self._conn
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.closed:
+            try:
+                conn.close()
+            except psycopg2.Error:
+                pass
+
+    @contextmanager
+    def transaction(self) -> Iterator:
+        """A cursor inside one transaction: committed on success, rolled back on any exception, after which the
+        connection is closed (it may be broken; the next call opens another)."""
+        conn = self.get()
+        try:
+            with conn, conn.cursor() as cur:
+                yield cur
+        except BaseException:
+            self.close()
+            raise
+
+    def read(self, fn):
+        """`fn(cursor)` in a transaction; when a kept connection turns out dead (the server restarted since), once
+        again on a new one. For reads only: they are safe to repeat."""
+        fresh = self._conn is None or bool(self._conn.closed)
+        try:
+            with self.transaction() as cur:
+                return fn(cur)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            if fresh:
+                raise
+        with self.transaction() as cur:
+            return fn(cur)
 
 
 def ensure_schema(url: str) -> None:

@@ -14,9 +14,9 @@ import threading
 
 from pyspark.sql.streaming import StreamingQueryListener
 
-from .db import connect
+from .db import KeptConnection
 
-__all__ = ["watch", "wait_for", "lag", "source_offsets", "ProgressRecorder"]
+__all__ = ["watch", "on_end", "wait_for", "lag", "source_offsets", "ProgressRecorder"]
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +49,26 @@ class ProgressRecorder(StreamingQueryListener):
     def __init__(self) -> None:
         self.queries: dict[str, tuple[str, str]] = {}  # query name -> (database url, checkpoint)
         self.recorded: dict[str, int] = {}              # query name -> last batch id handled
+        self.connections: dict[str, KeptConnection] = {}  # query name -> its connection, while it runs
+        self.names: dict[str, str] = {}                 # run id -> query name
+        self.closers: dict[str, object] = {}            # run id -> what to call when that run ends
         self._changed = threading.Condition()
 
     def onQueryStarted(self, event) -> None:
-        pass
+        self.names[str(event.runId)] = event.name or ""
 
     def onQueryIdle(self, event) -> None:
         pass
 
     def onQueryTerminated(self, event) -> None:
-        pass
+        run = str(event.runId)
+        conn = self.connections.pop(self.names.pop(run, None) or "", None)
+        for close in (conn.close if conn else None, self.closers.pop(run, None)):
+            try:
+                if close:
+                    close()
+            except Exception as exc:  # noqa: BLE001 - the listener thread must go on
+                log.warning("closing after query run %s: %s", run, exc)
 
     def onQueryProgress(self, event) -> None:
         p = event.progress
@@ -81,14 +91,13 @@ class ProgressRecorder(StreamingQueryListener):
             latest.update(source_offsets(s.latestOffset))
             end.update(source_offsets(s.endOffset))
         d = p.durationMs
-        conn = connect(url)
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(_UPDATE, (json.dumps(latest) if latest else None, lag(latest, end),
-                                      d.get("triggerExecution"), d.get("walCommit", 0) + d.get("commitOffsets", 0),
-                                      json.dumps(d), checkpoint, p.batchId))
-        finally:
-            conn.close()
+        kept = self.connections.get(p.name)
+        if kept is None or kept.url != url:
+            kept = self.connections[p.name] = KeptConnection(url, application_name=f"tootpipe progress {p.name}")
+        with kept.transaction() as cur:
+            cur.execute(_UPDATE, (json.dumps(latest) if latest else None, lag(latest, end),
+                                  d.get("triggerExecution"), d.get("walCommit", 0) + d.get("commitOffsets", 0),
+                                  json.dumps(d), checkpoint, p.batchId))
 
     def wait_for(self, name: str, batch_id: int, timeout_s: float) -> bool:
         """Wait until the event of `batch_id` (or a later one) of query `name` was handled; False on timeout."""
@@ -115,6 +124,15 @@ def _recorder(spark) -> ProgressRecorder:
 def watch(spark, query_name: str, database_url: str, checkpoint: str) -> None:
     """Record the progress of the query called `query_name` (register before starting it)."""
     _recorder(spark).queries[query_name] = (database_url, checkpoint)
+
+
+def on_end(spark, query, close) -> None:
+    """Call `close()` once `query` (this run of it) has ended; at once when it already has."""
+    run = str(query.runId)
+    rec = _recorder(spark)
+    rec.closers[run] = close
+    if not query.isActive and rec.closers.pop(run, None):
+        close()
 
 
 def wait_for(spark, query) -> bool:

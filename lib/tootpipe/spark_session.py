@@ -119,7 +119,11 @@ def _prepare(params: Params, app_name: str, java_options: str | None) -> dict[st
             "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{log4j} "
                                              f"-Dderby.system.home={state} {java_options}".strip(),
             "spark.executorEnv.PYSPARK_PYTHON": sys.executable,
-            "spark.sql.execution.arrow.pyspark.enabled": "true"}
+            "spark.sql.execution.arrow.pyspark.enabled": "true",
+            # checkpoints on local disk without Hadoop's .crc side files: each micro-batch writes two checkpoint
+            # files (offsets, commits), and the side files doubled the work (walCommit + commitOffsets ~70 -> ~38
+            # ms per trigger, measured). Writes stay atomic (a temporary file renamed into place).
+            "spark.hadoop.fs.AbstractFileSystem.file.impl": "org.apache.hadoop.fs.local.RawLocalFs"}
 
 
 def get_spark(params: Params | None = None, app_name: str = "tootpipe", *, java_options: str | None = None):

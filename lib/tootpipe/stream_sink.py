@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from psycopg2 import sql
 
 from .config import Params
-from .db import connect, copy_arrow, ensure_schema
+from .db import KeptConnection, connect, copy_arrow, ensure_schema
 from .services import Endpoints, cluster_of
 from .transforms import POST_COLUMNS, parse_kafka, to_post_rows
 
@@ -132,7 +132,14 @@ class PostgresSink:
         self.after_commit = None
         self.keep_latencies = False
         self.committed_latencies_ms = None
+        # one connection for all batches: a new one per batch (its password exchange and start) took ~20 ms of
+        # each live trigger. Closed by :meth:`close` (start_stream calls it when its query ends).
+        self._db = KeptConnection(self.url, retries=2, application_name=f"tootpipe sink {params.stream.query_name}")
         ensure_schema(self.url)
+
+    def close(self) -> None:
+        """Close the sink's connection (a later batch opens a new one)."""
+        self._db.close()
 
     def post_rows(self, df):
         """A micro-batch as the rows this sink writes: Kafka rows are parsed and filtered here, unless the query
@@ -141,14 +148,11 @@ class PostgresSink:
         return df if "kept" in df.columns else to_post_rows(parse_kafka(df), self.params.filters)
 
     def already_applied(self, batch_id: int) -> bool:
-        conn = connect(self.url, retries=2)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT 1 FROM stream_ledger WHERE checkpoint = %s AND batch_id = %s",
-                            (self.checkpoint, batch_id))
-                return cur.fetchone() is not None
-        finally:
-            conn.close()
+        def ledger_row(cur):
+            cur.execute("SELECT 1 FROM stream_ledger WHERE checkpoint = %s AND batch_id = %s",
+                        (self.checkpoint, batch_id))
+            return cur.fetchone() is not None
+        return self._db.read(ledger_row)
 
     def __call__(self, df, batch_id: int) -> None:
         t0 = time.monotonic()
@@ -162,29 +166,25 @@ class PostgresSink:
         rows = self.post_rows(df).toArrow()
         collect_s = time.monotonic() - t0
         t1 = time.monotonic()
-        conn = connect(self.url, retries=5, wait_s=2)
-        try:
-            with conn, conn.cursor() as cur:
-                self._stage(cur, stage, rows)
-                summary = self._summarise(cur, stage)
-                prev_max = self._claim(cur, batch_id, summary)
-                if prev_max is False:  # a concurrent or earlier run committed this batch
-                    conn.rollback()
-                    self.last = {"batch_id": batch_id, "skipped": True}
-                    return
-                cutoff = self._cutoff(cur, prev_max)
-                written, deletes = self._apply_posts_and_deletes(cur, stage, batch_id)
-                late = self._refresh_windows(cur, batch_id, cutoff)
-                self._store_errors(cur, stage, batch_id, summary)
-                if self.keep_latencies:
-                    cur.execute(sql.SQL("SELECT extract(epoch FROM kafka_timestamp) FROM {}").format(
-                        sql.Identifier(stage)))
-                    stamps = [r[0] for r in cur.fetchall() if r[0] is not None]
-                write_s = time.monotonic() - t1
-                self._record_progress(cur, stage, batch_id, summary, written, deletes, late, collect_s, write_s,
-                                      time.monotonic() - t0)
-        finally:
-            conn.close()
+        with self._db.transaction() as cur:  # the connection already_applied has just used
+            self._stage(cur, stage, rows)
+            summary = self._summarise(cur, stage)
+            prev_max = self._claim(cur, batch_id, summary)
+            if prev_max is False:  # a concurrent or earlier run committed this batch
+                cur.connection.rollback()
+                self.last = {"batch_id": batch_id, "skipped": True}
+                return
+            cutoff = self._cutoff(cur, prev_max)
+            written, deletes = self._apply_posts_and_deletes(cur, stage, batch_id)
+            late = self._refresh_windows(cur, batch_id, cutoff)
+            self._store_errors(cur, stage, batch_id, summary)
+            if self.keep_latencies:
+                cur.execute(sql.SQL("SELECT extract(epoch FROM kafka_timestamp) FROM {}").format(
+                    sql.Identifier(stage)))
+                stamps = [r[0] for r in cur.fetchall() if r[0] is not None]
+            write_s = time.monotonic() - t1
+            self._record_progress(cur, stage, batch_id, summary, written, deletes, late, collect_s, write_s,
+                                  time.monotonic() - t0)
         if self.keep_latencies:
             import numpy as np
             self.committed_latencies_ms = (time.time() - np.asarray(stamps, dtype=float)) * 1000
