@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS mastodon_posts (
     written_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS mastodon_posts_created_at ON mastodon_posts (created_at);
+CREATE INDEX IF NOT EXISTS mastodon_posts_user_time ON mastodon_posts (username, created_at);  -- user windows
 CREATE TABLE IF NOT EXISTS toot_ids (
     instance text NOT NULL, id text NOT NULL, uri text NOT NULL, PRIMARY KEY (instance, id));
 CREATE INDEX IF NOT EXISTS toot_ids_uri ON toot_ids (uri);

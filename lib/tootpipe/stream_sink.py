@@ -82,11 +82,10 @@ WITH touched AS (
     SELECT DISTINCT username, date_bin(%(width)s::interval, created_at, TIMESTAMPTZ '2000-01-01') AS ws
     FROM stage_posts WHERE event <> 'delete' AND created_at >= %(cutoff)s
     UNION SELECT username, date_bin(%(width)s::interval, created_at, TIMESTAMPTZ '2000-01-01') FROM removed_posts),
-agg AS (
-    SELECT t.username, t.ws, count(p.uri) AS n, coalesce(avg(length(p.content)), 0) AS avg_length
-    FROM touched t LEFT JOIN mastodon_posts p
-      ON p.username = t.username AND p.created_at >= t.ws AND p.created_at < t.ws + %(width)s::interval
-    GROUP BY t.username, t.ws)
+agg AS (  -- per touched window, its posts through the (username, created_at) index: never the whole table
+    SELECT t.username, t.ws, a.n, a.avg_length FROM touched t CROSS JOIN LATERAL (
+        SELECT count(*) AS n, coalesce(avg(length(p.content)), 0) AS avg_length FROM mastodon_posts p
+        WHERE p.username = t.username AND p.created_at >= t.ws AND p.created_at < t.ws + %(width)s::interval) a)
 INSERT INTO avg_toot_length_by_user (username, window_start, window_end, n, avg_length, batch_id)
 SELECT username, ws, ws + %(width)s::interval, n, avg_length, %(batch_id)s FROM agg
 ON CONFLICT (username, window_start) DO UPDATE
