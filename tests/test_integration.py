@@ -162,6 +162,21 @@ def test_poison_messages_go_to_stream_errors_and_good_rows_still_land(fresh, spa
     assert posts(endpoints) == {"https://a.example/s/1"}
 
 
+def test_arrays_reach_postgresql_as_they_were(fresh, spark):
+    from pyspark.sql import functions as F
+    from tootpipe.transforms import pg_array
+    _, endpoints = fresh
+    values = [["plain", 'a "quote"', "back\\slash", "comma, {braces}", "", '\\"', "NULL", "ünï ✓"], [], None]
+    df = spark.createDataFrame([(i, v) for i, v in enumerate(values)], "i int, a array<string>")
+    literals = [r[0] for r in df.orderBy("i").select(pg_array(F.col("a"))).collect()]
+    with db.transaction(endpoints.database_url) as conn, conn.cursor() as cur:
+        got = []
+        for literal in literals:
+            cur.execute("SELECT %s::text[]", (literal,))
+            got.append(cur.fetchone()[0])
+    assert got == values
+
+
 def test_read_range_raises_rather_than_return_a_short_range(fresh):
     params, endpoints = fresh
     kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic], 3)

@@ -35,8 +35,9 @@ def parse_time_col(c: Column) -> Column:
     epoch = F.when(s.rlike(f"^{EPOCH_PATTERN}$"),
                    F.timestamp_seconds(F.when(F.length(F.split(s, r"\.")[0]) > 11, s.cast("double") / 1000)
                                        .otherwise(s.cast("double"))))
-    return F.coalesce(epoch, *[F.try_to_timestamp(F.regexp_replace(s, strip, "") if strip else s, F.lit(pattern))
-                               for _, pattern, strip in TIME_FORMATS])
+    # the formats first (no format reads a string of digits), the epoch's regular expression last
+    return F.coalesce(*[F.try_to_timestamp(F.regexp_replace(s, strip, "") if strip else s, F.lit(pattern))
+                        for _, pattern, strip in TIME_FORMATS], epoch)
 
 
 def _per_context(build):
@@ -123,8 +124,8 @@ def _filter_condition(filters_json: str) -> Column:
 
 def pg_array(c: Column) -> Column:
     """An array<string> column as a PostgreSQL array literal (for COPY)."""
-    quoted = F.transform(c, lambda x: F.concat(F.lit('"'), F.regexp_replace(F.regexp_replace(
-        x, r"\\", r"\\\\"), '"', r'\\"'), F.lit('"')))
+    quoted = F.transform(c, lambda x: F.concat(F.lit('"'), F.replace(F.replace(  # literal, not regex, replaces
+        x, F.lit("\\"), F.lit("\\\\")), F.lit('"'), F.lit('\\"')), F.lit('"')))
     return F.when(c.isNull(), F.lit(None)).otherwise(F.concat(F.lit("{"), F.array_join(quoted, ","), F.lit("}")))
 
 
