@@ -216,3 +216,34 @@ def test_offsets_of_a_partition_without_a_leader_for_a_moment_are_asked_again_ot
     monkeypatch.setattr(kafka_io, "range_consumer", lambda _b: leaderless)
     with pytest.raises(kafka_io.KafkaUnavailable, match="NOT_LEADER"):
         kafka_io.end_offsets("b:9092", "t", [0], timeout=0.5)
+
+
+def test_a_batch_is_summarised_for_the_ledger_and_split_for_postgresql_in_arrow():
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+
+    from tootpipe.stream_batch import errors_part, latencies_ms, posts_part, summarise
+    from tootpipe.transforms import POST_COLUMNS
+
+    t = [datetime(2026, 11, 26, h, tzinfo=timezone.utc) for h in range(6)]
+    cols = {c: [None] * 6 for c in POST_COLUMNS}
+    cols.update(kafka_partition=[0, 0, 1, 1, 1, 2], kafka_offset=[7, 9, 3, 4, 5, 0], created_at=t,
+                uri=["a", "b", None, "c", "d", "e"], kafka_timestamp=[t[5]] * 5 + [None])
+    extra = {"event": ["update", "update", None, "delete", "update", "update"],
+             "error": [None, None, "not a toot record", None, None, None],
+             "raw": [None, None, "{oops", None, None, None], "topic": ["toots"] * 6,
+             "kept": [True, False, None, True, None, True]}  # None: the filters could not say
+    rows = pa.table({**extra, **cols})
+    s = summarise(rows)
+    assert (s.starts, s.ends) == ({"0": 7, "1": 3, "2": 0}, {"0": 10, "1": 6, "2": 1})
+    assert (s.rows, s.errors, s.filtered) == (6, 1, 1)
+    assert s.max_event_time == t[5]  # the newest kept toot; the delete (t[3]) and the dropped (t[1], t[4]) aside
+    posts = posts_part(rows)
+    assert posts.column_names == ["event", *POST_COLUMNS] and posts["uri"].to_pylist() == ["a", "c", "e"]
+    assert errors_part(rows).to_pylist() == [{"topic": "toots", "kafka_partition": 1, "kafka_offset": 3,
+                                              "raw": "{oops", "error": "not a toot record"}]
+    now = t[5].timestamp() + 1.5
+    assert latencies_ms(rows, now).tolist() == [1500.0] * 5  # the row without a timestamp has none
+    empty = summarise(rows.slice(0, 0))
+    assert (empty.starts, empty.rows, empty.errors, empty.max_event_time) == ({}, 0, 0, None)

@@ -1,10 +1,11 @@
 """The exactly-once PostgreSQL sink of the streaming job (a `foreachBatch` function), in named steps with their SQL.
 
 Guarantees: exactly-once into PostgreSQL. Spark parses the micro-batch (in the JVM) and hands it to the driver as
-Arrow; ONE transaction COPYs it into a temporary table, claims the batch's ledger row keyed by (checkpoint,
-batch_id), applies posts and deletes, refreshes the windows the batch touched, and stores errors and progress. A
-batch Spark replays after a crash finds its ledger row and is skipped. Posts are upserted on `uri` (an edit wins only when newer); a delete removes the toot
-wherever it was seen. Window tables are recomputed from the stored posts for the windows a batch touched, so they
+Arrow, where the ledger's figures are taken (:mod:`tootpipe.stream_batch`); ONE transaction claims the batch's
+ledger row keyed by (checkpoint, batch_id), COPYs the rows to apply into a temporary table, applies posts and
+deletes, refreshes the windows the batch touched, and stores errors and progress. A batch Spark replays after a
+crash finds its ledger row and is skipped. Posts are upserted on `uri` (an edit wins only when newer); a delete
+removes the toot wherever it was seen. Window tables are recomputed from the stored posts for the windows a batch touched, so they
 hold true counts; an event older than the watermark (max event time seen minus `stream.watermark_minutes`) is
 stored but does not refresh its (finalised) window. The ledger counts every message of the batch, also those the
 filters drop.
@@ -14,30 +15,23 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 
 from psycopg2 import sql
 
 from .config import Params
 from .db import KeptConnection, connect, copy_arrow, ensure_schema
 from .services import Endpoints, cluster_of
+from .stream_batch import BatchSummary, errors_part, latencies_ms, posts_part, summarise
 from .transforms import POST_COLUMNS, parse_kafka, to_post_rows
 
 __all__ = ["PostgresSink"]
 
 log = logging.getLogger(__name__)
 
-_STAGE_DDL = ("CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT NULL::text AS event, NULL::text AS error, "
-              "NULL::text AS raw, NULL::text AS topic, {cols}, NULL::boolean AS kept FROM mastodon_posts WITH NO DATA")
-
-# what the batch holds, from the scratch table: the ledger's end offsets and counts, before anything is applied
-_SUMMARY = """
-SELECT kafka_partition, min(kafka_offset), max(kafka_offset) + 1, count(*),
-       count(*) FILTER (WHERE error IS NOT NULL),
-       count(*) FILTER (WHERE error IS NULL AND NOT kept),
-       max(created_at) FILTER (WHERE error IS NULL AND kept AND event <> 'delete')
-FROM {stage} GROUP BY kafka_partition
-"""
+_STAGE_DDL = ("CREATE TEMP TABLE stage_posts ON COMMIT DROP AS SELECT NULL::text AS event, {cols} "
+              "FROM mastodon_posts WITH NO DATA")
+_ERRORS_DDL = ("CREATE TEMP TABLE stage_errors ON COMMIT DROP AS SELECT topic, kafka_partition, kafka_offset, raw, "
+               "error FROM stream_errors WITH NO DATA")
 
 _CLAIM = """
 INSERT INTO stream_ledger (checkpoint, batch_id, end_offsets, input_rows, max_event_time)
@@ -95,24 +89,10 @@ SET n = EXCLUDED.n, avg_length = EXCLUDED.avg_length, batch_id = EXCLUDED.batch_
 _PROGRESS = """
 INSERT INTO stream_progress (checkpoint, batch_id, query_name, input_rows, posts_written, deletes, errors, filtered,
     late_rows, collect_s, write_s, rows_per_s, latency_p50_ms, latency_p95_ms, start_offsets)
-SELECT %(checkpoint)s, %(batch_id)s, %(query)s, %(input_rows)s, %(written)s, %(deletes)s, %(errors)s, %(filtered)s,
-    %(late)s, %(collect_s)s, %(write_s)s, %(rows_per_s)s,
-    percentile_cont(0.5) WITHIN GROUP (ORDER BY lat), percentile_cont(0.95) WITHIN GROUP (ORDER BY lat),
-    %(starts)s
-FROM (SELECT extract(epoch FROM clock_timestamp() - kafka_timestamp) * 1000 AS lat FROM {stage}) l
+VALUES (%(checkpoint)s, %(batch_id)s, %(query)s, %(input_rows)s, %(written)s, %(deletes)s, %(errors)s, %(filtered)s,
+    %(late)s, %(collect_s)s, %(write_s)s, %(rows_per_s)s, %(p50)s, %(p95)s, %(starts)s)
 ON CONFLICT DO NOTHING
 """
-
-
-@dataclass
-class _Summary:
-    """What a batch's scratch table holds, per partition folded into totals."""
-    starts: dict
-    ends: dict
-    rows: int
-    errors: int
-    filtered: int
-    max_event_time: object
 
 
 class PostgresSink:
@@ -161,32 +141,26 @@ class PostgresSink:
                         self.checkpoint)
             self.last = {"batch_id": batch_id, "skipped": True}
             return
-        stage = "stage_batch"
         rows = self.post_rows(df).toArrow()
+        summary = summarise(rows)  # every message counts in the ledger, also those PostgreSQL never sees
         collect_s = time.monotonic() - t0
         t1 = time.monotonic()
         with self._db.transaction() as cur:  # the connection already_applied has just used
-            self._stage(cur, stage, rows)
-            summary = self._summarise(cur, stage)
             prev_max = self._claim(cur, batch_id, summary)
             if prev_max is False:  # a concurrent or earlier run committed this batch
                 cur.connection.rollback()
                 self.last = {"batch_id": batch_id, "skipped": True}
                 return
+            self._stage(cur, rows)
             cutoff = self._cutoff(cur, prev_max)
-            written, deletes = self._apply_posts_and_deletes(cur, stage, batch_id)
+            written, deletes = self._apply_posts_and_deletes(cur, batch_id)
             late = self._refresh_windows(cur, batch_id, cutoff)
-            self._store_errors(cur, stage, batch_id, summary)
-            if self.keep_latencies:
-                cur.execute(sql.SQL("SELECT extract(epoch FROM kafka_timestamp) FROM {}").format(
-                    sql.Identifier(stage)))
-                stamps = [r[0] for r in cur.fetchall() if r[0] is not None]
+            self._store_errors(cur, rows, batch_id, summary)
             write_s = time.monotonic() - t1
-            self._record_progress(cur, stage, batch_id, summary, written, deletes, late, collect_s, write_s,
-                                  time.monotonic() - t0)
+            self._record_progress(cur, batch_id, summary, written, deletes, late, collect_s, write_s,
+                                  time.monotonic() - t0, latencies_ms(rows, time.time()))
         if self.keep_latencies:
-            import numpy as np
-            self.committed_latencies_ms = (time.time() - np.asarray(stamps, dtype=float)) * 1000
+            self.committed_latencies_ms = latencies_ms(rows, time.time())
         if self.after_commit:
             self.after_commit(batch_id)
         self.last = {"batch_id": batch_id, "input_rows": summary.rows, "posts_written": written,
@@ -194,23 +168,12 @@ class PostgresSink:
 
     # -- the steps ------------------------------------------------------------------------------------------
     @staticmethod
-    def _stage(cur, stage: str, rows) -> None:
-        """The batch in a temporary table: every message, parsed, with `error` and `kept` (filters applied in
-        PostgreSQL, not in Spark, so the ledger counts every message)."""
-        cur.execute(sql.SQL(_STAGE_DDL).format(stage=sql.Identifier(stage),
-                                               cols=sql.SQL(", ").join(map(sql.Identifier, POST_COLUMNS))))
-        copy_arrow(cur, stage, rows)
+    def _stage(cur, rows) -> None:
+        """The rows to apply (usable and kept) in a temporary table."""
+        cur.execute(sql.SQL(_STAGE_DDL).format(cols=sql.SQL(", ").join(map(sql.Identifier, POST_COLUMNS))))
+        copy_arrow(cur, "stage_posts", posts_part(rows))
 
-    @staticmethod
-    def _summarise(cur, stage: str) -> _Summary:
-        cur.execute(sql.SQL(_SUMMARY).format(stage=sql.Identifier(stage)))
-        rows = cur.fetchall()
-        return _Summary(starts={str(p): s for p, s, *_ in rows}, ends={str(p): e for p, _, e, *_ in rows},
-                        rows=sum(r[3] for r in rows), errors=sum(r[4] for r in rows),
-                        filtered=sum(r[5] for r in rows),
-                        max_event_time=max((r[6] for r in rows if r[6] is not None), default=None))
-
-    def _claim(self, cur, batch_id: int, s: _Summary):
+    def _claim(self, cur, batch_id: int, s: BatchSummary):
         """The ledger row; returns the max event time seen before this batch, or False when already claimed."""
         cur.execute("SELECT max(max_event_time) FROM stream_ledger WHERE checkpoint = %s", (self.checkpoint,))
         prev_max = cur.fetchone()[0]
@@ -224,10 +187,8 @@ class PostgresSink:
                     (prev_max, self.params.stream.watermark_minutes))
         return cur.fetchone()[0]
 
-    def _apply_posts_and_deletes(self, cur, stage: str, batch_id: int) -> tuple[int, int]:
+    def _apply_posts_and_deletes(self, cur, batch_id: int) -> tuple[int, int]:
         cols = ", ".join(POST_COLUMNS)
-        cur.execute(sql.SQL("CREATE TEMP TABLE stage_posts ON COMMIT DROP AS SELECT event, {} FROM {} "
-                            "WHERE error IS NULL AND kept").format(sql.SQL(cols), sql.Identifier(stage)))
         cur.execute("INSERT INTO toot_ids (instance, id, uri) SELECT DISTINCT instance, id, uri FROM "
                     "stage_posts WHERE event <> 'delete' ON CONFLICT DO NOTHING")
         cur.execute("INSERT INTO toot_deletes (instance, id) SELECT DISTINCT instance, id FROM stage_posts "
@@ -250,20 +211,23 @@ class PostgresSink:
                     (cutoff or "-infinity",))
         return cur.fetchone()[0]
 
-    def _store_errors(self, cur, stage: str, batch_id: int, s: _Summary) -> None:
+    def _store_errors(self, cur, rows, batch_id: int, s: BatchSummary) -> None:
         if s.errors:
-            cur.execute(sql.SQL("INSERT INTO stream_errors (cluster, topic, kafka_partition, kafka_offset, raw, "
-                                "error, batch_id) SELECT %s, topic, kafka_partition, kafka_offset, raw, error, %s "
-                                "FROM {} WHERE error IS NOT NULL ON CONFLICT DO NOTHING").format(
-                sql.Identifier(stage)), (self.cluster, batch_id))
+            cur.execute(_ERRORS_DDL)
+            copy_arrow(cur, "stage_errors", errors_part(rows))
+            cur.execute("INSERT INTO stream_errors (cluster, topic, kafka_partition, kafka_offset, raw, error, "
+                        "batch_id) SELECT %s, topic, kafka_partition, kafka_offset, raw, error, %s FROM stage_errors "
+                        "ON CONFLICT DO NOTHING", (self.cluster, batch_id))
 
-    def _record_progress(self, cur, stage, batch_id, s: _Summary, written, deletes, late, collect_s, write_s,
-                         total_s) -> None:
-        cur.execute(sql.SQL(_PROGRESS).format(stage=sql.Identifier(stage)), {
+    def _record_progress(self, cur, batch_id, s: BatchSummary, written, deletes, late, collect_s, write_s,
+                         total_s, latencies) -> None:
+        import numpy as np
+        p50, p95 = (float(v) for v in np.percentile(latencies, [50, 95])) if len(latencies) else (None, None)
+        cur.execute(_PROGRESS, {
             "checkpoint": self.checkpoint, "batch_id": batch_id, "query": self.params.stream.query_name,
             "input_rows": s.rows, "written": written, "deletes": deletes, "errors": s.errors,
             "filtered": s.filtered, "late": late, "collect_s": collect_s, "write_s": write_s,
-            "rows_per_s": s.rows / total_s if total_s else None,
+            "rows_per_s": s.rows / total_s if total_s else None, "p50": p50, "p95": p95,
             "starts": json.dumps(s.starts)})  # the end offsets are the ledger's
 
     def committed_ends(self) -> dict[int, int]:
