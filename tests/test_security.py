@@ -104,6 +104,26 @@ def test_embedded_postgresql_lets_no_one_in_without_the_password(services_up):
 
 
 @pytest.mark.integration
+def test_starting_the_services_again_leaves_the_running_postgresql_its_data(services_up):
+    from tootpipe import pg_server
+    user = pg_server._system_user()
+    if user is None:
+        pytest.skip("PostgreSQL runs as this user (not root): no ACL is involved")
+    services.up(config.load(use_env=False))  # what every command and notebook does while the servers run
+    assert pg_server._can_traverse(user, STATE / "pg" / "global")
+    acl = subprocess.run(["getfacl", "-p", str(STATE)], capture_output=True, text=True).stdout
+    assert "#effective:---" not in acl, acl
+    port = services.status()["postgres"]["port"]
+    conn = psycopg2.connect(pg_server.url(port, "postgres", pg_server.passwords(STATE)["postgres"], "postgres"))
+    conn.autocommit = True
+    with conn.cursor() as cur:  # a checkpoint opens global/pg_control: the server carries on
+        cur.execute("CHECKPOINT")
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+    conn.close()
+
+
+@pytest.mark.integration
 def test_the_servers_started_with_secrets_in_the_environment_do_not_inherit_them(services_up, monkeypatch):
     monkeypatch.setenv("MASTODON_ACCESS_TOKEN", "tok-inherit-5e1d")
     monkeypatch.setenv("DB_PASSWORD", "pw-inherit-9c2b")

@@ -75,8 +75,17 @@ def _write_state(state: dict) -> None:
 
 def _secure(folder: Path) -> None:
     """The state folder is the owner's alone (toot text, checkpoints, logs and passwords live there); the
-    PostgreSQL system user gets a traverse-only ACL entry where it needs one."""
-    os.chmod(folder, 0o700)
+    PostgreSQL system user gets a traverse-only ACL entry where it needs one. With an ACL the group bits of the mode
+    are the ACL's mask: a plain chmod 0700 would empty it and cut a running PostgreSQL off from its data (it stopped
+    at its next checkpoint: "could not open file global/pg_control: Permission denied"), so the mask's traverse
+    bit is kept."""
+    keep = 0
+    try:
+        if "system.posix_acl_access" in os.listxattr(folder):
+            keep = folder.stat().st_mode & 0o010
+    except OSError:  # no extended attributes here: no ACL either
+        pass
+    os.chmod(folder, 0o700 | keep)
 
 
 def stop_postgres(mode: str = "fast") -> None:
