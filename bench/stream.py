@@ -55,10 +55,22 @@ def jvm_peak_rss_mb(spark) -> float | None:
     return None
 
 
-def fresh_db(endpoints, name: str):
+SCRATCH_DBS: list[str] = []  # dropped when the benchmark ends: each run would otherwise leave gigabytes behind
+
+
+def fresh_db(endpoints, name: str, scratch: bool = False):
     endpoints = services.create_database(endpoints, name)
     db.ensure_schema(endpoints.database_url)
+    if scratch:
+        SCRATCH_DBS.append(name)
     return endpoints
+
+
+def drop_scratch(endpoints, topics: list[str]) -> None:
+    """Drop the benchmark's scratch databases and delete its topics."""
+    while SCRATCH_DBS:
+        services.drop_database(endpoints, SCRATCH_DBS.pop())
+    kafka_io.delete_topics(endpoints.bootstrap_servers, topics)
 
 
 def publish(endpoints, topic: str, events: list[dict], params) -> int:
@@ -99,7 +111,7 @@ def drain(spark, params, endpoints, per_trigger: int, name: str, foreach=None) -
 
 def sink_run(spark, params, endpoints, per_trigger: int, expected: set) -> dict:
     name = f"bench_sink_{per_trigger}_{uuid.uuid4().hex[:6]}"
-    endpoints = fresh_db(endpoints, name)
+    endpoints = fresh_db(endpoints, name, scratch=True)
     ck = ROOT / ".tootpipe" / "bench" / "checkpoints" / name
     sink = PostgresSink(params, endpoints, str(ck))
     out = drain(spark, params, endpoints, per_trigger, name, foreach=sink)
@@ -115,7 +127,7 @@ def jdbc_append_run(spark, params, endpoints, per_trigger: int, expected: set) -
     from pyspark.sql import functions as F
     from tootpipe.transforms import POST_COLUMNS
     name = f"bench_jdbc_{per_trigger}_{uuid.uuid4().hex[:6]}"
-    endpoints = fresh_db(endpoints, name)
+    endpoints = fresh_db(endpoints, name, scratch=True)
     u = urlsplit(endpoints.database_url)
     props = {"user": u.username or "postgres", "password": u.password or "", "driver": "org.postgresql.Driver"}
     jdbc = f"jdbc:postgresql://{u.hostname}:{u.port}{u.path}"
@@ -181,7 +193,7 @@ def live_latency(spark, params, endpoints, rate: int, seconds: float, seed: int,
     params.stream.max_offsets_per_trigger = 100_000
     params.stream.query_name = params.kafka.topic
     params.stream.checkpoint_dir = ".tootpipe/bench/checkpoints"
-    endpoints = fresh_db(endpoints, params.kafka.topic)
+    endpoints = fresh_db(endpoints, params.kafka.topic, scratch=True)
     kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.topic + "_dlq"], 3)
     sink = PostgresSink(params, endpoints, str(ROOT / ".tootpipe" / "bench" / "checkpoints" / params.kafka.topic))
     sink.keep_latencies = True
@@ -222,7 +234,7 @@ def live_latency(spark, params, endpoints, rate: int, seconds: float, seed: int,
 
     steady = [a for t, a in latencies if t > t0 + warmup_s]  # after the JIT and the workers warmed up
     every = [a for _, a in latencies]
-    return {"rate": rate, "seconds": seconds, "sent": sent, "warmup_s": warmup_s,
+    return {"rate": rate, "seconds": seconds, "sent": sent, "warmup_s": warmup_s, "topic": params.kafka.topic,
             "latency_p50_ms": pct(steady, 50)[0], "latency_p95_ms": pct(steady, 95)[0],
             "measured_rows": pct(steady, 50)[1], "latency_max_ms": pct(steady, 100)[0],
             "with_warmup_p50_ms": pct(every, 50)[0], "with_warmup_p95_ms": pct(every, 95)[0],
@@ -262,6 +274,7 @@ def main(argv=None) -> int:
         res.update({"latency_p50_ms": live["latency_p50_ms"], "latency_p95_ms": live["latency_p95_ms"],
                     "live": live, "jvm_rss_mb_live": jvm_peak_rss_mb(spark)})
         spark.stop()
+        drop_scratch(endpoints, [live["topic"], live["topic"] + "_dlq"])
         print(f"live at {args.rate}/s: {live}")
         write(args.out, res)
         return 0
@@ -308,6 +321,7 @@ def main(argv=None) -> int:
         "driver_memory": params.spark.driver_memory,
     })
     spark.stop()
+    drop_scratch(endpoints, [params.kafka.topic, params.kafka.dlq_topic, live["topic"], live["topic"] + "_dlq"])
 
     print()
     print(f"{'maxOffsetsPerTrigger':>20} {'noop rows/s':>12} {'sink rows/s':>12} {'jdbc append':>12} "

@@ -23,7 +23,7 @@ from urllib.parse import quote
 from .config import child_env, register_secret
 from .procs import free_port, identity, port_free, wait_port
 
-__all__ = ["start", "stop", "create_database", "passwords", "binary", "APP_ROLE", "SYSTEM_USER"]
+__all__ = ["start", "stop", "create_database", "drop_database", "passwords", "binary", "APP_ROLE", "SYSTEM_USER"]
 
 SYSTEM_USER = "tootpipe"
 APP_ROLE = "tootpipe"
@@ -162,6 +162,16 @@ def _ensure_app_role(port: int, pw: dict[str, str]) -> None:
                         (pw[APP_ROLE],))
     conn.close()
     create_database(port, pw, APP_DB)
+
+
+def drop_database(port: int, pw: dict[str, str], name: str) -> None:
+    """Drop database `name` when it exists, closing the sessions still on it."""
+    import psycopg2
+    conn = psycopg2.connect(url(port, "postgres", pw["postgres"], "postgres"))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
 
 
 def create_database(port: int, pw: dict[str, str], name: str) -> str:

@@ -21,7 +21,7 @@ from .config import Params, child_env, project_root, redact, secret
 from .procs import is_same, stop
 
 __all__ = ["Endpoints", "endpoints", "up", "down", "status", "state_dir", "state_path", "ServiceError",
-           "cluster_of", "describe", "create_database", "stop_postgres"]
+           "cluster_of", "describe", "create_database", "drop_database", "stop_postgres"]
 
 
 MARKERS = {"kafka": "kafka.Kafka", "postgres": "postgres"}  # a word of each server's command line
@@ -197,6 +197,16 @@ def create_database(endpoints: Endpoints, name: str) -> Endpoints:
     pg = _read_state()["postgres"]
     url = pg_server.create_database(pg["port"], pg_server.passwords(state_dir()), name)
     return replace(endpoints, database_url=url)
+
+
+def drop_database(endpoints: Endpoints, name: str) -> None:
+    """Drop a database made by :func:`create_database` (benchmarks leave none behind)."""
+    from . import pg_server
+    if not endpoints.embedded_postgres:
+        raise ServiceError("drop_database needs the embedded PostgreSQL")
+    if name == "tootpipe":
+        raise ServiceError("the project's own database is never dropped")
+    pg_server.drop_database(_read_state()["postgres"]["port"], pg_server.passwords(state_dir()), name)
 
 
 def cluster_of(endpoints: Endpoints) -> str:
