@@ -28,7 +28,7 @@ from common import write  # noqa: E402
 from tootpipe import analytics, batch, config, kafka_io, services, steps  # noqa: E402
 from tootpipe.sample import generate  # noqa: E402
 from tootpipe.spark_session import get_spark  # noqa: E402
-from stream import fresh_db, jvm_peak_rss_mb  # noqa: E402
+from stream import SCRATCH_DBS, fresh_db, jvm_peak_rss_mb  # noqa: E402
 
 
 def scaled_events(n: int, seed: int, base: int):
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
         print(f"published {messages:,} messages for {args.n:,} toots to {params.kafka.topic} in "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
 
-    endpoints = fresh_db(endpoints, f"bench_batch_{run}")
+    endpoints = fresh_db(endpoints, f"bench_batch_{run}", scratch=True)
     spark = get_spark(params)
     res = {"n": args.n, "messages": messages}
     t = time.perf_counter()
@@ -145,6 +145,8 @@ def main(argv=None) -> int:
         "spark_master": params.spark.master,
     })
     spark.stop()
+    while SCRATCH_DBS:  # its database is dropped; the topic stays for --topic
+        services.drop_database(endpoints, SCRATCH_DBS.pop())
 
     print()
     print(f"{'stage':34} {'seconds':>8} {'rows/s':>10}")
