@@ -177,6 +177,45 @@ def test_arrays_reach_postgresql_as_they_were(fresh, spark):
     assert got == values
 
 
+def test_binary_and_csv_copies_store_the_same_values(fresh):
+    import platform
+    from datetime import datetime, timezone
+    import pyarrow as pa
+    _, endpoints = fresh
+    if platform.machine() != "aarch64":  # pgpq has wheels everywhere else: the binary path must be there
+        assert db.binary_copy_available()
+    t = datetime(2026, 11, 26, 1, 2, 3, 456789, tzinfo=timezone.utc)
+    table = pa.table({
+        "s": pa.array(["plain", "", None, "nul\x00inside", 'quote " and , comma', "ünï ✓\nline"]),
+        "a": pa.array(['{"x","y z"}', "{}", None, '{"\\\\"}', '{""}', '{"NULL"}']),  # array literals, as staged
+        "i": pa.array([1, -2, None, 2**31 - 1, 0, 5], pa.int32()),
+        "l": pa.array([2**40, None, -1, 0, 1, 2], pa.int64()),
+        "b": pa.array([True, False, None, True, False, True]),
+        "t": pa.array([t, None, t, t, t, t], pa.timestamp("us", tz="UTC"))})
+    got = {}
+    with db.transaction(endpoints.database_url) as conn, conn.cursor() as cur:
+        for name, binary in (("as_binary", True), ("as_csv", False)):
+            cur.execute(f"CREATE TEMP TABLE {name} (n serial, s text, a text, i int, l bigint, b boolean, "
+                        "t timestamptz)")
+            assert db.copy_arrow(cur, name, table, binary=binary) == 6
+            cur.execute(f"SELECT s, a::text[], i, l, b, t FROM {name} ORDER BY n")
+            got[name] = cur.fetchall()
+    assert got["as_binary"] == got["as_csv"]
+    rows = got["as_binary"]
+    assert [r[0] for r in rows[:4]] == ["plain", "", None, "nulinside"] and rows[3][1] == ["\\"]
+    assert rows[0][5] == t and rows[0][3] == 2**40 and rows[3][2] == 2**31 - 1
+
+
+def test_the_sink_stores_the_same_rows_without_the_binary_copy(fresh, spark, monkeypatch):
+    params, endpoints = fresh
+    publish(params, endpoints, n=120, seed=3)
+    monkeypatch.setattr(db, "binary_copy_available", lambda: False)  # a machine without pgpq's wheel
+    run_available_now(spark, params, endpoints)
+    assert posts(endpoints) == set(expected_posts(generate(120, 3), params.filters))
+    tags = db.query_df(endpoints.database_url, "SELECT hashtags FROM mastodon_posts WHERE cardinality(hashtags) > 0")
+    assert len(tags) > 0 and all(isinstance(t, list) for t in tags.hashtags)
+
+
 def test_read_range_raises_rather_than_return_a_short_range(fresh):
     params, endpoints = fresh
     kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic], 3)

@@ -28,6 +28,9 @@ __all__ = ["PostgresSink"]
 
 log = logging.getLogger(__name__)
 
+# the arrays arrive as PostgreSQL literals (text) and are cast when applied: the stage's types are exactly the
+# Arrow batch's, which a binary COPY needs
+_ARRAYS = ("hashtags", "mentions", "urls")
 _STAGE_DDL = ("CREATE TEMP TABLE stage_posts ON COMMIT DROP AS SELECT NULL::text AS event, {cols} "
               "FROM mastodon_posts WITH NO DATA")
 _ERRORS_DDL = ("CREATE TEMP TABLE stage_errors ON COMMIT DROP AS SELECT topic, kafka_partition, kafka_offset, raw, "
@@ -40,7 +43,7 @@ VALUES (%s, %s, %s, %s, greatest(%s::timestamptz, %s::timestamptz)) ON CONFLICT 
 
 _UPSERT_POSTS = """
 INSERT INTO mastodon_posts ({cols}, batch_id)
-SELECT DISTINCT ON (uri) {cols}, %(batch_id)s FROM stage_posts s
+SELECT DISTINCT ON (uri) {staged}, %(batch_id)s FROM stage_posts s
 WHERE s.event <> 'delete'
   AND NOT EXISTS (SELECT 1 FROM toot_ids i JOIN toot_deletes d USING (instance, id) WHERE i.uri = s.uri)
 ORDER BY uri, coalesce(edited_at, created_at) DESC, kafka_partition, kafka_offset DESC
@@ -170,8 +173,10 @@ class PostgresSink:
     @staticmethod
     def _stage(cur, rows) -> None:
         """The rows to apply (usable and kept) in a temporary table."""
-        cur.execute(sql.SQL(_STAGE_DDL).format(cols=sql.SQL(", ").join(map(sql.Identifier, POST_COLUMNS))))
-        copy_arrow(cur, "stage_posts", posts_part(rows))
+        staged = [sql.SQL("{}::text AS {}").format(sql.Identifier(c), sql.Identifier(c)) if c in _ARRAYS
+                  else sql.Identifier(c) for c in POST_COLUMNS]
+        cur.execute(sql.SQL(_STAGE_DDL).format(cols=sql.SQL(", ").join(staged)))
+        copy_arrow(cur, "stage_posts", posts_part(rows), binary=True)
 
     def _claim(self, cur, batch_id: int, s: BatchSummary):
         """The ledger row; returns the max event time seen before this batch, or False when already claimed."""
@@ -197,7 +202,8 @@ class PostgresSink:
         cur.execute("CREATE TEMP TABLE removed_posts ON COMMIT DROP AS SELECT p.uri, p.username, p.created_at "
                     "FROM mastodon_posts p JOIN (SELECT DISTINCT uri FROM stage_posts) s USING (uri)")
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in POST_COLUMNS if c != "uri")
-        cur.execute(_UPSERT_POSTS.format(cols=cols, updates=updates), {"batch_id": batch_id})
+        staged = ", ".join(f"{c}::text[]" if c in _ARRAYS else c for c in POST_COLUMNS)
+        cur.execute(_UPSERT_POSTS.format(cols=cols, staged=staged, updates=updates), {"batch_id": batch_id})
         written = cur.rowcount
         cur.execute(_APPLY_DELETES)
         return written, cur.rowcount
