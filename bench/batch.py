@@ -28,7 +28,7 @@ from common import write  # noqa: E402
 from tootpipe import analytics, batch, config, kafka_io, services, steps  # noqa: E402
 from tootpipe.sample import generate  # noqa: E402
 from tootpipe.spark_session import get_spark  # noqa: E402
-from stream import SCRATCH_DBS, fresh_db, jvm_peak_rss_mb  # noqa: E402
+from stream import drop_scratch, fresh_db, jvm_peak_rss_mb  # noqa: E402
 
 
 def scaled_events(n: int, seed: int, base: int):
@@ -145,8 +145,7 @@ def main(argv=None) -> int:
         "spark_master": params.spark.master,
     })
     spark.stop()
-    while SCRATCH_DBS:  # its database is dropped; the topic stays for --topic
-        services.drop_database(endpoints, SCRATCH_DBS.pop())
+    drop_scratch(endpoints)  # its database; the topic stays for --topic
 
     print()
     print(f"{'stage':34} {'seconds':>8} {'rows/s':>10}")

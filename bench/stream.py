@@ -66,8 +66,8 @@ def fresh_db(endpoints, name: str, scratch: bool = False):
     return endpoints
 
 
-def drop_scratch(endpoints, topics: list[str]) -> None:
-    """Drop the benchmark's scratch databases and delete its topics."""
+def drop_scratch(endpoints, topics: list[str] = ()) -> None:
+    """Drop the benchmark's scratch databases and delete `topics`."""
     while SCRATCH_DBS:
         services.drop_database(endpoints, SCRATCH_DBS.pop())
     kafka_io.delete_topics(endpoints.bootstrap_servers, topics)

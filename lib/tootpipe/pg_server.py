@@ -17,7 +17,9 @@ import secrets
 import shlex
 import shutil
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import quote
 
 from .config import child_env, register_secret
@@ -150,50 +152,49 @@ def _require_passwords(pgdata: Path, port: int, pw: dict[str, str]) -> None:
     conn.close()
 
 
+@contextmanager
+def _superuser(port: int, pw: dict[str, str], database: str = "postgres") -> Iterator:
+    """A cursor of the superuser's password-authenticated connection to `database`, in autocommit (CREATE and
+    DROP DATABASE cannot run in a transaction); closed afterwards."""
+    import psycopg2
+    conn = psycopg2.connect(url(port, "postgres", pw["postgres"], database))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            yield cur
+    finally:
+        conn.close()
+
+
 def _ensure_app_role(port: int, pw: dict[str, str]) -> None:
     """The pipeline's role (no superuser, no CREATEDB, no CREATEROLE) and its database, which it owns."""
-    import psycopg2
-    conn = psycopg2.connect(url(port, "postgres", pw["postgres"], "postgres"))
-    conn.autocommit = True
-    with conn.cursor() as cur:
+    with _superuser(port, pw) as cur:
         cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,))
         if cur.fetchone() is None:
             cur.execute(f'CREATE ROLE "{APP_ROLE}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %s',
                         (pw[APP_ROLE],))
-    conn.close()
     create_database(port, pw, APP_DB)
 
 
 def drop_database(port: int, pw: dict[str, str], name: str) -> None:
     """Drop database `name` when it exists, closing the sessions still on it."""
-    import psycopg2
-    conn = psycopg2.connect(url(port, "postgres", pw["postgres"], "postgres"))
-    conn.autocommit = True
-    with conn.cursor() as cur:
+    with _superuser(port, pw) as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
 
 
 def create_database(port: int, pw: dict[str, str], name: str) -> str:
     """Create database `name` owned by the pipeline's role when missing; returns the role's URL for it."""
-    import psycopg2
-    conn = psycopg2.connect(url(port, "postgres", pw["postgres"], "postgres"))
-    conn.autocommit = True
-    with conn.cursor() as cur:
+    with _superuser(port, pw) as cur:
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
         if cur.fetchone() is None:
             cur.execute(f'CREATE DATABASE "{name}" OWNER "{APP_ROLE}"')
         else:
             cur.execute(f'ALTER DATABASE "{name}" OWNER TO "{APP_ROLE}"')
-    conn.close()
-    conn = psycopg2.connect(url(port, "postgres", pw["postgres"], name))  # the role owns the public schema too
-    conn.autocommit = True
-    with conn.cursor() as cur:
+    with _superuser(port, pw, name) as cur:  # the role owns the public schema too
         cur.execute(f'ALTER SCHEMA public OWNER TO "{APP_ROLE}"')
         cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tableowner <> %s", (APP_ROLE,))
         for (table,) in cur.fetchall():  # tables made by an older tootpipe as the superuser
             cur.execute(f'ALTER TABLE public."{table}" OWNER TO "{APP_ROLE}"')
-    conn.close()
     return url(port, APP_ROLE, pw[APP_ROLE], name)
 
 
