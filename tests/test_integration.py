@@ -188,22 +188,28 @@ def test_binary_and_csv_copies_store_the_same_values(fresh):
     table = pa.table({
         "s": pa.array(["plain", "", None, "nul\x00inside", 'quote " and , comma', "ünï ✓\nline"]),
         "a": pa.array(['{"x","y z"}', "{}", None, '{"\\\\"}', '{""}', '{"NULL"}']),  # array literals, as staged
+        "h": pa.array([["x", 'q "uote', "back\\slash"], [], None, ["nul\x00in", None], ["", "NULL"], ["{a,b}", "ü ✓"]],
+                      pa.list_(pa.string())),  # Arrow lists (the backfill's hashtags)
         "i": pa.array([1, -2, None, 2**31 - 1, 0, 5], pa.int32()),
         "l": pa.array([2**40, None, -1, 0, 1, 2], pa.int64()),
         "b": pa.array([True, False, None, True, False, True]),
         "t": pa.array([t, None, t, t, t, t], pa.timestamp("us", tz="UTC"))})
     got = {}
     with db.transaction(endpoints.database_url) as conn, conn.cursor() as cur:
-        for name, binary in (("as_binary", True), ("as_csv", False)):
-            cur.execute(f"CREATE TEMP TABLE {name} (n serial, s text, a text, i int, l bigint, b boolean, "
-                        "t timestamptz)")
-            assert db.copy_arrow(cur, name, table, binary=binary) == 6
-            cur.execute(f"SELECT s, a::text[], i, l, b, t FROM {name} ORDER BY n")
+        for name, binary, part in (("as_binary", True, table), ("as_csv", False, table),
+                                   ("sliced_binary", True, table.slice(2)), ("sliced_csv", False, table.slice(2))):
+            cur.execute(f"CREATE TEMP TABLE {name} (n serial, s text, a text, h text[], i int, l bigint, "
+                        "b boolean, t timestamptz)")
+            assert db.copy_arrow(cur, name, part, binary=binary) == part.num_rows
+            cur.execute(f"SELECT s, a::text[], i, l, b, t, h FROM {name} ORDER BY n")
             got[name] = cur.fetchall()
     assert got["as_binary"] == got["as_csv"]
+    assert got["sliced_binary"] == got["sliced_csv"] == got["as_csv"][2:]  # lists whose offsets start past 0
     rows = got["as_binary"]
     assert [r[0] for r in rows[:4]] == ["plain", "", None, "nulinside"] and rows[3][1] == ["\\"]
     assert rows[0][5] == t and rows[0][3] == 2**40 and rows[3][2] == 2**31 - 1
+    assert [r[6] for r in rows] == [["x", 'q "uote', "back\\slash"], [], None, ["nulin", None], ["", "NULL"],
+                                    ["{a,b}", "ü ✓"]]
 
 
 def test_the_sink_stores_the_same_rows_without_the_binary_copy(fresh, spark, monkeypatch):

@@ -16,7 +16,7 @@ from .config import Params
 from .db import ensure_schema, query_df, transaction
 from .services import Endpoints, cluster_of
 from .spark_pg import copy_from_tasks, read_query, split_tags, write_table
-from .transforms import apply_filters, parse_kafka, pg_array
+from .transforms import apply_filters, parse_kafka
 
 __all__ = ["backfill", "explicit_ranges", "load_raw", "clean", "BATCH_SCHEMA_SQL", "pending_ranges", "read_query",
            "write_table"]
@@ -98,11 +98,11 @@ def backfill(spark: SparkSession | None, params: Params, endpoints: Endpoints,
              .option("subscribe", topic).option("startingOffsets", start).option("endingOffsets", end)
              .option("failOnDataLoss", "true")
              .option("minPartitions", str(_task_count(spark, sum(e - s for s, e in ranges.values())))).load())
-    parsed = (parse_kafka(kafka).withColumn("cluster", F.lit(cluster))
-              .withColumn("hashtags", pg_array(F.col("hashtags"))))
+    parsed = parse_kafka(kafka).withColumn("cluster", F.lit(cluster))
     rows = parsed.withColumn("raw", F.when(F.col("error").isNotNull(), F.col("raw"))).select(_RAW_COLUMNS)
-    # every task COPYs its rows; offsets already in toots_raw are skipped (a retried task adds nothing twice)
-    read, inserted = copy_from_tasks(rows, endpoints.database_url, "toots_raw", unique=True)
+    # every task COPYs its rows (binary: the hashtags go as Arrow lists to text[]); offsets already in toots_raw
+    # are skipped (a retried task adds nothing twice)
+    read, inserted = copy_from_tasks(rows, endpoints.database_url, "toots_raw", unique=True, binary=True)
     with transaction(endpoints.database_url) as conn, conn.cursor() as cur:
         for p, (s, e) in ranges.items():
             cur.execute("INSERT INTO backfill_ranges (cluster, topic, kafka_partition, start_offset, end_offset, "

@@ -15,12 +15,14 @@ from .transforms import pg_array
 __all__ = ["copy_from_tasks", "read_query", "write_table", "split_tags"]
 
 
-def copy_from_tasks(df: DataFrame, url: str, table: str, unique: bool = False) -> tuple[int, int]:
+def copy_from_tasks(df: DataFrame, url: str, table: str, unique: bool = False,
+                    binary: bool = False) -> tuple[int, int]:
     """Write a DataFrame into PostgreSQL from the Spark tasks themselves (nothing passes through the driver);
     each task writes its rows in one transaction with COPY. With `unique`, rows whose key is already in `table`
     are skipped: each Arrow batch is COPYed straight in, and only a batch that hits a duplicate key is loaded again
     through a staging table with ON CONFLICT DO NOTHING (so a re-run or a retried task adds nothing twice at the
-    price of one extra pass over that batch). Returns (rows, rows inserted)."""
+    price of one extra pass over that batch). `binary`: PostgreSQL's binary COPY (see
+    :func:`tootpipe.db.copy_arrow`: every column's type must then match). Returns (rows, rows inserted)."""
     columns = df.columns
 
     def write(batches):
@@ -38,15 +40,15 @@ def copy_from_tasks(df: DataFrame, url: str, table: str, unique: bool = False) -
                     arrow = pa.Table.from_batches([batch])
                     rows += arrow.num_rows
                     if not unique:
-                        inserted += copy_arrow(cur, table, arrow, columns)
+                        inserted += copy_arrow(cur, table, arrow, columns, binary)
                         continue
                     cur.execute("SAVEPOINT batch")
                     try:
-                        inserted += copy_arrow(cur, table, arrow, columns)
+                        inserted += copy_arrow(cur, table, arrow, columns, binary)
                         cur.execute("RELEASE SAVEPOINT batch")
                     except psycopg2.errors.UniqueViolation:
                         cur.execute("ROLLBACK TO SAVEPOINT batch")
-                        copy_arrow(cur, "stage", arrow, columns)
+                        copy_arrow(cur, "stage", arrow, columns, binary)
                         cur.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM stage ON CONFLICT DO NOTHING')
                         inserted += cur.rowcount
                         cur.execute("TRUNCATE stage")
