@@ -438,6 +438,7 @@ def test_the_driver_jvm_runs_with_the_class_archive_when_there_is_one(spark):
     bean = jvm.java.lang.management.ManagementFactory.getPlatformMXBean(
         jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean"))
     assert bean.getVMOption("SharedArchiveFile").getValue() == expected
+    assert bean.getVMOption("DontCompileHugeMethods").getValue() == "false"  # Spark's large generated methods JIT
 
 
 SHARED_CHILD = """

@@ -91,6 +91,13 @@ def _without_secrets(start):
         os.environ.update(saved)
 
 
+# HotSpot never JIT-compiles a method of more than 8,000 bytes of bytecode, and the code Spark generates for the
+# parse (one projection of ~40 fields, three time fields each tried against eight formats) has such methods: they
+# stayed interpreted. Compiled, the exactly-once stream drains a 177,990-message backlog in 12.3-12.7 s instead of
+# 13.5-14.3 s (measured side by side, warm session; the backfill, bound by PostgreSQL, unchanged).
+_JIT_OPTIONS = "-XX:-DontCompileHugeMethods"
+
+
 def _prepare(params: Params, app_name: str, java_options: str | None) -> dict[str, str]:
     """The session's settings (those read when the driver JVM starts among them), with the environment the JVM
     and its Python workers need."""
@@ -117,7 +124,8 @@ def _prepare(params: Params, app_name: str, java_options: str | None) -> dict[st
             "spark.sql.warehouse.dir": str(state / "spark-warehouse"),
             "spark.local.dir": str(state / "spark-tmp"),
             "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{log4j} "
-                                             f"-Dderby.system.home={state} {java_options}".strip(),
+                                             f"-Dderby.system.home={state} {_JIT_OPTIONS} {java_options}".strip(),
+            "spark.executor.extraJavaOptions": _JIT_OPTIONS,  # on a cluster the generated code runs there
             "spark.executorEnv.PYSPARK_PYTHON": sys.executable,
             "spark.sql.execution.arrow.pyspark.enabled": "true",
             # checkpoints on local disk without Hadoop's .crc side files: each micro-batch writes two checkpoint
