@@ -147,6 +147,28 @@ def test_a_replayed_batch_is_not_applied_twice(fresh, spark):
     assert db.table_counts(endpoints.database_url, ["mastodon_posts", "stream_progress", "toot_ids"]) == first
 
 
+def test_a_claimed_batch_is_applied_from_kafka_at_the_next_start_and_only_from_the_messages_it_claimed(fresh, spark):
+    from tootpipe.stream_query import apply_pending
+    params, endpoints = fresh
+    ends = publish(params, endpoints, n=120, seed=3)["topic_end_offsets"]
+    ck, url = str(checkpoint_path(params, endpoints)), endpoints.database_url
+    dying = PostgresSink(params, endpoints, ck, overlap=True)
+    dying._write = lambda b, claim: None  # the driver dies before its thread applies the claimed batch
+    dying(kafka_df(spark, endpoints.bootstrap_servers, params.kafka.topic), 0)
+    dying.flush()
+    [(batch_id, _, claimed_ends, messages)] = PostgresSink(params, endpoints, ck).pending()
+    assert batch_id == 0 and {int(p): o for p, o in claimed_ends.items()} == ends and messages == sum(ends.values())
+    assert db.scalar(url, "SELECT count(*) FROM mastodon_posts") == 0
+    fewer = kafka_df(spark, endpoints.bootstrap_servers, params.kafka.topic, end={p: o - 1 for p, o in ends.items()})
+    with pytest.raises(RuntimeError, match="read again from Kafka, has .* not the .* it claimed: not applied"):
+        PostgresSink(params, endpoints, ck).apply_pending(fewer, 0, claimed_ends, messages)
+    assert db.scalar(url, "SELECT count(*) FROM mastodon_posts") == 0  # nothing written
+    assert apply_pending(spark, params, endpoints, PostgresSink(params, endpoints, ck)) == 1
+    assert posts(endpoints) == set(expected_posts(generate(120, 3), params.filters))
+    assert PostgresSink(params, endpoints, ck).pending() == [] and PostgresSink(params, endpoints, ck).committed_ends() == ends
+    assert db.scalar(url, "SELECT posts_written FROM stream_progress WHERE batch_id = 0") > 0
+
+
 def test_poison_messages_go_to_stream_errors_and_good_rows_still_land(fresh, spark):
     params, endpoints = fresh
     kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic], 3)

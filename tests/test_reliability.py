@@ -1,5 +1,5 @@
-"""Crash tests of the exactly-once sink, each driver in its own process: kill -9 between our commit and Spark's,
-PostgreSQL stopped under a running query. After a restart, every produced offset is applied exactly once."""
+"""Crash tests of the exactly-once sink, each driver in its own process: kill -9 between our commit and Spark's (serial
+sink), between Spark's commit and our apply (overlapped sink), PostgreSQL stopped under a running query. After a restart, every produced offset is applied exactly once."""
 import json
 import os
 import subprocess
@@ -19,8 +19,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 N, SEED = 400, 5
 
 
-def prepare(fresh, tmp_path, per_trigger):
+def prepare(fresh, tmp_path, per_trigger, overlap=True):
     params, endpoints = fresh
+    params.stream.overlap_apply = overlap
     params.source.sample_n, params.source.sample_seed = N, SEED
     steps.ingest_step(params, endpoints)
     params.stream.trigger = "processing_time"
@@ -69,7 +70,7 @@ def assert_exactly_once(params, endpoints):
 
 
 def test_kill_9_after_our_commit_and_before_sparks_is_neither_lost_nor_applied_twice(fresh, tmp_path):
-    params, endpoints = prepare(fresh, tmp_path, per_trigger=120)
+    params, endpoints = prepare(fresh, tmp_path, per_trigger=120, overlap=False)
     rc, out, err = worker(tmp_path, fault="kill_after_commit:1")
     assert rc == -9, err[-2000:]
     ck = checkpoint_path(params, endpoints)
@@ -80,6 +81,23 @@ def test_kill_9_after_our_commit_and_before_sparks_is_neither_lost_nor_applied_t
     assert rc == 0, err[-2000:]
     assert "already committed: skipped" in err  # Spark replayed batch 1 and the ledger recognised it
     assert_exactly_once(params, endpoints)
+
+
+def test_kill_9_after_sparks_commit_and_before_our_overlapped_apply_is_read_again_from_kafka(fresh, tmp_path):
+    params, endpoints = prepare(fresh, tmp_path, per_trigger=120)
+    rc, out, err = worker(tmp_path, fault="kill_before_apply:1")
+    assert rc == -9, err[-2000:]
+    ck = checkpoint_path(params, endpoints)
+    # the crash landed in the window: Spark recorded batch 1 as done; PostgreSQL has only its claim
+    assert (ck / "commits" / "1").exists()
+    url = endpoints.database_url
+    assert db.scalar(url, "SELECT count(*) FROM stream_ledger WHERE batch_id = 1 AND NOT applied") == 1
+    assert db.scalar(url, "SELECT count(*) FROM mastodon_posts WHERE batch_id = 1") == 0
+    rc, out, err = worker(tmp_path)
+    assert rc == 0, err[-2000:]
+    assert "batch 1 of" in err and "re-read from Kafka" in err  # applied before the query went on
+    assert_exactly_once(params, endpoints)
+    assert db.scalar(url, "SELECT count(*) FROM stream_ledger WHERE NOT applied") == 0
 
 
 def test_postgresql_stopped_under_a_running_query_then_restarted(fresh, tmp_path):

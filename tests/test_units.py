@@ -96,7 +96,7 @@ def test_progress_offsets_and_lag_from_sparks_kafka_source():
     from tootpipe.progress import lag, source_offsets
     sparks = '{"t": {"0": 40, "1": 7}}'
     assert source_offsets(sparks) == {"0": 40, "1": 7}
-    assert source_offsets(None) == source_offsets("") == {}
+    assert source_offsets(None) == source_offsets("") == source_offsets("not json") == {}
     assert lag({"0": 50, "1": 7, "2": 3}, {"0": 40, "1": 7}) == 13   # a partition the batch did not touch counts
     assert lag({"0": 40}, {"0": 45}) == 0 and lag({}, {"0": 1}) is None
 

@@ -6,7 +6,6 @@ every loaded range in `backfill_ranges` in the same transaction, so a re-run loa
 """
 from __future__ import annotations
 
-import json
 import time
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -16,6 +15,7 @@ from .config import Params
 from .db import ensure_schema, query_df, transaction
 from .services import Endpoints, cluster_of
 from .spark_pg import copy_from_tasks, read_query, split_tags, write_table
+from .stream_query import kafka_ranges
 from .transforms import apply_filters, parse_kafka
 
 __all__ = ["backfill", "explicit_ranges", "load_raw", "clean", "BATCH_SCHEMA_SQL", "pending_ranges", "read_query",
@@ -90,14 +90,8 @@ def backfill(spark: SparkSession | None, params: Params, endpoints: Endpoints,
     if spark is None:
         from .spark_session import get_spark
         spark = get_spark(params)
-    # every partition gets explicit offsets; those without a range get an empty one and are not read
-    bounds = {p: ranges.get(p, (e, e)) for p, e in latest.items()} | ranges
-    start = json.dumps({topic: {str(p): s for p, (s, _) in bounds.items()}})
-    end = json.dumps({topic: {str(p): e for p, (_, e) in bounds.items()}})
-    kafka = (spark.read.format("kafka").option("kafka.bootstrap.servers", endpoints.bootstrap_servers)
-             .option("subscribe", topic).option("startingOffsets", start).option("endingOffsets", end)
-             .option("failOnDataLoss", "true")
-             .option("minPartitions", str(_task_count(spark, sum(e - s for s, e in ranges.values())))).load())
+    kafka = kafka_ranges(spark, endpoints.bootstrap_servers, topic, ranges,
+                         _task_count(spark, sum(e - s for s, e in ranges.values())), latest)
     parsed = parse_kafka(kafka).withColumn("cluster", F.lit(cluster))
     rows = parsed.withColumn("raw", F.when(F.col("error").isNotNull(), F.col("raw"))).select(_RAW_COLUMNS)
     # every task COPYs its rows (binary: the hashtags go as Arrow lists to text[]); offsets already in toots_raw

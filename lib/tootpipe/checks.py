@@ -13,7 +13,7 @@ __all__ = ["stream_invariants", "sample_expectation", "reconciliation_summary", 
 _STREAM_SQL = """
 SELECT (SELECT count(*) FROM mastodon_posts) AS posts,
        (SELECT count(DISTINCT uri) FROM mastodon_posts) AS distinct_uris,
-       (SELECT coalesce(sum(input_rows), 0)::bigint FROM stream_ledger WHERE checkpoint = %(ck)s) AS ledger_rows,
+       (SELECT coalesce(sum(input_rows), 0)::bigint FROM stream_ledger WHERE checkpoint = %(ck)s AND applied) AS ledger_rows,
        (SELECT coalesce(sum(cnt), 0)::bigint FROM streamed_toot_counts) AS sum_of_window_counts,
        (SELECT coalesce(sum(late_rows), 0)::bigint FROM stream_progress) AS beyond_watermark,
        (SELECT coalesce(sum(late_rows), 0)::bigint FROM stream_progress WHERE checkpoint = %(ck)s)

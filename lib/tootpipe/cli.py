@@ -86,7 +86,7 @@ def cmd_normalize(args) -> int:
 
 def cmd_stream(args) -> int:
     from .spark_session import get_spark
-    from .stream_query import run_available_now, start_stream
+    from .stream_query import finish, run_available_now, start_stream
     params, endpoints = _ctx(args)
     spark = get_spark(params)
     if not args.follow:
@@ -102,8 +102,10 @@ def cmd_stream(args) -> int:
             logging.getLogger("tootpipe").info("last batch: %s", sink.last)
     if query.isActive:
         query.stop()
-    if query.exception():
-        print(f"tootpipe: streaming query failed: {query.exception()}", file=sys.stderr)
+    try:
+        finish(query, sink)  # the last batch read is in PostgreSQL
+    except Exception as exc:  # noqa: BLE001 - one line, not a trace, for the user of the command
+        print(f"tootpipe: {exc}", file=sys.stderr)
         return 1
     return 0
 

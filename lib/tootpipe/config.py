@@ -95,6 +95,8 @@ class StreamParams(_Strict):
     max_offsets_per_trigger: int = Field(50000, ge=1)
     watermark_minutes: int = Field(10, ge=0)
     checkpoint_dir: str = ".tootpipe/checkpoints"
+    # apply each batch in PostgreSQL while Spark reads the next (exactly-once either way: stream_sink)
+    overlap_apply: bool = True
 
 
 class AnalyticsParams(_Strict):

@@ -87,6 +87,9 @@ CREATE TABLE IF NOT EXISTS stream_ledger (
     checkpoint text NOT NULL, batch_id bigint NOT NULL, end_offsets jsonb, input_rows bigint,
     max_event_time timestamptz, committed_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (checkpoint, batch_id));
+-- applied = false: claimed by an overlapped sink, not in PostgreSQL yet (re-read from its start_offsets at start)
+ALTER TABLE stream_ledger ADD COLUMN IF NOT EXISTS start_offsets jsonb,
+    ADD COLUMN IF NOT EXISTS applied boolean NOT NULL DEFAULT true;
 CREATE TABLE IF NOT EXISTS stream_progress (
     checkpoint text NOT NULL, batch_id bigint NOT NULL, query_name text, input_rows bigint,
     posts_written bigint, deletes bigint, errors bigint, late_rows bigint, collect_s double precision,
@@ -175,7 +178,7 @@ class KeptConnection:
 
     def read(self, fn):
         """`fn(cursor)` in a transaction; when a kept connection turns out dead (the server restarted since), once
-        again on a new one. For reads only: they are safe to repeat."""
+        again on a new one. For reads, and for transactions safe to repeat (the failed attempt rolled back)."""
         fresh = self._conn is None or bool(self._conn.closed)
         try:
             with self.transaction() as cur:

@@ -27,10 +27,14 @@ WHERE checkpoint = %s AND batch_id = %s
 
 
 def source_offsets(offset_json: str | None) -> dict[str, int]:
-    """Per-partition offsets from a source progress offset of Spark's Kafka source, {"topic": {"0": n}}. Pure."""
+    """Per-partition offsets from a source progress offset of Spark's Kafka source, {"topic": {"0": n}}; {} for
+    anything else (a restarted query's first event may carry text that is not JSON). Pure."""
     if not offset_json:
         return {}
-    value = json.loads(offset_json) if isinstance(offset_json, str) else offset_json
+    try:
+        value = json.loads(offset_json) if isinstance(offset_json, str) else offset_json
+    except ValueError:
+        return {}
     if isinstance(value, dict) and len(value) == 1 and isinstance(next(iter(value.values())), dict):
         return {str(p): int(o) for p, o in next(iter(value.values())).items()}
     return {}

@@ -18,7 +18,8 @@ from .stream_sink import PostgresSink
 from .transforms import parse_kafka, to_post_rows
 
 __all__ = ["PostgresSink", "start_stream", "run_available_now", "run_until_caught_up", "nothing_new",
-           "checkpoint_path", "kafka_stream", "bind_checkpoint", "CheckpointMismatch"]
+           "checkpoint_path", "kafka_stream", "kafka_ranges", "apply_pending", "finish", "bind_checkpoint",
+           "CheckpointMismatch"]
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +70,63 @@ def kafka_stream(spark, params: Params, endpoints: Endpoints):
             .option("failOnDataLoss", "true").load())
 
 
+def kafka_ranges(spark, bootstrap: str, topic: str, ranges: dict[int, tuple[int, int]],
+                 min_partitions: int | None = None, latest: dict[int, int] | None = None):
+    """Offset ranges of a topic as a batch DataFrame through Spark's connector: [start, end) per partition; every
+    other partition of the topic (`latest`: its end offsets, asked when not given) gets an empty range (Spark wants
+    offsets for all of them) and is not read."""
+    from .kafka_io import end_offsets
+    latest = end_offsets(bootstrap, topic) if latest is None else latest
+    bounds = {p: (e, e) for p, e in latest.items()} | ranges
+    start = json.dumps({topic: {str(p): s for p, (s, _) in bounds.items()}})
+    end = json.dumps({topic: {str(p): e for p, (_, e) in bounds.items()}})
+    reader = (spark.read.format("kafka").option("kafka.bootstrap.servers", bootstrap).option("subscribe", topic)
+              .option("startingOffsets", start).option("endingOffsets", end).option("failOnDataLoss", "true"))
+    if min_partitions:
+        reader = reader.option("minPartitions", str(min_partitions))
+    return reader.load()
+
+
+def apply_pending(spark, params: Params, endpoints: Endpoints, sink: PostgresSink) -> int:
+    """Apply the batches Spark recorded but PostgreSQL had not applied when the last run's driver stopped (an
+    overlapped sink's batch in flight), oldest first: each one's claimed offset ranges are read again from Kafka.
+    Returns how many. Runs before the query starts, so the batches after them find PostgreSQL up to date."""
+    pending = sink.pending()
+    for batch_id, starts, ends, messages in pending:
+        log.warning("batch %d of %s was claimed but not applied when the last run stopped: re-read from Kafka "
+                    "(offsets %s to %s) and applied", batch_id, sink.checkpoint, starts, ends)
+        ranges = {int(p): (starts[p], ends[p]) for p in starts}
+        df = kafka_ranges(spark, endpoints.bootstrap_servers, params.kafka.topic, ranges)
+        sink.apply_pending(to_post_rows(parse_kafka(df), params.filters), batch_id, ends, messages)
+    return len(pending)
+
+
+def finish(query, sink) -> None:
+    """After a query ended or was stopped: wait until its sink's last batch is in PostgreSQL; raises the error of
+    the query, or of that batch."""
+    if query.exception():
+        raise RuntimeError(f"streaming query failed: {query.exception()}")
+    if callable(getattr(sink, "flush", None)):
+        sink.flush()
+
+
 def start_stream(spark, params: Params, endpoints: Endpoints, *, available_now: bool | None = None,
                  sink=None, after_commit=None):
     """Start the query; returns (StreamingQuery, sink). `sink` defaults to a PostgresSink on the query's checkpoint
-    (with `after_commit` as its hook); any foreachBatch function (df, batch_id) may be given instead. Each batch
-    arrives parsed and filtered (the columns of :func:`tootpipe.transforms.to_post_rows`, with `kept`)."""
+    (overlapped as `stream.overlap_apply` says, with `after_commit` as its hook), which first applies the batches
+    the last run left claimed (:func:`apply_pending`); any foreachBatch function (df, batch_id) may be given instead.
+    Each batch arrives parsed and filtered (the columns of :func:`tootpipe.transforms.to_post_rows`, with `kept`).
+    Call :func:`finish` once the query ended."""
     from .kafka_io import ensure_topics
     ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], params.kafka.partitions,
                   params.kafka.replication_factor)
     ck = checkpoint_path(params, endpoints)
     bind_checkpoint(ck, cluster_of(endpoints), params.kafka.topic)
     if sink is None:
-        sink = PostgresSink(params, endpoints, str(ck))
+        sink = PostgresSink(params, endpoints, str(ck), overlap=params.stream.overlap_apply)
         sink.after_commit = after_commit
+    if isinstance(sink, PostgresSink):
+        apply_pending(spark, params, endpoints, sink)
     watch(spark, params.stream.query_name, endpoints.database_url, str(ck))
     # parsed and filtered in the query's own plan: analysed once, not once per micro-batch in the sink
     rows = to_post_rows(parse_kafka(kafka_stream(spark, params, endpoints)), params.filters)
@@ -117,6 +162,7 @@ def run_until_caught_up(spark, params: Params, endpoints: Endpoints, timeout_s: 
     finally:
         if query.isActive:
             query.stop()
+    finish(query, sink)
     wait_for(spark, query)
     progress = query.recentProgress
     return {"seconds": round(time.monotonic() - t0, 2), "batches": len(progress),
@@ -148,8 +194,7 @@ def run_available_now(spark, params: Params, endpoints: Endpoints) -> dict:
     t0 = time.monotonic()
     query, sink = start_stream(spark, params, endpoints, available_now=True)
     query.awaitTermination()
-    if query.exception():
-        raise RuntimeError(f"streaming query failed: {query.exception()}")
+    finish(query, sink)
     wait_for(spark, query)
     progress = query.recentProgress
     return {"seconds": round(time.monotonic() - t0, 2), "batches": len(progress),

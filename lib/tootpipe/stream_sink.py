@@ -1,10 +1,17 @@
 """The exactly-once PostgreSQL sink of the streaming job (a `foreachBatch` function), in named steps with their SQL.
 
 Guarantees: exactly-once into PostgreSQL. Spark parses the micro-batch (in the JVM) and hands it to the driver as
-Arrow, where the ledger's figures are taken (:mod:`tootpipe.stream_batch`); ONE transaction claims the batch's
-ledger row keyed by (checkpoint, batch_id), COPYs the rows to apply into a temporary table, applies posts and
-deletes, refreshes the windows the batch touched, and stores errors and progress. A batch Spark replays after a
-crash finds its ledger row and is skipped. Posts are upserted on `uri` (an edit wins only when newer); a delete
+Arrow, where the ledger's figures are taken (:mod:`tootpipe.stream_batch`). The batch's ledger row, keyed by
+(checkpoint, batch_id) and holding its Kafka offset ranges, is claimed, and ONE transaction COPYs the rows to apply
+into a temporary table, applies posts and deletes, refreshes the windows the batch touched, stores errors and
+progress, and marks the ledger row applied. A batch Spark replays after a crash finds its ledger row and is skipped.
+
+Serial (`overlap=False`): claim and apply are one transaction, committed before Spark records the batch. Overlapped
+(`overlap=True`, what the streaming query uses): the claim commits on its own, the apply runs on the sink's thread
+while Spark already reads and parses the next batch (each apply waits for the one before: batches are applied in
+order, one at a time). A batch Spark recorded but PostgreSQL had not applied when the driver died stays claimed
+and unapplied in the ledger: the next start re-reads exactly its offset ranges from Kafka and applies it before the
+query goes on (:func:`tootpipe.stream_query.apply_pending`). Posts are upserted on `uri` (an edit wins only when newer); a delete
 removes the toot wherever it was seen. Window tables are recomputed from the stored posts for the windows a batch touched, so they
 hold true counts; an event older than the watermark (max event time seen minus `stream.watermark_minutes`) is
 stored but does not refresh its (finalised) window. The ledger counts every message of the batch, also those the
@@ -15,7 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
+import pyarrow as pa
 from psycopg2 import sql
 
 from .config import Params
@@ -37,9 +47,12 @@ _ERRORS_DDL = ("CREATE TEMP TABLE stage_errors ON COMMIT DROP AS SELECT topic, k
                "error FROM stream_errors WITH NO DATA")
 
 _CLAIM = """
-INSERT INTO stream_ledger (checkpoint, batch_id, end_offsets, input_rows, max_event_time)
-VALUES (%s, %s, %s, %s, greatest(%s::timestamptz, %s::timestamptz)) ON CONFLICT DO NOTHING
+INSERT INTO stream_ledger (checkpoint, batch_id, start_offsets, end_offsets, input_rows, max_event_time, applied)
+VALUES (%s, %s, %s, %s, %s, greatest(%s::timestamptz, %s::timestamptz), false) ON CONFLICT DO NOTHING
 """
+_PREV_MAX = "SELECT max(max_event_time) FROM stream_ledger WHERE checkpoint = %s AND batch_id < %s"
+_MARK_APPLIED = ("UPDATE stream_ledger SET applied = true, committed_at = now() "
+                 "WHERE checkpoint = %s AND batch_id = %s AND NOT applied")
 
 _UPSERT_POSTS = """
 INSERT INTO mastodon_posts ({cols}, batch_id)
@@ -89,27 +102,48 @@ ON CONFLICT (username, window_start) DO UPDATE
 SET n = EXCLUDED.n, avg_length = EXCLUDED.avg_length, batch_id = EXCLUDED.batch_id
 """
 
+# the progress row is written with the claim (Spark's listener adds its figures once Spark recorded the batch,
+# which may be before an overlapped apply), and completed by the apply
 _PROGRESS = """
-INSERT INTO stream_progress (checkpoint, batch_id, query_name, input_rows, posts_written, deletes, errors, filtered,
-    late_rows, collect_s, write_s, rows_per_s, latency_p50_ms, latency_p95_ms, start_offsets)
-VALUES (%(checkpoint)s, %(batch_id)s, %(query)s, %(input_rows)s, %(written)s, %(deletes)s, %(errors)s, %(filtered)s,
-    %(late)s, %(collect_s)s, %(write_s)s, %(rows_per_s)s, %(p50)s, %(p95)s, %(starts)s)
+INSERT INTO stream_progress (checkpoint, batch_id, query_name, input_rows, errors, filtered, collect_s, start_offsets)
+VALUES (%(checkpoint)s, %(batch_id)s, %(query)s, %(input_rows)s, %(errors)s, %(filtered)s, %(collect_s)s, %(starts)s)
 ON CONFLICT DO NOTHING
 """
+_PROGRESS_APPLIED = """
+UPDATE stream_progress SET posts_written = %(written)s, deletes = %(deletes)s, late_rows = %(late)s,
+    write_s = %(write_s)s, rows_per_s = %(rows_per_s)s, latency_p50_ms = %(p50)s, latency_p95_ms = %(p95)s,
+    committed_at = now()
+WHERE checkpoint = %(checkpoint)s AND batch_id = %(batch_id)s
+"""
+
+
+@dataclass
+class _Batch:
+    """A collected micro-batch on its way to PostgreSQL."""
+    batch_id: int
+    rows: pa.Table
+    summary: BatchSummary
+    t0: float  # when the sink received it (time.monotonic)
+    collect_s: float
+    prev_max: object = None  # the newest event time before this batch (False: the batch was applied before)
 
 
 class PostgresSink:
     """The `foreachBatch` function: writes one micro-batch in one transaction, with its ledger row.
 
-    `after_commit(batch_id)`, when set, runs right after the batch's transaction committed and before Spark records
-    the batch as done (the reliability tests put a crash there). `keep_latencies` keeps, per batch, each row's
-    Kafka timestamp -> commit latency in `committed_latencies_ms` (the latency benchmark reads it).
+    `overlap`: apply each batch on the sink's thread while Spark prepares the next (see the module's docstring);
+    :meth:`flush` waits for the batch in flight and raises its error. `after_commit(batch_id)`, when set, runs right
+    after the batch's transaction committed (serial: before Spark records the batch as done; the reliability tests
+    put a crash there). `keep_latencies` keeps each row's Kafka timestamp -> commit latency of the batch just
+    committed in `committed_latencies_ms`, set before `after_commit` runs (the latency benchmark reads it there).
     """
 
-    def __init__(self, params: Params, endpoints: Endpoints, checkpoint: str, user_window: str = "1 hour") -> None:
+    def __init__(self, params: Params, endpoints: Endpoints, checkpoint: str, user_window: str = "1 hour",
+                 overlap: bool = False) -> None:
         self.params, self.url, self.checkpoint = params, endpoints.database_url, checkpoint
         self.cluster = cluster_of(endpoints)
         self.user_window = user_window
+        self.overlap = overlap
         self.last: dict = {}
         self.after_commit = None
         self.keep_latencies = False
@@ -117,11 +151,26 @@ class PostgresSink:
         # one connection for all batches: a new one per batch (its password exchange and start) took ~20 ms of
         # each live trigger. Closed by :meth:`close` (start_stream calls it when its query ends).
         self._db = KeptConnection(self.url, retries=2, application_name=f"tootpipe sink {params.stream.query_name}")
+        self._worker: ThreadPoolExecutor | None = None
+        self._inflight: Future | None = None
         ensure_schema(self.url)
 
     def close(self) -> None:
-        """Close the sink's connection (a later batch opens a new one)."""
+        """Wait for the batch in flight (its error is logged: :meth:`flush` raises it), then close the sink's
+        connection (a later batch opens a new one)."""
+        worker, self._worker = self._worker, None
+        if worker is not None:  # after the apply in flight, on the thread that uses the connection
+            worker.submit(self._db.close)
+            worker.shutdown(wait=True)
         self._db.close()
+
+    def flush(self) -> None:
+        """Wait until the batch being applied (overlap) is in PostgreSQL; raises the error that stopped it."""
+        inflight = self._inflight
+        if inflight is not None:
+            inflight.result()
+            if self._inflight is inflight:
+                self._inflight = None
 
     def post_rows(self, df):
         """A micro-batch as the rows this sink writes: Kafka rows are parsed and filtered here, unless the query
@@ -130,6 +179,7 @@ class PostgresSink:
         return df if "kept" in df.columns else to_post_rows(parse_kafka(df), self.params.filters)
 
     def already_applied(self, batch_id: int) -> bool:
+        """Whether the ledger holds this batch (applied, or claimed and left for :meth:`pending`)."""
         def ledger_row(cur):
             cur.execute("SELECT 1 FROM stream_ledger WHERE checkpoint = %s AND batch_id = %s",
                         (self.checkpoint, batch_id))
@@ -138,36 +188,86 @@ class PostgresSink:
 
     def __call__(self, df, batch_id: int) -> None:
         t0 = time.monotonic()
-        self.committed_latencies_ms = None
-        if self.already_applied(batch_id):
-            log.warning("batch %d of %s was already committed: skipped (replay after a crash)", batch_id,
-                        self.checkpoint)
-            self.last = {"batch_id": batch_id, "skipped": True}
-            return
+        if self._inflight is None and self.already_applied(batch_id):  # not read twice after a crash
+            return self._skip(batch_id)
         rows = self.post_rows(df).toArrow()
-        summary = summarise(rows)  # every message counts in the ledger, also those PostgreSQL never sees
-        collect_s = time.monotonic() - t0
+        batch = _Batch(batch_id, rows, summarise(rows), t0, 0.0)  # every message counts in the ledger
+        batch.collect_s = time.monotonic() - t0
+        self.flush()  # the batch before is in PostgreSQL (or its error stops the query here)
+        if not (self.overlap and rows.num_rows):
+            return self._write(batch, claim=True)
+        batch.prev_max = self._db.read(lambda cur: self._claim(cur, batch))  # committed before Spark records it
+        if batch.prev_max is False:
+            return self._skip(batch_id)
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="tootpipe-sink")
+        self._inflight = self._worker.submit(self._write, batch, claim=False)
+
+    def pending(self) -> list[tuple[int, dict[str, int], dict[str, int], int]]:
+        """The batches claimed and not applied (an overlapped apply the driver did not finish), oldest first:
+        (batch_id, start offsets, end offsets, messages)."""
+        def rows(cur):
+            cur.execute("SELECT batch_id, start_offsets, end_offsets, input_rows FROM stream_ledger "
+                        "WHERE checkpoint = %s AND NOT applied ORDER BY batch_id", (self.checkpoint,))
+            return [(int(b), _offsets(s), _offsets(e), int(n)) for b, s, e, n in cur.fetchall()]
+        return self._db.read(rows)
+
+    def apply_pending(self, df, batch_id: int, ends: dict[str, int], messages: int) -> None:
+        """Apply a claimed batch from its messages read again from Kafka (`df`, the claimed offset ranges); they
+        must be the very messages claimed, else nothing is written."""
+        t0 = time.monotonic()
+        rows = self.post_rows(df).toArrow()
+        batch = _Batch(batch_id, rows, summarise(rows), t0, time.monotonic() - t0)
+        if batch.summary.ends != ends or batch.summary.rows != messages:
+            raise RuntimeError(f"batch {batch_id} of {self.checkpoint}, read again from Kafka, has {batch.summary.rows} "
+                               f"messages ending at {batch.summary.ends}, not the {messages} ending at {ends} it "
+                               "claimed: not applied")
+        def prev_max(cur):
+            cur.execute(_PREV_MAX, (self.checkpoint, batch_id))
+            return cur.fetchone()[0]
+        batch.prev_max = self._db.read(prev_max)
+        self._write(batch, claim=False)
+
+    def _skip(self, batch_id: int) -> None:
+        log.warning("batch %d of %s was already committed: skipped (replay after a crash)", batch_id, self.checkpoint)
+        self.last = {"batch_id": batch_id, "skipped": True}
+
+    def _write(self, b: _Batch, claim: bool) -> None:
+        """ONE transaction: the claim (unless claimed before), the ledger row marked applied, everything the batch
+        changes. On a kept connection that turned out dead (the server ended the session) once again on a new one:
+        the transaction rolled back, and the claim and the mark are safe to repeat."""
+        def tx(cur):
+            if claim:
+                b.prev_max = self._claim(cur, b)
+                if b.prev_max is False:  # an earlier run applied this batch
+                    return None
+            cur.execute(_MARK_APPLIED, (self.checkpoint, b.batch_id))
+            return self._apply(cur, b, b.prev_max) if cur.rowcount else None  # 0: applied meanwhile
+        figures = self._db.read(tx)
+        if figures is None:
+            return self._skip(b.batch_id)
+        self._applied(b, figures)
+
+    def _apply(self, cur, b: _Batch, prev_max) -> dict:
+        """Everything the batch changes, in the caller's transaction; returns what it did."""
         t1 = time.monotonic()
-        with self._db.transaction() as cur:  # the connection already_applied has just used
-            prev_max = self._claim(cur, batch_id, summary)
-            if prev_max is False:  # a concurrent or earlier run committed this batch
-                cur.connection.rollback()
-                self.last = {"batch_id": batch_id, "skipped": True}
-                return
-            self._stage(cur, rows)
-            cutoff = self._cutoff(cur, prev_max)
-            written, deletes = self._apply_posts_and_deletes(cur, batch_id)
-            late = self._refresh_windows(cur, batch_id, cutoff)
-            self._store_errors(cur, rows, batch_id, summary)
-            write_s = time.monotonic() - t1
-            self._record_progress(cur, batch_id, summary, written, deletes, late, collect_s, write_s,
-                                  time.monotonic() - t0, latencies_ms(rows, time.time()))
+        self._stage(cur, b.rows)
+        cutoff = self._cutoff(cur, prev_max)
+        written, deletes = self._apply_posts_and_deletes(cur, b.batch_id)
+        late = self._refresh_windows(cur, b.batch_id, cutoff)
+        self._store_errors(cur, b.rows, b.batch_id, b.summary)
+        figures = {"posts_written": written, "deletes": deletes, "late_rows": late}
+        self._record_progress(cur, b, figures, time.monotonic() - t1)
+        return figures
+
+    def _applied(self, b: _Batch, figures: dict) -> None:
         if self.keep_latencies:
-            self.committed_latencies_ms = latencies_ms(rows, time.time())
+            self.committed_latencies_ms = latencies_ms(b.rows, time.time())
         if self.after_commit:
-            self.after_commit(batch_id)
-        self.last = {"batch_id": batch_id, "input_rows": summary.rows, "posts_written": written,
-                     "deletes": deletes, "errors": summary.errors, "filtered": summary.filtered, "late_rows": late}
+            self.after_commit(b.batch_id)
+        s = b.summary
+        self.last = {"batch_id": b.batch_id, "input_rows": s.rows, **figures, "errors": s.errors,
+                     "filtered": s.filtered}
 
     # -- the steps ------------------------------------------------------------------------------------------
     @staticmethod
@@ -178,12 +278,23 @@ class PostgresSink:
         cur.execute(sql.SQL(_STAGE_DDL).format(cols=sql.SQL(", ").join(staged)))
         copy_arrow(cur, "stage_posts", posts_part(rows), binary=True)
 
-    def _claim(self, cur, batch_id: int, s: BatchSummary):
-        """The ledger row; returns the max event time seen before this batch, or False when already claimed."""
-        cur.execute("SELECT max(max_event_time) FROM stream_ledger WHERE checkpoint = %s", (self.checkpoint,))
+    def _claim(self, cur, b: _Batch):
+        """The ledger row (not applied yet) and the progress row; returns the max event time seen before this batch,
+        or False when the ledger has the batch applied. A batch claimed and not applied (the reply to a claim's
+        commit was lost, and the claim repeated) is the caller's to apply."""
+        s = b.summary
+        cur.execute(_PREV_MAX, (self.checkpoint, b.batch_id))
         prev_max = cur.fetchone()[0]
-        cur.execute(_CLAIM, (self.checkpoint, batch_id, json.dumps(s.ends), s.rows, prev_max, s.max_event_time))
-        return False if cur.rowcount == 0 else prev_max
+        cur.execute(_CLAIM, (self.checkpoint, b.batch_id, json.dumps(s.starts), json.dumps(s.ends), s.rows, prev_max,
+                             s.max_event_time))
+        if cur.rowcount == 0:
+            cur.execute("SELECT applied FROM stream_ledger WHERE checkpoint = %s AND batch_id = %s",
+                        (self.checkpoint, b.batch_id))
+            return False if cur.fetchone()[0] else prev_max
+        cur.execute(_PROGRESS, {"checkpoint": self.checkpoint, "batch_id": b.batch_id,
+                                "query": self.params.stream.query_name, "input_rows": s.rows, "errors": s.errors,
+                                "filtered": s.filtered, "collect_s": b.collect_s, "starts": json.dumps(s.starts)})
+        return prev_max
 
     def _cutoff(self, cur, prev_max):
         if prev_max is None:
@@ -225,27 +336,32 @@ class PostgresSink:
                         "batch_id) SELECT %s, topic, kafka_partition, kafka_offset, raw, error, %s FROM stage_errors "
                         "ON CONFLICT DO NOTHING", (self.cluster, batch_id))
 
-    def _record_progress(self, cur, batch_id, s: BatchSummary, written, deletes, late, collect_s, write_s,
-                         total_s, latencies) -> None:
+    def _record_progress(self, cur, b: _Batch, figures: dict, write_s: float) -> None:
         import numpy as np
+        latencies = latencies_ms(b.rows, time.time())
         p50, p95 = (float(v) for v in np.percentile(latencies, [50, 95])) if len(latencies) else (None, None)
-        cur.execute(_PROGRESS, {
-            "checkpoint": self.checkpoint, "batch_id": batch_id, "query": self.params.stream.query_name,
-            "input_rows": s.rows, "written": written, "deletes": deletes, "errors": s.errors,
-            "filtered": s.filtered, "late": late, "collect_s": collect_s, "write_s": write_s,
-            "rows_per_s": s.rows / total_s if total_s else None, "p50": p50, "p95": p95,
-            "starts": json.dumps(s.starts)})  # the end offsets are the ledger's
+        total_s = time.monotonic() - b.t0
+        cur.execute(_PROGRESS_APPLIED, {
+            "checkpoint": self.checkpoint, "batch_id": b.batch_id, "written": figures["posts_written"],
+            "deletes": figures["deletes"], "late": figures["late_rows"], "write_s": write_s,
+            "rows_per_s": b.summary.rows / total_s if total_s else None, "p50": p50, "p95": p95})
 
     def committed_ends(self) -> dict[int, int]:
-        """Per partition, the end offset of everything this checkpoint has committed (from the ledger)."""
+        """Per partition, the end offset of everything this checkpoint has applied (from the ledger)."""
         conn = connect(self.url, retries=2)
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT end_offsets FROM stream_ledger WHERE checkpoint = %s", (self.checkpoint,))
+                cur.execute("SELECT end_offsets FROM stream_ledger WHERE checkpoint = %s AND applied",
+                            (self.checkpoint,))
                 ends: dict[int, int] = {}
                 for (value,) in cur.fetchall():
-                    for p, o in (json.loads(value) if isinstance(value, str) else value).items():
+                    for p, o in _offsets(value).items():
                         ends[int(p)] = max(ends.get(int(p), 0), int(o))
                 return ends
         finally:
             conn.close()
+
+
+def _offsets(value) -> dict[str, int]:
+    """A ledger's offsets column (jsonb: a dict, or its text from an older driver) as {partition: offset}."""
+    return {str(p): int(o) for p, o in (json.loads(value) if isinstance(value, str) else value or {}).items()}
