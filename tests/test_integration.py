@@ -169,6 +169,19 @@ def test_a_claimed_batch_is_applied_from_kafka_at_the_next_start_and_only_from_t
     assert db.scalar(url, "SELECT posts_written FROM stream_progress WHERE batch_id = 0") > 0
 
 
+def test_the_sinks_plain_insert_falls_back_to_its_upsert_when_a_key_was_inserted_meanwhile(fresh):
+    from tootpipe.stream_sink import _insert_new
+    _, endpoints = fresh
+    plain = "INSERT INTO k SELECT g, 'new' FROM generate_series(1, 3) g"
+    with db.transaction(endpoints.database_url) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE k (id int PRIMARY KEY, v text)")
+        cur.execute("INSERT INTO k VALUES (1, 'stored')")  # what another transaction inserted after the lookup
+        assert _insert_new(cur, plain, plain + " ON CONFLICT DO NOTHING") == (2, True)
+        assert _insert_new(cur, "INSERT INTO k VALUES (4, 'new')", "-- not run") == (1, False)
+        cur.execute("SELECT id, v FROM k ORDER BY id")
+        assert cur.fetchall() == [(1, "stored"), (2, "new"), (3, "new"), (4, "new")]  # the transaction goes on
+
+
 def test_poison_messages_go_to_stream_errors_and_good_rows_still_land(fresh, spark):
     params, endpoints = fresh
     kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic], 3)

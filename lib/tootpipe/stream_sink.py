@@ -25,6 +25,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import psycopg2.errors
 import pyarrow as pa
 from psycopg2 import sql
 
@@ -54,15 +55,29 @@ _PREV_MAX = "SELECT max(max_event_time) FROM stream_ledger WHERE checkpoint = %s
 _MARK_APPLIED = ("UPDATE stream_ledger SET applied = true, committed_at = now() "
                  "WHERE checkpoint = %s AND batch_id = %s AND NOT applied")
 
-_UPSERT_POSTS = """
-INSERT INTO mastodon_posts ({cols}, batch_id)
-SELECT DISTINCT ON (uri) {staged}, %(batch_id)s FROM stage_posts s
-WHERE s.event <> 'delete'
-  AND NOT EXISTS (SELECT 1 FROM toot_ids i JOIN toot_deletes d USING (instance, id) WHERE i.uri = s.uri)
-ORDER BY uri, coalesce(edited_at, created_at) DESC, kafka_partition, kafka_offset DESC
-ON CONFLICT (uri) DO UPDATE SET {updates}, batch_id = EXCLUDED.batch_id, written_at = now()
+_NOT_DELETED = "NOT EXISTS (SELECT 1 FROM toot_ids i JOIN toot_deletes d USING (instance, id) WHERE i.uri = s.uri)"
+_NEWEST_FIRST = "ORDER BY uri, coalesce(edited_at, created_at) DESC, kafka_partition, kafka_offset DESC"
+# toots new to the table (not among the stored versions the batch replaces, "removed_posts"): a plain INSERT, without
+# the upsert's speculative insertion; {only} narrows the upsert to the stored ones (or, as the fallback, nothing)
+_INSERT_NEW_POSTS = f"""
+INSERT INTO mastodon_posts ({{cols}}, batch_id)
+SELECT DISTINCT ON (uri) {{staged}}, %(batch_id)s FROM stage_posts s
+WHERE s.event <> 'delete' AND NOT EXISTS (SELECT 1 FROM removed_posts r WHERE r.uri = s.uri) AND {_NOT_DELETED}
+{_NEWEST_FIRST}
+"""
+_UPSERT_POSTS = f"""
+INSERT INTO mastodon_posts ({{cols}}, batch_id)
+SELECT DISTINCT ON (uri) {{staged}}, %(batch_id)s FROM stage_posts s
+WHERE s.event <> 'delete' {{only}} AND {_NOT_DELETED}
+{_NEWEST_FIRST}
+ON CONFLICT (uri) DO UPDATE SET {{updates}}, batch_id = EXCLUDED.batch_id, written_at = now()
 WHERE coalesce(EXCLUDED.edited_at, EXCLUDED.created_at) > coalesce(mastodon_posts.edited_at, mastodon_posts.created_at)
 """
+_INSERT_NEW_IDS = ("INSERT INTO toot_ids (instance, id, uri) SELECT DISTINCT ON (instance, id) instance, id, uri "
+                   "FROM stage_posts s WHERE event <> 'delete' AND NOT EXISTS "
+                   "(SELECT 1 FROM toot_ids i WHERE i.instance = s.instance AND i.id = s.id)")
+_UPSERT_IDS = ("INSERT INTO toot_ids (instance, id, uri) SELECT DISTINCT instance, id, uri FROM stage_posts "
+               "WHERE event <> 'delete' ON CONFLICT DO NOTHING")
 
 _APPLY_DELETES = """
 WITH deleted_uris AS (
@@ -305,8 +320,7 @@ class PostgresSink:
 
     def _apply_posts_and_deletes(self, cur, batch_id: int) -> tuple[int, int]:
         cols = ", ".join(POST_COLUMNS)
-        cur.execute("INSERT INTO toot_ids (instance, id, uri) SELECT DISTINCT instance, id, uri FROM "
-                    "stage_posts WHERE event <> 'delete' ON CONFLICT DO NOTHING")
+        _insert_new(cur, _INSERT_NEW_IDS, _UPSERT_IDS)
         cur.execute("INSERT INTO toot_deletes (instance, id) SELECT DISTINCT instance, id FROM stage_posts "
                     "WHERE event = 'delete' ON CONFLICT DO NOTHING")
         # windows of the rows this batch replaces or removes are refreshed too ("removed_posts" = old versions)
@@ -314,8 +328,13 @@ class PostgresSink:
                     "FROM mastodon_posts p JOIN (SELECT DISTINCT uri FROM stage_posts) s USING (uri)")
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in POST_COLUMNS if c != "uri")
         staged = ", ".join(f"{c}::text[]" if c in _ARRAYS else c for c in POST_COLUMNS)
-        cur.execute(_UPSERT_POSTS.format(cols=cols, staged=staged, updates=updates), {"batch_id": batch_id})
-        written = cur.rowcount
+        args = {"batch_id": batch_id}
+        upsert = _UPSERT_POSTS.format(cols=cols, staged=staged, updates=updates, only="{only}")
+        written, fell_back = _insert_new(cur, _INSERT_NEW_POSTS.format(cols=cols, staged=staged),
+                                        upsert.format(only=""), args)
+        if not fell_back:  # the stored toots of the batch: newer versions replace them
+            cur.execute(upsert.format(only="AND s.uri IN (SELECT uri FROM removed_posts)"), args)
+            written += cur.rowcount
         cur.execute(_APPLY_DELETES)
         return written, cur.rowcount
 
@@ -360,6 +379,23 @@ class PostgresSink:
                 return ends
         finally:
             conn.close()
+
+
+def _insert_new(cur, plain: str, upsert: str, args=None) -> tuple[int, bool]:
+    """Run `plain`, an INSERT of the rows whose keys were not in the table when it looked (cheaper than an
+    upsert: no speculative insertion), inside a savepoint; when another transaction inserted one of those keys
+    meanwhile, roll it back and run `upsert`, its ON CONFLICT form. Returns (rows inserted, whether it fell
+    back)."""
+    cur.execute("SAVEPOINT insert_new")
+    try:
+        cur.execute(plain, args)
+    except psycopg2.errors.UniqueViolation:
+        cur.execute("ROLLBACK TO SAVEPOINT insert_new")
+        cur.execute(upsert, args)
+        return cur.rowcount, True
+    rows = cur.rowcount
+    cur.execute("RELEASE SAVEPOINT insert_new")
+    return rows, False
 
 
 def _offsets(value) -> dict[str, int]:
