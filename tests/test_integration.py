@@ -361,6 +361,55 @@ def test_late_events_within_the_watermark_fix_their_window_and_beyond_it_do_not(
     assert texts["https://a.example/s/4"] == "newer" and texts["https://a.example/s/3"] == "toot 3"
 
 
+def test_a_deleted_toot_goes_wherever_it_was_seen_and_never_comes_back_whatever_the_order(fresh, spark):
+    """A toot is known by its uri and, per instance that showed it, by an (instance, id) pair; a delete names a pair.
+    Batch 0: a delete of b.example's id 9 (not seen yet), toots 1-3 from a.example. Batch 1: toot 1 through
+    b.example as id 9 (so toot 1 is that deleted one), a delete of a.example's id 2, then toot 2 delivered again.
+    Batch 2: toots 1 and 2 delivered again, an edit of toot 3."""
+    params, endpoints = fresh
+    kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic], 1)
+    sink = PostgresSink(params, endpoints, "deletes-test")
+    url = endpoints.database_url
+
+    def delete(instance, sid):
+        return {"v": 1, "event": "delete", "uri": None, "id": sid, "instance": instance}
+
+    def batch_of(records, batch_id):
+        produce_raw(endpoints.bootstrap_servers, params.kafka.topic, [json.dumps(r).encode() for r in records])
+        ends = kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
+        sink(kafka_df(spark, endpoints.bootstrap_servers, params.kafka.topic, {0: ends[0] - len(records)}, ends), batch_id)
+        return sink.last
+
+    toot = {n: _toot(n, f"2026-11-26T12:0{n}:00Z") for n in (1, 2, 3)}
+    assert batch_of([delete("b.example", "9"), toot[1], toot[2], toot[3]], 0)["deletes"] == 0
+    assert posts(endpoints) == {f"https://a.example/s/{n}" for n in (1, 2, 3)}
+    last = batch_of([dict(toot[1], instance="b.example", id="9"), delete("a.example", "2"), toot[2]], 1)
+    assert posts(endpoints) == {"https://a.example/s/3"} and last["deletes"] == 2
+    batch_of([toot[1], toot[2], dict(toot[3], text="edited", edited_at="2026-11-26T12:30:00Z")], 2)
+    assert posts(endpoints) == {"https://a.example/s/3"}
+    assert db.scalar(url, "SELECT content FROM mastodon_posts") == "edited"
+    assert set(db.query_df(url, "SELECT uri FROM deleted_uris").uri) == {f"https://a.example/s/{n}" for n in (1, 2)}
+    assert db.scalar(url, "SELECT sum(cnt)::bigint FROM streamed_toot_counts") == 1  # the windows follow
+
+
+def test_a_database_from_before_deleted_uris_gets_them_from_its_deletes_once(fresh):
+    _, endpoints = fresh
+    url = endpoints.database_url
+    db.ensure_schema(url)
+    with db.transaction(url) as conn, conn.cursor() as cur:  # as an older tootpipe left it
+        cur.execute("DROP TABLE deleted_uris")
+        cur.execute("CREATE INDEX toot_ids_uri ON toot_ids (uri)")
+        cur.execute("INSERT INTO toot_ids VALUES ('a.example', '1', 'u1'), ('b.example', '7', 'u1'), "
+                    "('a.example', '2', 'u2')")
+        cur.execute("INSERT INTO toot_deletes (instance, id) VALUES ('b.example', '7'), ('c.example', '5')")
+    db.ensure_schema(url)
+    assert list(db.query_df(url, "SELECT uri FROM deleted_uris").uri) == ["u1"]
+    assert db.scalar(url, "SELECT to_regclass('toot_ids_uri') IS NULL")
+    db.scalar(url, "DELETE FROM deleted_uris RETURNING 1")
+    db.ensure_schema(url)  # filled when the table is created, not at every start
+    assert db.scalar(url, "SELECT count(*) FROM deleted_uris") == 0
+
+
 def test_pgquery_reads_every_row_once_in_slices_with_nulls_empties_and_types(fresh, spark):
     params, endpoints = fresh
     url = endpoints.database_url

@@ -67,10 +67,18 @@ CREATE INDEX IF NOT EXISTS mastodon_posts_user_time ON mastodon_posts (username,
 CREATE TABLE IF NOT EXISTS toot_ids (
     instance text COLLATE "C" NOT NULL, id text COLLATE "C" NOT NULL, uri text COLLATE "C" NOT NULL,
     PRIMARY KEY (instance, id));
-CREATE INDEX IF NOT EXISTS toot_ids_uri ON toot_ids (uri);
 CREATE TABLE IF NOT EXISTS toot_deletes (
     instance text COLLATE "C" NOT NULL, id text COLLATE "C" NOT NULL, deleted_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (instance, id));
+-- every uri some deleted (instance, id) maps to: a batch looks its own uris up here instead of joining the whole
+-- history of toot_ids and toot_deletes; a database from before gets it filled once from those two
+DO $$ BEGIN
+    IF to_regclass('deleted_uris') IS NULL THEN
+        CREATE TABLE deleted_uris (uri text COLLATE "C" PRIMARY KEY, deleted_at timestamptz NOT NULL DEFAULT now());
+        INSERT INTO deleted_uris (uri) SELECT DISTINCT i.uri FROM toot_ids i JOIN toot_deletes d USING (instance, id);
+    END IF;
+END $$;
+DROP INDEX IF EXISTS toot_ids_uri;  -- nothing looks toot_ids up by uri since deleted_uris
 CREATE TABLE IF NOT EXISTS streamed_toot_counts (
     window_start timestamptz PRIMARY KEY, window_end timestamptz NOT NULL, cnt bigint NOT NULL,
     batch_id bigint, updated_at timestamptz NOT NULL DEFAULT now());

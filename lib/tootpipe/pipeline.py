@@ -31,7 +31,7 @@ STAGES = (
     Stage("02_stream", "Kafka into PostgreSQL with Spark Structured Streaming, exactly once", ("stream_step",),
           ("stream", "filters", "kafka", "spark"), (TOPIC,),
           ("mastodon_posts", "streamed_toot_counts", "avg_toot_length_by_user", "stream_errors", "stream_ledger",
-           "stream_progress", "toot_ids", "toot_deletes")),
+           "stream_progress", "toot_ids", "toot_deletes", "deleted_uris")),
     Stage("03_batch", "Backfill from Kafka offsets, clean and de-duplicate", ("backfill_step", "clean_step"),
           ("filters", "kafka", "spark"), (TOPIC,), ("toots_raw", "backfill_ranges", "toots_clean", "toots_rejects",
                                                "step_runs")),

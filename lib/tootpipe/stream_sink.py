@@ -1,4 +1,5 @@
-"""The exactly-once PostgreSQL sink of the streaming job (a `foreachBatch` function), in named steps with their SQL.
+"""The exactly-once PostgreSQL sink of the streaming job (a `foreachBatch` function), in named steps (their SQL, named,
+is in :mod:`tootpipe.stream_sql`).
 
 Guarantees: exactly-once into PostgreSQL. Spark parses the micro-batch (in the JVM) and hands it to the driver as
 Arrow, where the ledger's figures are taken (:mod:`tootpipe.stream_batch`). The batch's ledger row, keyed by
@@ -31,6 +32,7 @@ from psycopg2 import sql
 
 from .config import Params
 from .db import KeptConnection, connect, copy_arrow, ensure_schema
+from . import stream_sql as Q
 from .services import Endpoints, cluster_of
 from .stream_batch import BatchSummary, errors_part, latencies_ms, posts_part, summarise
 from .transforms import POST_COLUMNS, parse_kafka, to_post_rows
@@ -38,99 +40,6 @@ from .transforms import POST_COLUMNS, parse_kafka, to_post_rows
 __all__ = ["PostgresSink"]
 
 log = logging.getLogger(__name__)
-
-# the arrays arrive as PostgreSQL literals (text) and are cast when applied: the stage's types are exactly the
-# Arrow batch's, which a binary COPY needs
-_ARRAYS = ("hashtags", "mentions", "urls")
-_STAGE_DDL = ("CREATE TEMP TABLE stage_posts ON COMMIT DROP AS SELECT NULL::text AS event, {cols} "
-              "FROM mastodon_posts WITH NO DATA")
-_ERRORS_DDL = ("CREATE TEMP TABLE stage_errors ON COMMIT DROP AS SELECT topic, kafka_partition, kafka_offset, raw, "
-               "error FROM stream_errors WITH NO DATA")
-
-_CLAIM = """
-INSERT INTO stream_ledger (checkpoint, batch_id, start_offsets, end_offsets, input_rows, max_event_time, applied)
-VALUES (%s, %s, %s, %s, %s, greatest(%s::timestamptz, %s::timestamptz), false) ON CONFLICT DO NOTHING
-"""
-_PREV_MAX = "SELECT max(max_event_time) FROM stream_ledger WHERE checkpoint = %s AND batch_id < %s"
-_MARK_APPLIED = ("UPDATE stream_ledger SET applied = true, committed_at = now() "
-                 "WHERE checkpoint = %s AND batch_id = %s AND NOT applied")
-
-_NOT_DELETED = "NOT EXISTS (SELECT 1 FROM toot_ids i JOIN toot_deletes d USING (instance, id) WHERE i.uri = s.uri)"
-_NEWEST_FIRST = "ORDER BY uri, coalesce(edited_at, created_at) DESC, kafka_partition, kafka_offset DESC"
-# toots new to the table (not among the stored versions the batch replaces, "removed_posts"): a plain INSERT, without
-# the upsert's speculative insertion; {only} narrows the upsert to the stored ones (or, as the fallback, nothing)
-_INSERT_NEW_POSTS = f"""
-INSERT INTO mastodon_posts ({{cols}}, batch_id)
-SELECT DISTINCT ON (uri) {{staged}}, %(batch_id)s FROM stage_posts s
-WHERE s.event <> 'delete' AND NOT EXISTS (SELECT 1 FROM removed_posts r WHERE r.uri = s.uri) AND {_NOT_DELETED}
-{_NEWEST_FIRST}
-"""
-_UPSERT_POSTS = f"""
-INSERT INTO mastodon_posts ({{cols}}, batch_id)
-SELECT DISTINCT ON (uri) {{staged}}, %(batch_id)s FROM stage_posts s
-WHERE s.event <> 'delete' {{only}} AND {_NOT_DELETED}
-{_NEWEST_FIRST}
-ON CONFLICT (uri) DO UPDATE SET {{updates}}, batch_id = EXCLUDED.batch_id, written_at = now()
-WHERE coalesce(EXCLUDED.edited_at, EXCLUDED.created_at) > coalesce(mastodon_posts.edited_at, mastodon_posts.created_at)
-"""
-_INSERT_NEW_IDS = ("INSERT INTO toot_ids (instance, id, uri) SELECT DISTINCT ON (instance, id) instance, id, uri "
-                   "FROM stage_posts s WHERE event <> 'delete' AND NOT EXISTS "
-                   "(SELECT 1 FROM toot_ids i WHERE i.instance = s.instance AND i.id = s.id)")
-_UPSERT_IDS = ("INSERT INTO toot_ids (instance, id, uri) SELECT DISTINCT instance, id, uri FROM stage_posts "
-               "WHERE event <> 'delete' ON CONFLICT DO NOTHING")
-
-_APPLY_DELETES = """
-WITH deleted_uris AS (
-    SELECT i.uri FROM toot_ids i JOIN stage_posts s ON s.event = 'delete' AND s.instance = i.instance AND s.id = i.id
-    UNION
-    SELECT i.uri FROM toot_ids i JOIN toot_deletes d USING (instance, id)
-    JOIN stage_posts s ON s.event <> 'delete' AND s.uri = i.uri),
-removed AS (DELETE FROM mastodon_posts p USING deleted_uris WHERE p.uri = deleted_uris.uri RETURNING p.uri, p.username, p.created_at)
-INSERT INTO removed_posts SELECT * FROM removed
-"""
-
-_REFRESH_COUNTS = """
-WITH touched AS (
-    SELECT DISTINCT date_trunc('minute', created_at) AS ws FROM stage_posts
-    WHERE event <> 'delete' AND created_at >= %(cutoff)s
-    UNION SELECT date_trunc('minute', created_at) FROM removed_posts)
-INSERT INTO streamed_toot_counts (window_start, window_end, cnt, batch_id, updated_at)
-SELECT ws, ws + interval '1 minute',
-       (SELECT count(*) FROM mastodon_posts p WHERE p.created_at >= ws AND p.created_at < ws + interval '1 minute'),
-       %(batch_id)s, now()
-FROM touched
-ON CONFLICT (window_start) DO UPDATE SET cnt = EXCLUDED.cnt, batch_id = EXCLUDED.batch_id, updated_at = now()
-"""
-
-_REFRESH_USER_AVG = """
-WITH touched AS (
-    SELECT DISTINCT username, date_bin(%(width)s::interval, created_at, TIMESTAMPTZ '2000-01-01') AS ws
-    FROM stage_posts WHERE event <> 'delete' AND created_at >= %(cutoff)s
-    UNION SELECT username, date_bin(%(width)s::interval, created_at, TIMESTAMPTZ '2000-01-01') FROM removed_posts),
-agg AS (  -- per touched window, its posts through the (username, created_at) index: never the whole table
-    SELECT t.username, t.ws, a.n, a.avg_length FROM touched t CROSS JOIN LATERAL (
-        SELECT count(*) AS n, coalesce(avg(length(p.content)), 0) AS avg_length FROM mastodon_posts p
-        WHERE p.username = t.username AND p.created_at >= t.ws AND p.created_at < t.ws + %(width)s::interval) a)
-INSERT INTO avg_toot_length_by_user (username, window_start, window_end, n, avg_length, batch_id)
-SELECT username, ws, ws + %(width)s::interval, n, avg_length, %(batch_id)s FROM agg
-ON CONFLICT (username, window_start) DO UPDATE
-SET n = EXCLUDED.n, avg_length = EXCLUDED.avg_length, batch_id = EXCLUDED.batch_id
-"""
-
-# the progress row is written with the claim (Spark's listener adds its figures once Spark recorded the batch,
-# which may be before an overlapped apply), and completed by the apply
-_PROGRESS = """
-INSERT INTO stream_progress (checkpoint, batch_id, query_name, input_rows, errors, filtered, collect_s, start_offsets)
-VALUES (%(checkpoint)s, %(batch_id)s, %(query)s, %(input_rows)s, %(errors)s, %(filtered)s, %(collect_s)s, %(starts)s)
-ON CONFLICT DO NOTHING
-"""
-_PROGRESS_APPLIED = """
-UPDATE stream_progress SET posts_written = %(written)s, deletes = %(deletes)s, late_rows = %(late)s,
-    write_s = %(write_s)s, rows_per_s = %(rows_per_s)s, latency_p50_ms = %(p50)s, latency_p95_ms = %(p95)s,
-    committed_at = now()
-WHERE checkpoint = %(checkpoint)s AND batch_id = %(batch_id)s
-"""
-
 
 @dataclass
 class _Batch:
@@ -238,7 +147,7 @@ class PostgresSink:
                                f"messages ending at {batch.summary.ends}, not the {messages} ending at {ends} it "
                                "claimed: not applied")
         def prev_max(cur):
-            cur.execute(_PREV_MAX, (self.checkpoint, batch_id))
+            cur.execute(Q.PREV_MAX, (self.checkpoint, batch_id))
             return cur.fetchone()[0]
         batch.prev_max = self._db.read(prev_max)
         self._write(batch, claim=False)
@@ -256,7 +165,7 @@ class PostgresSink:
                 b.prev_max = self._claim(cur, b)
                 if b.prev_max is False:  # an earlier run applied this batch
                     return None
-            cur.execute(_MARK_APPLIED, (self.checkpoint, b.batch_id))
+            cur.execute(Q.MARK_APPLIED, (self.checkpoint, b.batch_id))
             return self._apply(cur, b, b.prev_max) if cur.rowcount else None  # 0: applied meanwhile
         figures = self._db.read(tx)
         if figures is None:
@@ -288,9 +197,9 @@ class PostgresSink:
     @staticmethod
     def _stage(cur, rows) -> None:
         """The rows to apply (usable and kept) in a temporary table."""
-        staged = [sql.SQL("{}::text AS {}").format(sql.Identifier(c), sql.Identifier(c)) if c in _ARRAYS
+        staged = [sql.SQL("{}::text AS {}").format(sql.Identifier(c), sql.Identifier(c)) if c in Q.ARRAYS
                   else sql.Identifier(c) for c in POST_COLUMNS]
-        cur.execute(sql.SQL(_STAGE_DDL).format(cols=sql.SQL(", ").join(staged)))
+        cur.execute(sql.SQL(Q.STAGE_DDL).format(cols=sql.SQL(", ").join(staged)))
         copy_arrow(cur, "stage_posts", posts_part(rows), binary=True)
 
     def _claim(self, cur, b: _Batch):
@@ -298,15 +207,15 @@ class PostgresSink:
         or False when the ledger has the batch applied. A batch claimed and not applied (the reply to a claim's
         commit was lost, and the claim repeated) is the caller's to apply."""
         s = b.summary
-        cur.execute(_PREV_MAX, (self.checkpoint, b.batch_id))
+        cur.execute(Q.PREV_MAX, (self.checkpoint, b.batch_id))
         prev_max = cur.fetchone()[0]
-        cur.execute(_CLAIM, (self.checkpoint, b.batch_id, json.dumps(s.starts), json.dumps(s.ends), s.rows, prev_max,
+        cur.execute(Q.CLAIM, (self.checkpoint, b.batch_id, json.dumps(s.starts), json.dumps(s.ends), s.rows, prev_max,
                              s.max_event_time))
         if cur.rowcount == 0:
             cur.execute("SELECT applied FROM stream_ledger WHERE checkpoint = %s AND batch_id = %s",
                         (self.checkpoint, b.batch_id))
             return False if cur.fetchone()[0] else prev_max
-        cur.execute(_PROGRESS, {"checkpoint": self.checkpoint, "batch_id": b.batch_id,
+        cur.execute(Q.PROGRESS, {"checkpoint": self.checkpoint, "batch_id": b.batch_id,
                                 "query": self.params.stream.query_name, "input_rows": s.rows, "errors": s.errors,
                                 "filtered": s.filtered, "collect_s": b.collect_s, "starts": json.dumps(s.starts)})
         return prev_max
@@ -319,37 +228,39 @@ class PostgresSink:
         return cur.fetchone()[0]
 
     def _apply_posts_and_deletes(self, cur, batch_id: int) -> tuple[int, int]:
+        """The (instance, id) -> uri map and the deletes first, then the posts: a deleted uri is never stored."""
         cols = ", ".join(POST_COLUMNS)
-        _insert_new(cur, _INSERT_NEW_IDS, _UPSERT_IDS)
+        _insert_new(cur, Q.INSERT_NEW_IDS, Q.UPSERT_IDS)
         cur.execute("INSERT INTO toot_deletes (instance, id) SELECT DISTINCT instance, id FROM stage_posts "
                     "WHERE event = 'delete' ON CONFLICT DO NOTHING")
         # windows of the rows this batch replaces or removes are refreshed too ("removed_posts" = old versions)
         cur.execute("CREATE TEMP TABLE removed_posts ON COMMIT DROP AS SELECT p.uri, p.username, p.created_at "
                     "FROM mastodon_posts p JOIN (SELECT DISTINCT uri FROM stage_posts) s USING (uri)")
+        cur.execute(Q.APPLY_DELETES)
+        deletes = cur.rowcount
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in POST_COLUMNS if c != "uri")
-        staged = ", ".join(f"{c}::text[]" if c in _ARRAYS else c for c in POST_COLUMNS)
+        staged = ", ".join(f"{c}::text[]" if c in Q.ARRAYS else c for c in POST_COLUMNS)
         args = {"batch_id": batch_id}
-        upsert = _UPSERT_POSTS.format(cols=cols, staged=staged, updates=updates, only="{only}")
-        written, fell_back = _insert_new(cur, _INSERT_NEW_POSTS.format(cols=cols, staged=staged),
-                                        upsert.format(only=""), args)
+        upsert = Q.UPSERT_POSTS.format(cols=cols, staged=staged, updates=updates, only="{only}")
+        written, fell_back = _insert_new(cur, Q.INSERT_NEW_POSTS.format(cols=cols, staged=staged),
+                                         upsert.format(only=""), args)
         if not fell_back:  # the stored toots of the batch: newer versions replace them
             cur.execute(upsert.format(only="AND s.uri IN (SELECT uri FROM removed_posts)"), args)
             written += cur.rowcount
-        cur.execute(_APPLY_DELETES)
-        return written, cur.rowcount
+        return written, deletes
 
     def _refresh_windows(self, cur, batch_id: int, cutoff) -> int:
         """Recount the windows the batch touched (at or after the watermark); returns the rows beyond it."""
         window_params = {"batch_id": batch_id, "cutoff": cutoff or "-infinity", "width": self.user_window}
-        cur.execute(_REFRESH_COUNTS, window_params)
-        cur.execute(_REFRESH_USER_AVG, window_params)
+        cur.execute(Q.REFRESH_COUNTS, window_params)
+        cur.execute(Q.REFRESH_USER_AVG, window_params)
         cur.execute("SELECT count(*) FROM stage_posts WHERE event <> 'delete' AND created_at < %s",
                     (cutoff or "-infinity",))
         return cur.fetchone()[0]
 
     def _store_errors(self, cur, rows, batch_id: int, s: BatchSummary) -> None:
         if s.errors:
-            cur.execute(_ERRORS_DDL)
+            cur.execute(Q.ERRORS_DDL)
             copy_arrow(cur, "stage_errors", errors_part(rows))
             cur.execute("INSERT INTO stream_errors (cluster, topic, kafka_partition, kafka_offset, raw, error, "
                         "batch_id) SELECT %s, topic, kafka_partition, kafka_offset, raw, error, %s FROM stage_errors "
@@ -360,7 +271,7 @@ class PostgresSink:
         latencies = latencies_ms(b.rows, time.time())
         p50, p95 = (float(v) for v in np.percentile(latencies, [50, 95])) if len(latencies) else (None, None)
         total_s = time.monotonic() - b.t0
-        cur.execute(_PROGRESS_APPLIED, {
+        cur.execute(Q.PROGRESS_APPLIED, {
             "checkpoint": self.checkpoint, "batch_id": b.batch_id, "written": figures["posts_written"],
             "deletes": figures["deletes"], "late": figures["late_rows"], "write_s": write_s,
             "rows_per_s": b.summary.rows / total_s if total_s else None, "p50": p50, "p95": p95})
