@@ -41,6 +41,7 @@ __all__ = ["PostgresSink"]
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class _Batch:
     """A collected micro-batch on its way to PostgreSQL."""
@@ -80,13 +81,17 @@ class PostgresSink:
         ensure_schema(self.url)
 
     def close(self) -> None:
-        """Wait for the batch in flight (its error is logged: :meth:`flush` raises it), then close the sink's
+        """Wait for the batch in flight (its error is logged here; :meth:`flush` raises it), then close the sink's
         connection (a later batch opens a new one)."""
         worker, self._worker = self._worker, None
         if worker is not None:  # after the apply in flight, on the thread that uses the connection
             worker.submit(self._db.close)
             worker.shutdown(wait=True)
         self._db.close()
+        inflight = self._inflight
+        if inflight is not None and inflight.exception() is not None:
+            log.error("the last batch of %s was not applied: %s (it stays claimed in the ledger; the next start "
+                      "reads it again from Kafka)", self.checkpoint, inflight.exception())
 
     def flush(self) -> None:
         """Wait until the batch being applied (overlap) is in PostgreSQL; raises the error that stopped it."""
