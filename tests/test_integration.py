@@ -169,6 +169,27 @@ def test_a_claimed_batch_is_applied_from_kafka_at_the_next_start_and_only_from_t
     assert db.scalar(url, "SELECT posts_written FROM stream_progress WHERE batch_id = 0") > 0
 
 
+def test_a_claimed_batch_whose_offsets_kafka_no_longer_holds_is_a_clear_error_and_stays_claimed(fresh, spark):
+    from confluent_kafka import TopicPartition
+    from tootpipe.kafka_io import _admin
+    from tootpipe.stream_query import apply_pending
+    params, endpoints = fresh
+    ends = publish(params, endpoints, n=120, seed=3)["topic_end_offsets"]
+    ck = str(checkpoint_path(params, endpoints))
+    dying = PostgresSink(params, endpoints, ck, overlap=True)
+    dying._write = lambda b, claim: None  # claimed, never applied
+    dying(kafka_df(spark, endpoints.bootstrap_servers, params.kafka.topic), 0)
+    dying.flush()
+    gone = [TopicPartition(params.kafka.topic, p, 2) for p in ends]  # retention removed each partition's first two
+    admin = _admin(endpoints.bootstrap_servers)  # held: futures of a collected client never complete
+    for f in admin.delete_records(gone).values():
+        f.result(timeout=60)
+    with pytest.raises(RuntimeError, match="batch 0 .* claimed offsets .* Kafka no longer holds"):
+        apply_pending(spark, params, endpoints, PostgresSink(params, endpoints, ck))
+    assert db.scalar(endpoints.database_url, "SELECT count(*) FROM mastodon_posts") == 0
+    assert len(PostgresSink(params, endpoints, ck).pending()) == 1  # still claimed, nothing half-applied
+
+
 def test_the_sinks_plain_insert_falls_back_to_its_upsert_when_a_key_was_inserted_meanwhile(fresh):
     from tootpipe.stream_sink import _insert_new
     _, endpoints = fresh

@@ -91,8 +91,17 @@ def apply_pending(spark, params: Params, endpoints: Endpoints, sink: PostgresSin
     """Apply the batches Spark recorded but PostgreSQL had not applied when the last run's driver stopped (an
     overlapped sink's batch in flight), oldest first: each one's claimed offset ranges are read again from Kafka.
     Returns how many. Runs before the query starts, so the batches after them find PostgreSQL up to date."""
+    from .kafka_io import start_offsets
     pending = sink.pending()
+    earliest = start_offsets(endpoints.bootstrap_servers, params.kafka.topic) if pending else {}
     for batch_id, starts, ends, messages in pending:
+        if any(int(o) < earliest.get(int(p), 0) for p, o in starts.items()):
+            raise RuntimeError(
+                f"batch {batch_id} of {sink.checkpoint} claimed offsets {starts} to {ends}, which Kafka no longer holds "
+                f"(the topic now starts at {earliest}: retention or a deletion removed them), so its toots cannot "
+                "reach PostgreSQL. It stays claimed and nothing was written. To go on without them, delete its "
+                f"claim (DELETE FROM stream_ledger WHERE checkpoint = '{sink.checkpoint}' AND batch_id = {batch_id} "
+                "AND NOT applied); the stream's checks will then report those messages as missing.")
         log.warning("batch %d of %s was claimed but not applied when the last run stopped: re-read from Kafka "
                     "(offsets %s to %s) and applied", batch_id, sink.checkpoint, starts, ends)
         ranges = {int(p): (starts[p], ends[p]) for p in starts}
