@@ -91,9 +91,12 @@ def apply_pending(spark, params: Params, endpoints: Endpoints, sink: PostgresSin
     """Apply the batches Spark recorded but PostgreSQL had not applied when the last run's driver stopped (an
     overlapped sink's batch in flight), oldest first: each one's claimed offset ranges are read again from Kafka.
     Returns how many. Runs before the query starts, so the batches after them find PostgreSQL up to date."""
-    from .kafka_io import start_offsets
+    from .kafka_io import end_offsets, start_offsets
     pending = sink.pending()
-    earliest = start_offsets(endpoints.bootstrap_servers, params.kafka.topic) if pending else {}
+    if not pending:
+        return 0
+    earliest = start_offsets(endpoints.bootstrap_servers, params.kafka.topic)
+    latest = end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
     for batch_id, starts, ends, messages in pending:
         if any(int(o) < earliest.get(int(p), 0) for p, o in starts.items()):
             raise RuntimeError(
@@ -105,7 +108,7 @@ def apply_pending(spark, params: Params, endpoints: Endpoints, sink: PostgresSin
         log.warning("batch %d of %s was claimed but not applied when the last run stopped: re-read from Kafka "
                     "(offsets %s to %s) and applied", batch_id, sink.checkpoint, starts, ends)
         ranges = {int(p): (starts[p], ends[p]) for p in starts}
-        df = kafka_ranges(spark, endpoints.bootstrap_servers, params.kafka.topic, ranges)
+        df = kafka_ranges(spark, endpoints.bootstrap_servers, params.kafka.topic, ranges, latest=latest)
         sink.apply_pending(to_post_rows(parse_kafka(df), params.filters), batch_id, ends, messages)
     return len(pending)
 

@@ -151,10 +151,7 @@ class PostgresSink:
             raise RuntimeError(f"batch {batch_id} of {self.checkpoint}, read again from Kafka, has {batch.summary.rows} "
                                f"messages ending at {batch.summary.ends}, not the {messages} ending at {ends} it "
                                "claimed: not applied")
-        def prev_max(cur):
-            cur.execute(Q.PREV_MAX, (self.checkpoint, batch_id))
-            return cur.fetchone()[0]
-        batch.prev_max = self._db.read(prev_max)
+        batch.prev_max = self._db.read(lambda cur: self._prev_max(cur, batch_id))
         self._write(batch, claim=False)
 
     def _skip(self, batch_id: int) -> None:
@@ -212,8 +209,7 @@ class PostgresSink:
         or False when the ledger has the batch applied. A batch claimed and not applied (the reply to a claim's
         commit was lost, and the claim repeated) is the caller's to apply."""
         s = b.summary
-        cur.execute(Q.PREV_MAX, (self.checkpoint, b.batch_id))
-        prev_max = cur.fetchone()[0]
+        prev_max = self._prev_max(cur, b.batch_id)
         cur.execute(Q.CLAIM, (self.checkpoint, b.batch_id, json.dumps(s.starts), json.dumps(s.ends), s.rows, prev_max,
                              s.max_event_time))
         if cur.rowcount == 0:
@@ -224,6 +220,11 @@ class PostgresSink:
                                 "query": self.params.stream.query_name, "input_rows": s.rows, "errors": s.errors,
                                 "filtered": s.filtered, "collect_s": b.collect_s, "starts": json.dumps(s.starts)})
         return prev_max
+
+    def _prev_max(self, cur, batch_id: int):
+        """The newest event time of the batches before `batch_id` (None before the first)."""
+        cur.execute(Q.PREV_MAX, (self.checkpoint, batch_id))
+        return cur.fetchone()[0]
 
     def _cutoff(self, cur, prev_max):
         if prev_max is None:
