@@ -5,6 +5,7 @@ normalisation returns a record or raises BadPayload; every record it returns can
 end on the real services: good toots around every poison, through the stream and the backfill."""
 import json
 import math
+from pathlib import Path
 
 import orjson
 import pytest
@@ -212,3 +213,30 @@ def test_every_record_normalisation_returns_is_stored_or_an_error_row_and_the_qu
     assert stored <= uris and len(stored) + errors >= len(uris)  # every record: a post or an error row
     produce_raw(endpoints.bootstrap_servers, params.kafka.topic, [_good(900)])
     assert run_available_now(spark, params, endpoints)["input_rows"] == 1  # and the query goes on
+
+
+@pytest.mark.integration
+def test_the_backfill_s_narrow_parse_gives_the_full_parse_s_columns_and_errors(spark):
+    """The backfill parses only the record fields it keeps; every column it keeps, `error` among them, must be what
+    the full parse (the stream's) gives, on real toots and on a wrong-typed value in each field in turn."""
+    from datetime import datetime, timezone
+    from tootpipe.schema import FIELDS
+    from tootpipe.transforms import parse_kafka
+    fixture = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "mastodon" / "public_timeline_2020-04-16.json"
+    real = [normalize_event("update", s, "mastodon.social") for s in json.loads(fixture.read_text())]
+    good = real[0]
+    wrong = [{"a": 1}, [1, "x"], "x", 10**30, True, None]
+    values = [json.dumps(r) for r in real]
+    values += [json.dumps({**good, key: w}) for key in FIELDS for w in wrong]
+    values += [json.dumps({**good, "account": {**good["account"], key: w}}) for key in good["account"] for w in wrong]
+    values += [json.dumps({"v": 1, "event": "delete", "id": "9", "instance": "mastodon.social"}), "not json", "[1,2]",
+               '{"v":1', "null", "{}", '{"event": "update", "event": "delete"}']
+    now = datetime.now(timezone.utc)
+    raw = spark.createDataFrame([("t", 0, i, now, v.encode()) for i, v in enumerate(values)],
+                                "topic string, partition int, offset long, timestamp timestamp, value binary")
+    kept = [c for c in batch._RAW_COLUMNS if c not in ("cluster", "raw")]
+    full = {r.kafka_offset: r for r in parse_kafka(raw).select(*kept).collect()}
+    narrow = {r.kafka_offset: r for r in parse_kafka(raw, batch._RECORD_FIELDS).select(*kept).collect()}
+    assert len(full) == len(values)
+    assert narrow == full
+    assert sum(r.error is not None for r in full.values()) >= 20  # the wrong-typed values did produce errors

@@ -25,6 +25,10 @@ _RAW_COLUMNS = ["cluster", "topic", "kafka_partition", "kafka_offset", "kafka_ti
                 "instance", "username", "content", "language", "visibility", "created_at", "edited_at", "hashtags",
                 "is_reblog", "is_reply", "error", "raw"]
 
+# the record fields behind _RAW_COLUMNS: the backfill parses only these (see parse_kafka)
+_RECORD_FIELDS = frozenset({"event", "uri", "id", "instance", "account", "text", "language", "visibility",
+                            "created_at", "edited_at", "hashtags", "is_reblog", "is_reply"})
+
 BATCH_SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS toots_raw (
     cluster text NOT NULL, topic text NOT NULL, kafka_partition int NOT NULL, kafka_offset bigint NOT NULL,
@@ -92,7 +96,7 @@ def backfill(spark: SparkSession | None, params: Params, endpoints: Endpoints,
         spark = get_spark(params)
     kafka = kafka_ranges(spark, endpoints.bootstrap_servers, topic, ranges,
                          _task_count(spark, sum(e - s for s, e in ranges.values())), latest)
-    parsed = parse_kafka(kafka).withColumn("cluster", F.lit(cluster))
+    parsed = parse_kafka(kafka, _RECORD_FIELDS).withColumn("cluster", F.lit(cluster))
     rows = parsed.withColumn("raw", F.when(F.col("error").isNotNull(), F.col("raw"))).select(_RAW_COLUMNS)
     # every task COPYs its rows (binary: the hashtags go as Arrow lists to text[]); offsets already in toots_raw
     # are skipped (a retried task adds nothing twice)

@@ -77,7 +77,7 @@ FIELDS: dict[str, tuple[str, str]] = {
 }
 
 
-def spark_ddl() -> str:
-    """The record schema as a Spark DDL string (for `from_json`)."""
-    return ", ".join(f"`{name}` {typ}" for name, (typ, _) in FIELDS.items())
+def spark_ddl(fields: frozenset[str] | None = None) -> str:
+    """The record schema as a Spark DDL string (for `from_json`); `fields`: only these top-level fields."""
+    return ", ".join(f"`{name}` {typ}" for name, (typ, _) in FIELDS.items() if fields is None or name in fields)
 

@@ -15,7 +15,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from .filters import keep_column
-from .schema import EPOCH_PATTERN, EVENTS, LIMITS, TIME_FORMATS, spark_ddl
+from .schema import ACCOUNT_FIELDS, EPOCH_PATTERN, EVENTS, FIELDS, LIMITS, TIME_FORMATS, spark_ddl
 
 __all__ = ["parse_kafka", "parse_time_col", "apply_filters", "pg_array", "POST_COLUMNS", "to_post_rows"]
 
@@ -58,40 +58,55 @@ def _per_context(build):
     return cached
 
 
-def parse_kafka(df: DataFrame) -> DataFrame:
+# what the `error` column reads: always parsed
+_ERROR_FIELDS = frozenset({"event", "uri", "id", "instance", "account", "created_at"})
+
+
+def parse_kafka(df: DataFrame, fields: frozenset[str] | None = None) -> DataFrame:
     """Kafka rows -> one flat row per message: record fields, parsed timestamps, Kafka coordinates, `raw`, and
-    `error` (null when the row is usable; otherwise why not)."""
-    decode, fields, error = _parse_columns()
-    flat = df.select(*decode).select(*fields)
+    `error` (null when the row is usable; otherwise why not). `fields`: parse only these top-level record fields
+    (and those `error` reads); the columns of the others are null. For a caller that keeps few columns: the
+    JSON parser then skips the rest (`content_html`, the largest, among them) instead of building their values.
+    `error` is the same either way (a field of the wrong type becomes null without nulling the others)."""
+    decode, columns, error = _parse_columns(None if fields is None else frozenset(fields) | _ERROR_FIELDS)
+    flat = df.select(*decode).select(*columns)
     return flat.select(*[c for c in flat.columns if c != "created_at_raw"], error)
 
 
 @_per_context
-def _parse_columns() -> tuple[list[Column], list, Column]:
-    r = F.from_json(F.col("value").cast("string"), spark_ddl(), {"mode": "PERMISSIVE"})
+def _parse_columns(parsed: frozenset[str] | None) -> tuple[list[Column], list, Column]:
+    r = F.from_json(F.col("value").cast("string"), spark_ddl(parsed), {"mode": "PERMISSIVE"})
+
+    def rec(path: str) -> Column:
+        """A field of the parsed record, or a null of its type when it is not parsed."""
+        top, _, sub = path.partition(".")
+        if parsed is None or top in parsed:
+            return F.col(f"r.{path}")
+        return F.lit(None).cast(ACCOUNT_FIELDS[sub][0] if sub else FIELDS[top][0])
+
     decode = [
         F.col("topic"), F.col("partition").alias("kafka_partition"), F.col("offset").alias("kafka_offset"),
         F.col("timestamp").alias("kafka_timestamp"), F.col("value").cast("string").alias("raw"), r.alias("r")]
-    acct = F.col("r.account.acct")
-    handle = F.when(acct.contains("@"), acct).otherwise(F.concat_ws("@", acct, F.col("r.instance")))
+    acct = rec("account.acct")
+    handle = F.when(acct.contains("@"), acct).otherwise(F.concat_ws("@", acct, rec("instance")))
     fields = [
         "topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "raw",
-        F.col("r.event").alias("event"), F.trim(F.col("r.uri")).alias("uri"), F.trim(F.col("r.id")).alias("id"),
-        F.lower(F.trim(F.col("r.instance"))).alias("instance"), handle.alias("username"), acct.alias("acct"),
-        F.col("r.account.id").alias("account_id"), F.col("r.account.display_name").alias("display_name"),
-        F.col("r.account.bot").alias("bot"), F.col("r.account.followers_count").alias("followers_count"),
-        F.trim(F.col("r.text")).alias("content"), F.col("r.content_html").alias("content_html"),
-        F.lower(F.col("r.language")).alias("language"), F.col("r.visibility").alias("visibility"),
-        parse_time_col(F.col("r.created_at")).alias("created_at"),
-        parse_time_col(F.col("r.edited_at")).alias("edited_at"),
-        F.col("r.created_at").alias("created_at_raw"),
-        F.col("r.hashtags").alias("hashtags"), F.col("r.mentions").alias("mentions"), F.col("r.urls").alias("urls"),
-        F.col("r.media_count").alias("media_count"), F.col("r.is_reblog").alias("is_reblog"),
-        F.col("r.reblog_uri").alias("reblog_uri"), F.col("r.is_reply").alias("is_reply"),
-        F.col("r.in_reply_to_id").alias("in_reply_to_id"), F.col("r.replies_count").alias("replies_count"),
-        F.col("r.reblogs_count").alias("reblogs_count"), F.col("r.favourites_count").alias("favourites_count"),
-        F.col("r.sensitive").alias("sensitive"), F.col("r.spoiler_text").alias("spoiler_text"),
-        parse_time_col(F.col("r.ingested_at")).alias("ingested_at"),
+        rec("event").alias("event"), F.trim(rec("uri")).alias("uri"), F.trim(rec("id")).alias("id"),
+        F.lower(F.trim(rec("instance"))).alias("instance"), handle.alias("username"), acct.alias("acct"),
+        rec("account.id").alias("account_id"), rec("account.display_name").alias("display_name"),
+        rec("account.bot").alias("bot"), rec("account.followers_count").alias("followers_count"),
+        F.trim(rec("text")).alias("content"), rec("content_html").alias("content_html"),
+        F.lower(rec("language")).alias("language"), rec("visibility").alias("visibility"),
+        parse_time_col(rec("created_at")).alias("created_at"),
+        parse_time_col(rec("edited_at")).alias("edited_at"),
+        rec("created_at").alias("created_at_raw"),
+        rec("hashtags").alias("hashtags"), rec("mentions").alias("mentions"), rec("urls").alias("urls"),
+        rec("media_count").alias("media_count"), rec("is_reblog").alias("is_reblog"),
+        rec("reblog_uri").alias("reblog_uri"), rec("is_reply").alias("is_reply"),
+        rec("in_reply_to_id").alias("in_reply_to_id"), rec("replies_count").alias("replies_count"),
+        rec("reblogs_count").alias("reblogs_count"), rec("favourites_count").alias("favourites_count"),
+        rec("sensitive").alias("sensitive"), rec("spoiler_text").alias("spoiler_text"),
+        parse_time_col(rec("ingested_at")).alias("ingested_at"),
     ]
     is_status = F.col("event").isin("update", "status.update")
     error = (F.when(F.col("event").isNull(), F.lit("not a toot record (malformed JSON or wrong shape)"))
