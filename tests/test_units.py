@@ -95,7 +95,7 @@ def test_column_expressions_are_rebuilt_for_a_new_spark_context(monkeypatch):
 def test_progress_offsets_and_lag_from_sparks_kafka_source():
     from tootpipe.progress import lag, source_offsets
     sparks = '{"t": {"0": 40, "1": 7}}'
-    assert source_offsets(sparks) == {"0": 40, "1": 7}
+    assert source_offsets(sparks) == source_offsets({"t": {"0": 40, "1": 7}}) == {"0": 40, "1": 7}
     assert source_offsets(None) == source_offsets("") == source_offsets("not json") == {}
     assert lag({"0": 50, "1": 7, "2": 3}, {"0": 40, "1": 7}) == 13   # a partition the batch did not touch counts
     assert lag({"0": 40}, {"0": 45}) == 0 and lag({}, {"0": 1}) is None
@@ -229,7 +229,9 @@ def test_a_batch_is_summarised_for_the_ledger_and_split_for_postgresql_in_arrow(
     t = [datetime(2026, 11, 26, h, tzinfo=timezone.utc) for h in range(6)]
     cols = {c: [None] * 6 for c in POST_COLUMNS}
     cols.update(kafka_partition=[0, 0, 1, 1, 1, 2], kafka_offset=[7, 9, 3, 4, 5, 0], created_at=t,
-                uri=["a", "b", None, "c", "d", "e"], kafka_timestamp=[t[5]] * 5 + [None])
+                uri=["a", "b", None, "c", "d", "e"], kafka_timestamp=[t[5]] * 5 + [None],
+                hashtags=pa.array([["x", None, "y"], [], None, None, None, [None]], pa.list_(pa.string())),
+                mentions=pa.array([["m"], [], None, None, None, None], pa.list_(pa.string())))
     extra = {"event": ["update", "update", None, "delete", "update", "update"],
              "error": [None, None, "not a toot record", None, None, None],
              "raw": [None, None, "{oops", None, None, None], "topic": ["toots"] * 6,
@@ -241,6 +243,8 @@ def test_a_batch_is_summarised_for_the_ledger_and_split_for_postgresql_in_arrow(
     assert s.max_event_time == t[5]  # the newest kept toot; the delete (t[3]) and the dropped (t[1], t[4]) aside
     posts = posts_part(rows)
     assert posts.column_names == ["event", *POST_COLUMNS] and posts["uri"].to_pylist() == ["a", "c", "e"]
+    # the arrays go to text[] without their null items (what the stream always stored)
+    assert posts["hashtags"].to_pylist() == [["x", "y"], None, []] and posts["mentions"].to_pylist() == [["m"], None, None]
     assert errors_part(rows).to_pylist() == [{"topic": "toots", "kafka_partition": 1, "kafka_offset": 3,
                                               "raw": "{oops", "error": "not a toot record"}]
     now = t[5].timestamp() + 1.5

@@ -26,9 +26,9 @@ WHERE checkpoint = %s AND batch_id = %s
 """
 
 
-def source_offsets(offset_json: str | None) -> dict[str, int]:
-    """Per-partition offsets from a source progress offset of Spark's Kafka source, {"topic": {"0": n}}; {} for
-    anything else (a restarted query's first event may carry text that is not JSON). Pure."""
+def source_offsets(offset_json: str | dict | None) -> dict[str, int]:
+    """Per-partition offsets from a source progress offset of Spark's Kafka source, {"topic": {"0": n}}, as JSON
+    text or parsed; {} for anything else (a restarted query's first event may carry text that is not JSON). Pure."""
     if not offset_json:
         return {}
     try:
@@ -48,7 +48,12 @@ def lag(latest: dict[str, int], end: dict[str, int]) -> int | None:
 
 
 class ProgressRecorder(StreamingQueryListener):
-    """Writes each progress event of a watched query into its `stream_progress` row."""
+    """Writes each progress event of a watched query into its `stream_progress` row.
+
+    Spark hands it each event as the event's JSON (:class:`_JsonEvents`), not as PySpark's event objects: PySpark
+    builds those field by field over py4j, and reading each Java map to its end raises an exception that PySpark
+    then classifies with ~14 class lookups, each a miss that searches every jar on the classpath. At 5 events/s that
+    was the driver JVM's busiest thread after the query's own (22% of its samples in a live run, profiled)."""
 
     def __init__(self) -> None:
         self.queries: dict[str, tuple[str, str]] = {}  # query name -> (database url, checkpoint)
@@ -58,14 +63,30 @@ class ProgressRecorder(StreamingQueryListener):
         self.closers: dict[str, object] = {}            # run id -> what to call when that run ends
         self._changed = threading.Condition()
 
+    @property
+    def _jlistener(self):
+        if not hasattr(self, "_jlistenerobj"):
+            from pyspark import SparkContext
+            self._jlistenerobj = SparkContext._jvm.PythonStreamingQueryListenerWrapper(_JsonEvents(self))
+        return self._jlistenerobj
+
+    # PySpark's event objects (the interface's methods): turned into what _JsonEvents passes
     def onQueryStarted(self, event) -> None:
-        self.names[str(event.runId)] = event.name or ""
+        self.started(str(event.runId), event.name)
 
     def onQueryIdle(self, event) -> None:
         pass
 
     def onQueryTerminated(self, event) -> None:
-        run = str(event.runId)
+        self.terminated(str(event.runId))
+
+    def onQueryProgress(self, event) -> None:
+        self.progressed(json.loads(event.progress.json))
+
+    def started(self, run: str, name: str | None) -> None:
+        self.names[run] = name or ""
+
+    def terminated(self, run: str) -> None:
         conn = self.connections.pop(self.names.pop(run, None) or "", None)
         for close in (conn.close if conn else None, self.closers.pop(run, None)):
             try:
@@ -74,39 +95,62 @@ class ProgressRecorder(StreamingQueryListener):
             except Exception as exc:  # noqa: BLE001 - the listener thread must go on
                 log.warning("closing after query run %s: %s", run, exc)
 
-    def onQueryProgress(self, event) -> None:
-        p = event.progress
-        target = self.queries.get(p.name or "")
+    def progressed(self, p: dict) -> None:
+        """One progress event, as Spark's JSON of it."""
+        name = p.get("name") or ""
+        target = self.queries.get(name)
         if target is None:
             return
         try:
-            self._store(target, p)
+            self._store(target, name, p)
         except Exception as exc:  # noqa: BLE001 - a metrics failure must never reach the query
-            log.warning("could not record the progress of batch %s of %s: %s", p.batchId, p.name, exc)
+            log.warning("could not record the progress of batch %s of %s: %s", p.get("batchId"), name, exc)
         finally:
             with self._changed:
-                self.recorded[p.name] = max(self.recorded.get(p.name, -1), p.batchId)
+                self.recorded[name] = max(self.recorded.get(name, -1), p["batchId"])
                 self._changed.notify_all()
 
-    def _store(self, target: tuple[str, str], p) -> None:
+    def _store(self, target: tuple[str, str], name: str, p: dict) -> None:
         url, checkpoint = target
         latest, end = {}, {}
-        for s in p.sources:
-            latest.update(source_offsets(s.latestOffset))
-            end.update(source_offsets(s.endOffset))
-        d = p.durationMs
-        kept = self.connections.get(p.name)
+        for s in p.get("sources", []):
+            latest.update(source_offsets(s.get("latestOffset")))
+            end.update(source_offsets(s.get("endOffset")))
+        d = p.get("durationMs", {})
+        kept = self.connections.get(name)
         if kept is None or kept.url != url:
-            kept = self.connections[p.name] = KeptConnection(url, application_name=f"tootpipe progress {p.name}")
+            kept = self.connections[name] = KeptConnection(url, application_name=f"tootpipe progress {name}")
         with kept.transaction() as cur:
             cur.execute(_UPDATE, (json.dumps(latest) if latest else None, lag(latest, end),
                                   d.get("triggerExecution"), d.get("walCommit", 0) + d.get("commitOffsets", 0),
-                                  json.dumps(d), checkpoint, p.batchId))
+                                  json.dumps(d), checkpoint, p["batchId"]))
 
     def wait_for(self, name: str, batch_id: int, timeout_s: float) -> bool:
         """Wait until the event of `batch_id` (or a later one) of query `name` was handled; False on timeout."""
         with self._changed:
             return self._changed.wait_for(lambda: self.recorded.get(name, -1) >= batch_id, timeout_s)
+
+
+class _JsonEvents:
+    """Spark's listener interface, implemented over py4j: each event reaches the recorder in one or two calls."""
+
+    def __init__(self, recorder: ProgressRecorder) -> None:
+        self.recorder = recorder
+
+    def onQueryStarted(self, jevent) -> None:
+        self.recorder.started(jevent.runId().toString(), jevent.name())
+
+    def onQueryProgress(self, jevent) -> None:
+        self.recorder.progressed(json.loads(jevent.progress().json()))
+
+    def onQueryIdle(self, jevent) -> None:
+        pass
+
+    def onQueryTerminated(self, jevent) -> None:
+        self.recorder.terminated(jevent.runId().toString())
+
+    class Java:
+        implements = ["org.apache.spark.sql.streaming.PythonStreamingQueryListener"]
 
 
 _RECORDERS: list[tuple[object, ProgressRecorder]] = []  # (SparkContext, its listener); the context is held

@@ -199,9 +199,7 @@ class PostgresSink:
     @staticmethod
     def _stage(cur, rows) -> None:
         """The rows to apply (usable and kept) in a temporary table."""
-        staged = [sql.SQL("{}::text AS {}").format(sql.Identifier(c), sql.Identifier(c)) if c in Q.ARRAYS
-                  else sql.Identifier(c) for c in POST_COLUMNS]
-        cur.execute(sql.SQL(Q.STAGE_DDL).format(cols=sql.SQL(", ").join(staged)))
+        cur.execute(sql.SQL(Q.STAGE_DDL).format(cols=sql.SQL(", ").join(map(sql.Identifier, POST_COLUMNS))))
         copy_arrow(cur, "stage_posts", posts_part(rows), binary=True)
 
     def _claim(self, cur, b: _Batch):
@@ -245,10 +243,9 @@ class PostgresSink:
         cur.execute(Q.APPLY_DELETES)
         deletes = cur.rowcount
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in POST_COLUMNS if c != "uri")
-        staged = ", ".join(f"{c}::text[]" if c in Q.ARRAYS else c for c in POST_COLUMNS)
         args = {"batch_id": batch_id}
-        upsert = Q.UPSERT_POSTS.format(cols=cols, staged=staged, updates=updates, only="{only}")
-        written, fell_back = _insert_new(cur, Q.INSERT_NEW_POSTS.format(cols=cols, staged=staged),
+        upsert = Q.UPSERT_POSTS.format(cols=cols, updates=updates, only="{only}")
+        written, fell_back = _insert_new(cur, Q.INSERT_NEW_POSTS.format(cols=cols),
                                          upsert.format(only=""), args)
         if not fell_back:  # the stored toots of the batch: newer versions replace them
             cur.execute(upsert.format(only="AND s.uri IN (SELECT uri FROM removed_posts)"), args)

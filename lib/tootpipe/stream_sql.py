@@ -1,18 +1,16 @@
 """The SQL of the exactly-once stream sink (:mod:`tootpipe.stream_sink`), named by what each statement does.
 
 Every statement runs inside the batch's transaction, over the temporary table `stage_posts` (the batch's usable
-kept rows, arrays as PostgreSQL literals) and, for the window refreshes, `removed_posts` (the stored versions the
+kept rows) and, for the window refreshes, `removed_posts` (the stored versions the
 batch replaces or removes).
 """
 from __future__ import annotations
 
-__all__ = ["ARRAYS", "STAGE_DDL", "ERRORS_DDL", "CLAIM", "PREV_MAX", "MARK_APPLIED", "NOT_DELETED", "NEWEST_FIRST",
+__all__ = ["STAGE_DDL", "ERRORS_DDL", "CLAIM", "PREV_MAX", "MARK_APPLIED", "NOT_DELETED", "NEWEST_FIRST",
            "INSERT_NEW_POSTS", "UPSERT_POSTS", "INSERT_NEW_IDS", "UPSERT_IDS", "APPLY_DELETES", "REFRESH_COUNTS",
            "REFRESH_USER_AVG", "PROGRESS", "PROGRESS_APPLIED"]
 
-# the arrays arrive as PostgreSQL literals (text) and are cast when applied: the stage's types are exactly the
-# Arrow batch's, which a binary COPY needs
-ARRAYS = ("hashtags", "mentions", "urls")
+# the stage has the types of the Arrow batch (a binary COPY needs them exactly): those of mastodon_posts
 STAGE_DDL = ("CREATE TEMP TABLE stage_posts ON COMMIT DROP AS SELECT NULL::text AS event, {cols} "
              "FROM mastodon_posts WITH NO DATA")
 ERRORS_DDL = ("CREATE TEMP TABLE stage_errors ON COMMIT DROP AS SELECT topic, kafka_partition, kafka_offset, raw, "
@@ -32,13 +30,13 @@ NEWEST_FIRST = "ORDER BY uri, coalesce(edited_at, created_at) DESC, kafka_partit
 # the upsert's speculative insertion; {only} narrows the upsert to the stored ones (or, as the fallback, nothing)
 INSERT_NEW_POSTS = f"""
 INSERT INTO mastodon_posts ({{cols}}, batch_id)
-SELECT DISTINCT ON (uri) {{staged}}, %(batch_id)s FROM stage_posts s
+SELECT DISTINCT ON (uri) {{cols}}, %(batch_id)s FROM stage_posts s
 WHERE s.event <> 'delete' AND NOT EXISTS (SELECT 1 FROM removed_posts r WHERE r.uri = s.uri) AND {NOT_DELETED}
 {NEWEST_FIRST}
 """
 UPSERT_POSTS = f"""
 INSERT INTO mastodon_posts ({{cols}}, batch_id)
-SELECT DISTINCT ON (uri) {{staged}}, %(batch_id)s FROM stage_posts s
+SELECT DISTINCT ON (uri) {{cols}}, %(batch_id)s FROM stage_posts s
 WHERE s.event <> 'delete' {{only}} AND {NOT_DELETED}
 {NEWEST_FIRST}
 ON CONFLICT (uri) DO UPDATE SET {{updates}}, batch_id = EXCLUDED.batch_id, written_at = now()

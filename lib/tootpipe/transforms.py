@@ -146,7 +146,7 @@ def pg_array(c: Column) -> Column:
 
 def to_post_rows(df: DataFrame, filters=None) -> DataFrame:
     """Parsed rows -> the columns of `mastodon_posts` plus `event`, `error` and `raw` (the message, for error rows
-    only: the others would carry every toot twice), arrays as PostgreSQL literals; with
+    only: the others would carry every toot twice); with
     `filters`, every row is kept and a boolean column `kept` says whether it passes them (as :func:`apply_filters`)."""
     cols = _post_row_columns()
     if filters is not None:
@@ -156,6 +156,9 @@ def to_post_rows(df: DataFrame, filters=None) -> DataFrame:
 
 @_per_context
 def _post_row_columns() -> list[Column]:
-    cols = [pg_array(F.col(c)).alias(c) if c in ("hashtags", "mentions", "urls") else F.col(c) for c in POST_COLUMNS]
+    # the arrays stay arrays (the sink COPYs them to text[]): as literals (pg_array: transform, a higher-order
+    # function Spark cannot compile) they took the projection out of whole-stage code generation, and every task of
+    # every micro-batch then generated its projection's code anew (a third of the executor's time in a live run)
+    cols = [F.col(c) for c in POST_COLUMNS]
     raw_of_errors = F.when(F.col("error").isNotNull(), F.col("raw")).alias("raw")  # only stream_errors keeps it
     return [F.col("event"), F.col("error"), raw_of_errors, F.col("topic"), *cols]
