@@ -240,3 +240,18 @@ def test_the_backfill_s_narrow_parse_gives_the_full_parse_s_columns_and_errors(s
     assert len(full) == len(values)
     assert narrow == full
     assert sum(r.error is not None for r in full.values()) >= 20  # the wrong-typed values did produce errors
+
+
+@pytest.mark.integration
+def test_identifier_limits_count_characters_not_bytes(spark):
+    """An id of 256 two-byte characters (512 bytes) is within its 256-character limit; one more is not."""
+    from datetime import datetime, timezone
+    from tootpipe.transforms import parse_kafka
+    good = {**STATUS, "v": 1, "event": "update", "instance": "mastodon.social", "created_at": "2026-11-26T10:00:00Z",
+            "account": {"acct": "ann"}}
+    values = [json.dumps({**good, "id": "é" * LIMITS["id"]}), json.dumps({**good, "id": "é" * (LIMITS["id"] + 1)}),
+              json.dumps({**good, "uri": "https://a.example/" + "ü" * (LIMITS["uri"] - 18)})]
+    raw = spark.createDataFrame([("t", 0, i, datetime.now(timezone.utc), v.encode()) for i, v in enumerate(values)],
+                                "topic string, partition int, offset long, timestamp timestamp, value binary")
+    errors = [r.error for r in parse_kafka(raw).orderBy("kafka_offset").collect()]
+    assert errors == [None, f"id longer than {LIMITS['id']} characters", None]

@@ -114,16 +114,23 @@ def _parse_columns(parsed: frozenset[str] | None) -> tuple[list[Column], list, C
              .when((F.col("event") == "delete") & (F.col("id").isNull() | (F.col("instance").isNull())),
                    F.lit("delete without id or instance"))
              .when(is_status & (F.col("uri").isNull() | (F.col("uri") == "")), F.lit("status without uri"))
-             .when(F.length("uri") > LIMITS["uri"], F.lit(f"uri longer than {LIMITS['uri']} characters"))
-             .when(F.length("id") > LIMITS["id"], F.lit(f"id longer than {LIMITS['id']} characters"))
-             .when(F.length("instance") > LIMITS["instance"],
+             .when(_longer("uri", LIMITS["uri"]), F.lit(f"uri longer than {LIMITS['uri']} characters"))
+             .when(_longer("id", LIMITS["id"]), F.lit(f"id longer than {LIMITS['id']} characters"))
+             .when(_longer("instance", LIMITS["instance"]),
                    F.lit(f"instance longer than {LIMITS['instance']} characters"))
-             .when(F.length("username") > LIMITS["acct"] + LIMITS["instance"] + 1,
+             .when(_longer("username", LIMITS["acct"] + LIMITS["instance"] + 1),
                    F.lit(f"username longer than {LIMITS['acct']} characters"))
              .when(is_status & F.col("acct").isNull(), F.lit("status without account"))
              .when(is_status & F.col("created_at").isNull(),
                    F.concat(F.lit("unreadable created_at: "), F.coalesce(F.col("created_at_raw"), F.lit("null")))))
     return decode, fields, error.alias("error")
+
+
+def _longer(name: str, limit: int) -> Column:
+    """More than `limit` characters. The byte length is known without reading the string and bounds the character
+    count from above, so only a string of more than `limit` bytes is counted (counting every one was 3% of the
+    backfill's JVM time)."""
+    return (F.octet_length(name) > limit) & (F.length(name) > limit)
 
 
 def apply_filters(df: DataFrame, filters) -> DataFrame:
