@@ -17,10 +17,8 @@ import pyarrow.compute as pc
 
 from .transforms import POST_COLUMNS
 
-ARRAYS = ("hashtags", "mentions", "urls")  # list<string> columns, text[] in PostgreSQL
-
 __all__ = ["BatchSummary", "summarise", "posts_part", "errors_part", "latencies_ms", "without_null_items",
-           "ERROR_COLUMNS", "ARRAYS"]
+           "ERROR_COLUMNS"]
 
 ERROR_COLUMNS = ["topic", "kafka_partition", "kafka_offset", "raw", "error"]
 
@@ -64,14 +62,15 @@ def posts_part(rows: pa.Table) -> pa.Table:
     """The rows PostgreSQL applies (usable and kept): `event` and the columns of `mastodon_posts`; the arrays
     without null items (a record from another producer may hold some)."""
     part = rows.filter(_applied(rows)).select(["event", *POST_COLUMNS])
-    for name in ARRAYS:
-        part = part.set_column(part.schema.get_field_index(name), name, without_null_items(part[name]))
+    for i, field in enumerate(part.schema):
+        if pa.types.is_list(field.type):  # hashtags, mentions, urls: text[] in PostgreSQL
+            part = part.set_column(i, field.name, without_null_items(part.column(i)))
     return part
 
 
 def without_null_items(lists: pa.ChunkedArray) -> pa.ChunkedArray:
     """A list column with the null items of its lists removed (a null list stays null). Pure."""
-    if not pa.types.is_list(lists.type) or pc.list_flatten(lists).null_count == 0:
+    if pc.list_flatten(lists).null_count == 0:
         return lists
     return pa.chunked_array([pa.array([None if v is None else [x for x in v if x is not None] for v in c.to_pylist()],
                                       type=c.type) for c in lists.chunks], type=lists.type)
