@@ -141,7 +141,9 @@ def test_poison_between_good_toots_never_stalls_the_stream_or_the_backfill(fresh
     long_user = json.loads(_good(101)) | {"account": {"acct": "u" * 3000 + "@a.example", "username": "u"}}
     poisons = [json.dumps(long_uri).encode(), json.dumps(long_user).encode(),
                b'{"v": 1, "event": "update", "uri": "https://a.example/s/\xff\xfe", "text": "\xc3\x28"}',
-               json.dumps(json.loads(_good(102)) | {"created_at": True, "hashtags": 5}).encode()]
+               json.dumps(json.loads(_good(102)) | {"created_at": True, "hashtags": 5}).encode(),
+               json.dumps({k: v for k, v in json.loads(_good(103)).items() if k != "id"}).encode(),
+               json.dumps(json.loads(_good(104)) | {"instance": " "}).encode()]
     values = [_good(1), json.dumps(NUL_TOOT).encode(), _good(2)]
     for p in poisons:
         values += [p, _good(len(values) + 10)]
