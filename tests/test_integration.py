@@ -234,6 +234,35 @@ def test_arrays_reach_postgresql_as_they_were(fresh, spark):
     assert got == values
 
 
+def test_the_newest_versions_marked_in_arrow_are_those_postgresqls_distinct_on_picks(fresh):
+    import random
+    from datetime import datetime, timedelta, timezone
+    import pyarrow as pa
+    from tootpipe.stream_batch import newest_versions
+    _, endpoints = fresh
+    rng = random.Random(5)
+    t0 = datetime(2026, 11, 26, tzinfo=timezone.utc)
+    n = 3000  # few uris and few instants: many versions per uri, many ties
+    part = pa.table({
+        "event": [rng.choice(["update", "update", "status.update", "delete", None]) for _ in range(n)],
+        "uri": [rng.choice([f"u{i}" for i in range(300)] + ["ü✓", None]) for _ in range(n)],
+        "created_at": pa.array([rng.choice([None] + [t0 + timedelta(minutes=m) for m in range(4)]) for _ in range(n)],
+                               pa.timestamp("us", tz="UTC")),  # no time: first under DESC, as in PostgreSQL
+        "edited_at": pa.array([rng.choice([None, None, t0 + timedelta(minutes=rng.randrange(5))]) for _ in range(n)],
+                              pa.timestamp("us", tz="UTC")),
+        "kafka_partition": pa.array([rng.randrange(3) for _ in range(n)], pa.int32()),
+        "kafka_offset": pa.array(rng.sample(range(10 * n), n), pa.int64())})
+    part = part.append_column("newest", newest_versions(part)).append_column("n", pa.array(range(n), pa.int64()))
+    with db.transaction(endpoints.database_url) as conn, conn.cursor() as cur:
+        cur.execute('CREATE TEMP TABLE v (event text, uri text COLLATE "C", created_at timestamptz, '
+                    "edited_at timestamptz, kafka_partition int, kafka_offset bigint, newest boolean, n bigint)")
+        db.copy_arrow(cur, "v", part, binary=True)
+        cur.execute("SELECT DISTINCT ON (uri) n FROM v WHERE event <> 'delete' "  # the order the sink's SQL used
+                    "ORDER BY uri, coalesce(edited_at, created_at) DESC, kafka_partition, kafka_offset DESC")
+        picked = sorted(r[0] for r in cur.fetchall())
+    assert len(picked) > 250 and picked == [i for i, m in enumerate(part["newest"].to_pylist()) if m]
+
+
 def test_binary_and_csv_copies_store_the_same_values(fresh):
     import platform
     from datetime import datetime, timezone

@@ -218,6 +218,30 @@ def test_offsets_of_a_partition_without_a_leader_for_a_moment_are_asked_again_ot
         kafka_io.end_offsets("b:9092", "t", [0], timeout=0.5)
 
 
+def test_the_newest_version_of_each_uri_is_marked_as_distinct_on_with_the_sinks_order_would_pick():
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+
+    from tootpipe.stream_batch import newest_versions
+
+    t = [datetime(2026, 11, 26, h, tzinfo=timezone.utc) for h in range(4)]
+    rows = [  # uri, event, created_at, edited_at, partition, offset, newest?
+        ("a", "update", t[0], None, 0, 1, False), ("a", "status.update", t[0], t[2], 2, 9, True),  # the edit
+        ("a", "update", t[1], None, 1, 5, False),
+        ("b", "update", t[1], None, 1, 3, False), ("b", "update", t[1], None, 0, 2, True),  # tie: lowest partition
+        ("c", "update", t[3], None, 0, 4, False), ("c", "update", t[3], None, 0, 8, True),  # then highest offset
+        (None, "delete", None, None, 0, 5, False), ("d", "delete", t[3], None, 0, 6, False),  # deletes: never
+        ("d", "update", t[0], None, 1, 7, True), ("e", None, t[0], None, 1, 8, False)]  # no event: as SQL's <>
+    cols = list(zip(*rows))
+    part = pa.table({"uri": cols[0], "event": cols[1],
+                     "created_at": pa.array(cols[2], pa.timestamp("us", tz="UTC")),
+                     "edited_at": pa.array(cols[3], pa.timestamp("us", tz="UTC")),
+                     "kafka_partition": pa.array(cols[4], pa.int32()), "kafka_offset": pa.array(cols[5], pa.int64())})
+    assert newest_versions(part).to_pylist() == list(cols[6])
+    assert newest_versions(part.slice(0, 0)).to_pylist() == []
+
+
 def test_a_batch_is_summarised_for_the_ledger_and_split_for_postgresql_in_arrow():
     from datetime import datetime, timezone
 
@@ -242,7 +266,8 @@ def test_a_batch_is_summarised_for_the_ledger_and_split_for_postgresql_in_arrow(
     assert (s.rows, s.errors, s.filtered) == (6, 1, 1)
     assert s.max_event_time == t[5]  # the newest kept toot; the delete (t[3]) and the dropped (t[1], t[4]) aside
     posts = posts_part(rows)
-    assert posts.column_names == ["event", *POST_COLUMNS] and posts["uri"].to_pylist() == ["a", "c", "e"]
+    assert posts.column_names == ["event", "newest", *POST_COLUMNS] and posts["uri"].to_pylist() == ["a", "c", "e"]
+    assert posts["newest"].to_pylist() == [True, False, True]  # the delete ("c") is no version of a toot
     # the arrays go to text[] without their null items (what the stream always stored)
     assert posts["hashtags"].to_pylist() == [["x", "y"], None, []] and posts["mentions"].to_pylist() == [["m"], None, None]
     assert errors_part(rows).to_pylist() == [{"topic": "toots", "kafka_partition": 1, "kafka_offset": 3,

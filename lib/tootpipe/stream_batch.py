@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from .transforms import POST_COLUMNS
 
 __all__ = ["BatchSummary", "summarise", "posts_part", "errors_part", "latencies_ms", "without_null_items",
-           "ERROR_COLUMNS"]
+           "newest_versions", "ERROR_COLUMNS"]
 
 ERROR_COLUMNS = ["topic", "kafka_partition", "kafka_offset", "raw", "error"]
 
@@ -59,13 +59,34 @@ def summarise(rows: pa.Table) -> BatchSummary:
 
 
 def posts_part(rows: pa.Table) -> pa.Table:
-    """The rows PostgreSQL applies (usable and kept): `event` and the columns of `mastodon_posts`; the arrays
-    without null items (a record from another producer may hold some)."""
+    """The rows PostgreSQL applies (usable and kept): `event`, `newest` (:func:`newest_versions`) and the columns
+    of `mastodon_posts`; the arrays without null items (a record from another producer may hold some)."""
     part = rows.filter(_applied(rows)).select(["event", *POST_COLUMNS])
     for i, field in enumerate(part.schema):
         if pa.types.is_list(field.type):  # hashtags, mentions, urls: text[] in PostgreSQL
             part = part.set_column(i, field.name, without_null_items(part.column(i)))
-    return part
+    return part.add_column(1, "newest", newest_versions(part))
+
+
+def newest_versions(part: pa.Table) -> pa.Array:
+    """Per row, whether it is the version of its `uri` the batch stores: among the rows that are not deletes, the
+    first of its uri in the order uri, coalesce(edited_at, created_at) descending (nulls first, as PostgreSQL's
+    DESC), kafka_partition, kafka_offset descending, so `WHERE newest` picks what `SELECT DISTINCT ON (uri) ...
+    ORDER BY` that order would, without PostgreSQL sorting the wide rows (a sort that spilled to disk). Pure."""
+    newest = np.zeros(part.num_rows, dtype=bool)
+    statuses = np.flatnonzero(pc.fill_null(pc.not_equal(part["event"], "delete"), False).to_numpy())
+    if statuses.size:
+        keys = pa.table({"uri": part["uri"], "t": pc.coalesce(part["edited_at"].cast(part["created_at"].type), part["created_at"]),
+                         "p": part["kafka_partition"], "o": part["kafka_offset"]}).take(statuses)
+        order = pc.sort_indices(keys, [("uri", "ascending"), ("t", "descending"), ("p", "ascending"),
+                                       ("o", "descending")], null_placement="at_start").to_numpy()
+        uris = keys["uri"].take(order).combine_chunks()
+        later = pc.equal(uris.slice(1), uris.slice(0, len(uris) - 1))  # the uri of the row before (nulls: one uri)
+        later = pc.or_kleene(later, pc.and_(pc.is_null(uris.slice(1)), pc.is_null(uris.slice(0, len(uris) - 1))))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = ~pc.fill_null(later, False).to_numpy(zero_copy_only=False)
+        newest[statuses[order[first]]] = True
+    return pa.array(newest)
 
 
 def without_null_items(lists: pa.ChunkedArray) -> pa.ChunkedArray:

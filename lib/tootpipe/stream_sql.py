@@ -6,13 +6,13 @@ batch replaces or removes).
 """
 from __future__ import annotations
 
-__all__ = ["STAGE_DDL", "ERRORS_DDL", "CLAIM", "PREV_MAX", "MARK_APPLIED", "NOT_DELETED", "NEWEST_FIRST",
+__all__ = ["STAGE_DDL", "ERRORS_DDL", "CLAIM", "PREV_MAX", "MARK_APPLIED", "NOT_DELETED",
            "INSERT_NEW_POSTS", "UPSERT_POSTS", "INSERT_NEW_IDS", "UPSERT_IDS", "APPLY_DELETES", "REFRESH_COUNTS",
            "REFRESH_USER_AVG", "PROGRESS", "PROGRESS_APPLIED"]
 
 # the stage has the types of the Arrow batch (a binary COPY needs them exactly): those of mastodon_posts
-STAGE_DDL = ("CREATE TEMP TABLE stage_posts ON COMMIT DROP AS SELECT NULL::text AS event, {cols} "
-             "FROM mastodon_posts WITH NO DATA")
+STAGE_DDL = ("CREATE TEMP TABLE stage_posts ON COMMIT DROP AS SELECT NULL::text AS event, NULL::boolean AS newest, "
+             "{cols} FROM mastodon_posts WITH NO DATA")
 ERRORS_DDL = ("CREATE TEMP TABLE stage_errors ON COMMIT DROP AS SELECT topic, kafka_partition, kafka_offset, raw, "
               "error FROM stream_errors WITH NO DATA")
 
@@ -25,20 +25,18 @@ MARK_APPLIED = ("UPDATE stream_ledger SET applied = true, committed_at = now() "
                 "WHERE checkpoint = %s AND batch_id = %s AND NOT applied")
 
 NOT_DELETED = "NOT EXISTS (SELECT 1 FROM deleted_uris du WHERE du.uri = s.uri)"
-NEWEST_FIRST = "ORDER BY uri, coalesce(edited_at, created_at) DESC, kafka_partition, kafka_offset DESC"
-# toots new to the table (not among the stored versions the batch replaces, "removed_posts"): a plain INSERT, without
+# one version per uri: the batch's newest (`newest`, marked in the Arrow batch: stream_batch.newest_versions).
+# Toots new to the table (not among the stored versions the batch replaces, "removed_posts"): a plain INSERT, without
 # the upsert's speculative insertion; {only} narrows the upsert to the stored ones (or, as the fallback, nothing)
 INSERT_NEW_POSTS = f"""
 INSERT INTO mastodon_posts ({{cols}}, batch_id)
-SELECT DISTINCT ON (uri) {{cols}}, %(batch_id)s FROM stage_posts s
-WHERE s.event <> 'delete' AND NOT EXISTS (SELECT 1 FROM removed_posts r WHERE r.uri = s.uri) AND {NOT_DELETED}
-{NEWEST_FIRST}
+SELECT {{cols}}, %(batch_id)s FROM stage_posts s
+WHERE s.newest AND NOT EXISTS (SELECT 1 FROM removed_posts r WHERE r.uri = s.uri) AND {NOT_DELETED}
 """
 UPSERT_POSTS = f"""
 INSERT INTO mastodon_posts ({{cols}}, batch_id)
-SELECT DISTINCT ON (uri) {{cols}}, %(batch_id)s FROM stage_posts s
-WHERE s.event <> 'delete' {{only}} AND {NOT_DELETED}
-{NEWEST_FIRST}
+SELECT {{cols}}, %(batch_id)s FROM stage_posts s
+WHERE s.newest {{only}} AND {NOT_DELETED}
 ON CONFLICT (uri) DO UPDATE SET {{updates}}, batch_id = EXCLUDED.batch_id, written_at = now()
 WHERE coalesce(EXCLUDED.edited_at, EXCLUDED.created_at) > coalesce(mastodon_posts.edited_at, mastodon_posts.created_at)
 """
