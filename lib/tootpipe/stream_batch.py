@@ -71,15 +71,16 @@ def posts_part(rows: pa.Table) -> pa.Table:
 def newest_versions(part: pa.Table) -> pa.Array:
     """Per row, whether it is the version of its `uri` the batch stores: among the rows that are not deletes, the
     first of its uri in the order uri, coalesce(edited_at, created_at) descending (nulls first, as PostgreSQL's
-    DESC), kafka_partition, kafka_offset descending, so `WHERE newest` picks what `SELECT DISTINCT ON (uri) ...
+    DESC: `no_t`), kafka_partition, kafka_offset descending, so `WHERE newest` picks what `SELECT DISTINCT ON (uri) ...
     ORDER BY` that order would, without PostgreSQL sorting the wide rows (a sort that spilled to disk). Pure."""
     newest = np.zeros(part.num_rows, dtype=bool)
     statuses = np.flatnonzero(pc.fill_null(pc.not_equal(part["event"], "delete"), False).to_numpy())
     if statuses.size:
-        keys = pa.table({"uri": part["uri"], "t": pc.coalesce(part["edited_at"].cast(part["created_at"].type), part["created_at"]),
-                         "p": part["kafka_partition"], "o": part["kafka_offset"]}).take(statuses)
-        order = pc.sort_indices(keys, [("uri", "ascending"), ("t", "descending"), ("p", "ascending"),
-                                       ("o", "descending")], null_placement="at_start").to_numpy()
+        t = pc.coalesce(part["edited_at"].cast(part["created_at"].type), part["created_at"])
+        keys = pa.table({"uri": part["uri"], "no_t": pc.is_null(t), "t": t, "p": part["kafka_partition"],
+                         "o": part["kafka_offset"]}).take(statuses)
+        order = pc.sort_indices(keys, [("uri", "ascending"), ("no_t", "descending"), ("t", "descending"),
+                                       ("p", "ascending"), ("o", "descending")]).to_numpy()
         uris = keys["uri"].take(order).combine_chunks()
         later = pc.equal(uris.slice(1), uris.slice(0, len(uris) - 1))  # the uri of the row before (nulls: one uri)
         later = pc.or_kleene(later, pc.and_(pc.is_null(uris.slice(1)), pc.is_null(uris.slice(0, len(uris) - 1))))
