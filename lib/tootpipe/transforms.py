@@ -116,7 +116,8 @@ def _parse_columns(parsed: frozenset[str] | None) -> tuple[list[Column], list, C
              .when(is_status & (F.col("uri").isNull() | (F.col("uri") == "")), F.lit("status without uri"))
              # the (instance, id) -> uri map needs both (a status without them stalled the stream's batch)
              .when(is_status & ((F.coalesce(F.col("id"), F.lit("")) == "")
-                                | (F.coalesce(F.col("instance"), F.lit("")) == "")), F.lit("status without id or instance"))
+                                | (F.coalesce(F.col("instance"), F.lit("")) == "")),
+                   F.lit("status without id or instance"))
              .when(_longer("uri", LIMITS["uri"]), F.lit(f"uri longer than {LIMITS['uri']} characters"))
              .when(_longer("id", LIMITS["id"]), F.lit(f"id longer than {LIMITS['id']} characters"))
              .when(_longer("instance", LIMITS["instance"]),
