@@ -82,10 +82,10 @@ def newest_versions(part: pa.Table) -> pa.Array:
         order = pc.sort_indices(keys, [("uri", "ascending"), ("no_t", "descending"), ("t", "descending"),
                                        ("p", "ascending"), ("o", "descending")]).to_numpy()
         uris = keys["uri"].take(order).combine_chunks()
-        later = pc.equal(uris.slice(1), uris.slice(0, len(uris) - 1))  # the uri of the row before (nulls: one uri)
-        later = pc.or_kleene(later, pc.and_(pc.is_null(uris.slice(1)), pc.is_null(uris.slice(0, len(uris) - 1))))
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = ~pc.fill_null(later, False).to_numpy(zero_copy_only=False)
+        this, before = uris.slice(1), uris.slice(0, len(uris) - 1)
+        same = pc.or_kleene(pc.equal(this, before), pc.and_(pc.is_null(this), pc.is_null(before)))  # nulls: one uri
+        first = np.ones(len(order), dtype=bool)  # the first row of each uri in that order
+        first[1:] = ~pc.fill_null(same, False).to_numpy(zero_copy_only=False)
         newest[statuses[order[first]]] = True
     return pa.array(newest)
 
