@@ -143,7 +143,10 @@ def test_poison_between_good_toots_never_stalls_the_stream_or_the_backfill(fresh
                b'{"v": 1, "event": "update", "uri": "https://a.example/s/\xff\xfe", "text": "\xc3\x28"}',
                json.dumps(json.loads(_good(102)) | {"created_at": True, "hashtags": 5}).encode(),
                json.dumps({k: v for k, v in json.loads(_good(103)).items() if k != "id"}).encode(),
-               json.dumps(json.loads(_good(104)) | {"instance": " "}).encode()]
+               json.dumps(json.loads(_good(104)) | {"instance": " "}).encode(),
+               # deletes naming no toot: an empty id, a blank instance (the producer refuses both too)
+               json.dumps({"v": 1, "event": "delete", "uri": None, "id": "", "instance": "a.example"}).encode(),
+               json.dumps({"v": 1, "event": "delete", "uri": None, "id": "7", "instance": "  "}).encode()]
     values = [_good(1), json.dumps(NUL_TOOT).encode(), _good(2)]
     for p in poisons:
         values += [p, _good(len(values) + 10)]
@@ -157,6 +160,8 @@ def test_poison_between_good_toots_never_stalls_the_stream_or_the_backfill(fresh
     errors = db.query_df(endpoints.database_url, "SELECT kafka_offset, error FROM stream_errors ORDER BY kafka_offset")
     assert len(errors) == len(poisons), errors.error.tolist()
     assert any("uri longer than" in e for e in errors.error) and any("username longer than" in e for e in errors.error)
+    assert sum(e == "delete without id or instance" for e in errors.error) == 2
+    assert db.query_df(endpoints.database_url, "SELECT count(*) AS n FROM toot_deletes").n[0] == 0
     nul = db.query_df(endpoints.database_url, "SELECT username, content, hashtags FROM mastodon_posts WHERE uri = %s",
                       (NUL_TOOT["uri"],)).iloc[0]
     assert "\x00" not in nul.username + nul.content and nul.content == "has a  NUL"

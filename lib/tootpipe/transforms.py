@@ -109,15 +109,14 @@ def _parse_columns(parsed: frozenset[str] | None) -> tuple[list[Column], list, C
         parse_time_col(rec("ingested_at")).alias("ingested_at"),
     ]
     is_status = F.col("event").isin("update", "status.update")
+    # the (instance, id) -> uri map and the deletes need both, not empty (as the producer's rule: a status without
+    # them stalled the stream's batch, a delete with an empty one named no toot)
+    no_key = _blank("id") | _blank("instance")
     error = (F.when(F.col("event").isNull(), F.lit("not a toot record (malformed JSON or wrong shape)"))
              .when(~F.col("event").isin(*EVENTS), F.concat(F.lit("unknown event: "), F.col("event")))
-             .when((F.col("event") == "delete") & (F.col("id").isNull() | (F.col("instance").isNull())),
-                   F.lit("delete without id or instance"))
-             .when(is_status & (F.col("uri").isNull() | (F.col("uri") == "")), F.lit("status without uri"))
-             # the (instance, id) -> uri map needs both (a status without them stalled the stream's batch)
-             .when(is_status & ((F.coalesce(F.col("id"), F.lit("")) == "")
-                                | (F.coalesce(F.col("instance"), F.lit("")) == "")),
-                   F.lit("status without id or instance"))
+             .when((F.col("event") == "delete") & no_key, F.lit("delete without id or instance"))
+             .when(is_status & _blank("uri"), F.lit("status without uri"))
+             .when(is_status & no_key, F.lit("status without id or instance"))
              .when(_longer("uri", LIMITS["uri"]), F.lit(f"uri longer than {LIMITS['uri']} characters"))
              .when(_longer("id", LIMITS["id"]), F.lit(f"id longer than {LIMITS['id']} characters"))
              .when(_longer("instance", LIMITS["instance"]),
@@ -128,6 +127,11 @@ def _parse_columns(parsed: frozenset[str] | None) -> tuple[list[Column], list, C
              .when(is_status & F.col("created_at").isNull(),
                    F.concat(F.lit("unreadable created_at: "), F.coalesce(F.col("created_at_raw"), F.lit("null")))))
     return decode, fields, error.alias("error")
+
+
+def _blank(name: str) -> Column:
+    """The (trimmed) column is null or empty."""
+    return F.coalesce(F.col(name), F.lit("")) == ""
 
 
 def _longer(name: str, limit: int) -> Column:
