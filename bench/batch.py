@@ -124,10 +124,13 @@ def main(argv=None) -> int:
     res["backfill_warm_s"] = round(time.perf_counter() - t, 2)
     res["backfill_warm_toots_per_s"] = round(warm_bf["rows"] / res["backfill_warm_s"])
     print(f"backfill, warm session: {warm_bf['rows']:,} rows in {res['backfill_warm_s']} s", flush=True)
-    # the baseline in the same run: Spark's connector reading the same messages into nothing (count)
+    # the baseline in the same run: Spark's connector reading the same messages into nothing (count), with the
+    # fetch size the backfill uses
+    from tootpipe.stream_query import FETCH_OPTIONS
     t = time.perf_counter()
     read = (spark.read.format("kafka").option("kafka.bootstrap.servers", endpoints.bootstrap_servers)
-            .option("subscribe", params.kafka.topic).option("minPartitions", "8").load().count())
+            .option("subscribe", params.kafka.topic).option("minPartitions", "8").options(**FETCH_OPTIONS)
+            .load().count())
     res["kafka_read_s"] = round(time.perf_counter() - t, 2)
     res["kafka_read_rows_per_s"] = round(read / res["kafka_read_s"])
     res["backfill_to_read_ratio"] = round(res["backfill_toots_per_s"] / res["kafka_read_rows_per_s"], 2)
