@@ -151,6 +151,7 @@ def sink_run(spark, params, endpoints, per_trigger: int, expected: set, overlap:
     endpoints = fresh_db(endpoints, name, scratch=True)
     if preload:
         preload_posts(endpoints.database_url, *preload)
+        services.checkpoint(endpoints)  # the preload's WAL set checkpoints off: none falls inside the drain
     ck = ROOT / ".tootpipe" / "bench" / "checkpoints" / name
     sink = PostgresSink(params, endpoints, str(ck), overlap=overlap)
     out = drain(spark, params, endpoints, per_trigger, name, foreach=sink)

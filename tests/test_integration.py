@@ -510,6 +510,20 @@ def test_a_database_with_the_old_ledger_name_keeps_its_history(services_up):
     assert db.scalar(endpoints.database_url, "SELECT to_regclass('stream_batches') IS NULL") is True
 
 
+def test_a_checkpoint_asked_of_the_embedded_server_happens_and_an_external_one_is_refused(fresh):
+    """services.checkpoint (benchmarks start timing after one): the server's count of requested checkpoints grows;
+    a server that is not the embedded one is never touched."""
+    import dataclasses
+    from tootpipe import services
+    _, endpoints = fresh
+    asked = "SELECT num_requested FROM pg_stat_checkpointer"
+    before = db.scalar(endpoints.database_url, asked)
+    services.checkpoint(endpoints)
+    assert db.scalar(endpoints.database_url, asked) > before
+    with pytest.raises(services.ServiceError, match="checkpoint needs the embedded PostgreSQL"):
+        services.checkpoint(dataclasses.replace(endpoints, embedded_postgres=False))
+
+
 def test_clean_and_analytics_are_reused_only_while_nothing_they_read_changed(fresh, spark):
     params, endpoints = fresh
     url = endpoints.database_url

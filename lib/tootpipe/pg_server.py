@@ -25,7 +25,7 @@ from urllib.parse import quote
 from .config import child_env, register_secret
 from .procs import free_port, identity, port_free, wait_port
 
-__all__ = ["start", "stop", "create_database", "drop_database", "passwords", "binary", "APP_ROLE", "SYSTEM_USER"]
+__all__ = ["start", "stop", "create_database", "drop_database", "checkpoint", "passwords", "binary", "APP_ROLE", "SYSTEM_USER"]
 
 SYSTEM_USER = "tootpipe"
 APP_ROLE = "tootpipe"
@@ -180,6 +180,12 @@ def drop_database(port: int, pw: dict[str, str], name: str) -> None:
     """Drop database `name` when it exists, closing the sessions still on it."""
     with _superuser(port, pw) as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def checkpoint(port: int, pw: dict[str, str]) -> None:
+    """A checkpoint, now (the superuser's CHECKPOINT)."""
+    with _superuser(port, pw) as cur:
+        cur.execute("CHECKPOINT")
 
 
 def create_database(port: int, pw: dict[str, str], name: str) -> str:

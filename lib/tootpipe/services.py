@@ -21,7 +21,7 @@ from .config import Params, child_env, project_root, redact, secret
 from .procs import is_same, stop
 
 __all__ = ["Endpoints", "endpoints", "up", "down", "status", "state_dir", "state_path", "ServiceError",
-           "cluster_of", "describe", "create_database", "drop_database", "stop_postgres"]
+           "cluster_of", "describe", "create_database", "drop_database", "checkpoint", "stop_postgres"]
 
 
 MARKERS = {"kafka": "kafka.Kafka", "postgres": "postgres"}  # a word of each server's command line
@@ -187,26 +187,37 @@ def endpoints(params: Params) -> Endpoints:
     )
 
 
+def _embedded_pg(endpoints: Endpoints, what: str) -> tuple[int, dict[str, str]]:
+    """The embedded PostgreSQL's port and passwords, for `what` (an error naming it when the server is not ours)."""
+    from . import pg_server
+    if not endpoints.embedded_postgres:
+        raise ServiceError(f"{what} needs the embedded PostgreSQL")
+    return _read_state()["postgres"]["port"], pg_server.passwords(state_dir())
+
+
 def create_database(endpoints: Endpoints, name: str) -> Endpoints:
     """The endpoints with a database of their own (created on the embedded server, owned by the pipeline's
     role); tests and benchmarks use it so they never write into the project's database."""
     from dataclasses import replace
     from . import pg_server
-    if not endpoints.embedded_postgres:
-        raise ServiceError("create_database needs the embedded PostgreSQL")
-    pg = _read_state()["postgres"]
-    url = pg_server.create_database(pg["port"], pg_server.passwords(state_dir()), name)
+    url = pg_server.create_database(*_embedded_pg(endpoints, "create_database"), name)
     return replace(endpoints, database_url=url)
 
 
 def drop_database(endpoints: Endpoints, name: str) -> None:
     """Drop a database made by :func:`create_database` (benchmarks leave none behind)."""
     from . import pg_server
-    if not endpoints.embedded_postgres:
-        raise ServiceError("drop_database needs the embedded PostgreSQL")
+    port, pw = _embedded_pg(endpoints, "drop_database")
     if name == "tootpipe":
         raise ServiceError("the project's own database is never dropped")
-    pg_server.drop_database(_read_state()["postgres"]["port"], pg_server.passwords(state_dir()), name)
+    pg_server.drop_database(port, pw, name)
+
+
+def checkpoint(endpoints: Endpoints) -> None:
+    """A checkpoint of the embedded PostgreSQL, now (a benchmark starts timing after one, so that a checkpoint its
+    preparation set off does not fall inside what it times)."""
+    from . import pg_server
+    pg_server.checkpoint(*_embedded_pg(endpoints, "checkpoint"))
 
 
 def cluster_of(endpoints: Endpoints) -> str:
