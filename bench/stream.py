@@ -124,7 +124,8 @@ SELECT '{PRELOAD_URI}' || g, g::text, 'preloaded.example', 'user' || (g %% %(use
        %(start)s::timestamptz + (g::float8 / %(n)s) * (%(end)s::timestamptz - %(start)s::timestamptz), '{{}}',
        false, false, 0, g
 FROM generate_series(1, %(n)s) g;
-INSERT INTO toot_ids (instance, id, uri) SELECT instance, id, uri FROM mastodon_posts WHERE instance = 'preloaded.example';
+INSERT INTO toot_ids (instance, id, uri)
+SELECT instance, id, uri FROM mastodon_posts WHERE instance = 'preloaded.example';
 """
 
 

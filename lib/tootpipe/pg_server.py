@@ -25,7 +25,8 @@ from urllib.parse import quote
 from .config import child_env, register_secret
 from .procs import free_port, identity, port_free, wait_port
 
-__all__ = ["start", "stop", "create_database", "drop_database", "checkpoint", "passwords", "binary", "APP_ROLE", "SYSTEM_USER"]
+__all__ = ["start", "stop", "create_database", "drop_database", "checkpoint", "passwords", "binary", "APP_ROLE",
+           "SYSTEM_USER"]
 
 SYSTEM_USER = "tootpipe"
 APP_ROLE = "tootpipe"
