@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 import uuid
@@ -165,14 +164,12 @@ def sink_run(spark, params, endpoints, per_trigger: int, expected: set, overlap:
             "exactly_once": {u for u in uris if not u.startswith(PRELOAD_URI)} == expected}
 
 
-def at_scale(spark, params, endpoints, events: list[dict], expected: set, n: int, best: dict) -> dict:
-    """The sink at the best setting into a table that already holds `n` posts spread over the backlog's days,
-    beside the same sink into an empty one (`best`)."""
-    iso = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")  # the sample's own times (not its odd formats)
-    times = sorted(t for e in events if e["event"] != "delete" and isinstance(e["data"], dict)
-                   and isinstance(t := e["data"].get("created_at"), str) and iso.match(t))
+def at_scale(spark, params, endpoints, posts: dict[str, dict], n: int, best: dict) -> dict:
+    """The sink at the best setting into a table that already holds `n` posts spread over the backlog's days (those
+    of `posts`, the expected posts: normalised records), beside the same sink into an empty one (`best`)."""
+    times = [r["created_at"] for r in posts.values()]
     per = best["max_offsets_per_trigger"]
-    run = sink_run(spark, params, endpoints, per, expected, overlap=True, preload=(n, times[0], times[-1]))
+    run = sink_run(spark, params, endpoints, per, set(posts), overlap=True, preload=(n, min(times), max(times)))
     out = {**run, "preloaded_posts": n, "empty_table_rows_per_s": best["sink"]["rows_per_s"],
            "empty_table_write_s": best["sink"]["write_s"], "max_offsets_per_trigger": per}
     print(f"sink into a table of {n:,} posts, maxOffsetsPerTrigger={per}: {run['rows_per_s']:,} rows/s, "
@@ -354,7 +351,8 @@ def main(argv=None) -> int:
     events = generate(args.n, args.seed)
     messages = publish(endpoints, params.kafka.topic, events, params)
     publish_s = time.perf_counter() - t0
-    expected = set(expected_posts(events, params.filters))
+    posts = expected_posts(events, params.filters)
+    expected = set(posts)
     print(f"backlog: {args.n:,} toots -> {messages:,} messages in {publish_s:.1f} s; expected posts {len(expected):,}",
           flush=True)
 
@@ -380,7 +378,7 @@ def main(argv=None) -> int:
                                 "jdbc_append": jdbc})
     best = max(results["runs"], key=lambda r: r["sink"]["rows_per_s"])
     if args.preload:
-        results["at_scale"] = at_scale(spark, params, endpoints, events, expected, args.preload, best)
+        results["at_scale"] = at_scale(spark, params, endpoints, posts, args.preload, best)
     live = live_latency(spark, params, endpoints, args.rate, args.live_s, args.seed + 1, args.warmup_s)
     print(f"live: {live}", flush=True)
     best_jdbc = max(results["runs"], key=lambda r: r["jdbc_append"]["rows_per_s"])["jdbc_append"]["rows_per_s"]
