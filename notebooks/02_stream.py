@@ -26,11 +26,12 @@ summary
 # %%
 inv = checks.stream_invariants(endpoints.database_url, endpoints.bootstrap_servers, params.kafka.topic, summary["checkpoint"])
 print(f"messages in the topic: {inv['in_topic']}; read and committed by this query's ledger: {inv['ledger_rows']}")
-# a toot that arrives beyond the watermark is stored, but its window was final already and is not recounted
-print(f"window counts add up to {inv['sum_of_window_counts']} of {inv['posts']} stored toots; "
-      f"{inv['beyond_watermark']} rows ({inv['beyond_watermark_this_query']} in this query) arrived more than "
-      f"{params.stream.watermark_minutes} minutes behind the newest event time seen before them and were stored "
-      "without recounting their (final) window")
+# a toot that arrives beyond the watermark is stored, but its window was final already: it stays out of it
+print(f"window counts add up to {inv['sum_of_window_counts']} of {inv['posts']} stored toots "
+      f"({inv['counted_posts']} in windows; minute windows that differ from a recount: {inv['count_windows_off']}, "
+      f"per-user windows: {inv['user_windows_off']}); {inv['beyond_watermark']} rows "
+      f"({inv['beyond_watermark_this_query']} in this query) arrived more than {params.stream.watermark_minutes} "
+      "minutes behind the newest event time seen before them and were stored outside their (final) window")
 results = [inv]
 if params.source.kind == "sample":
     from tootpipe.sample import expected_posts, generate

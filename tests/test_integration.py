@@ -204,6 +204,34 @@ def test_the_sinks_plain_insert_falls_back_to_its_upsert_when_a_key_was_inserted
         assert cur.fetchall() == [(1, "stored"), (2, "new"), (3, "new"), (4, "new")]  # the transaction goes on
 
 
+def test_the_windows_stay_exact_when_the_sinks_insert_falls_back_to_its_upsert(fresh, spark, monkeypatch):
+    """Toots another batch stored after this one took the stored versions: its plain insert meets them, and the
+    fallback takes their versions before its upsert, so an edit replaces them in the windows instead of adding."""
+    from tootpipe import stream_sql
+    params, endpoints = fresh
+    url = endpoints.database_url
+    kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic], 1)
+    sink = PostgresSink(params, endpoints, "fallback-test")
+
+    def batch_of(records, batch_id):
+        produce_raw(endpoints.bootstrap_servers, params.kafka.topic, [json.dumps(r).encode() for r in records])
+        ends = kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
+        sink(kafka_df(spark, endpoints.bootstrap_servers, params.kafka.topic, {0: ends[0] - len(records)}, ends), batch_id)
+        return sink.last
+
+    batch_of([_toot(1, "2026-11-26T12:05:10Z"), _toot(2, "2026-11-26T12:06:10Z")], 0)
+    # the first look at the stored versions finds none (as if taken before the other batch committed)
+    blind = stream_sql.SNAPSHOT_STORED.replace("WHERE s.newest {only}", "WHERE s.newest {only} AND '{only}' <> ''")
+    monkeypatch.setattr(stream_sql, "SNAPSHOT_STORED", blind)
+    last = batch_of([dict(_toot(1, "2026-11-26T12:05:10Z"), text="edited!", edited_at="2026-11-26T12:07:00Z"),
+                     _toot(3, "2026-11-26T12:06:20Z")], 1)
+    assert last["posts_written"] == 2
+    assert db.scalar(url, "SELECT content FROM mastodon_posts WHERE uri = 'https://a.example/s/1'") == "edited!"
+    assert db.scalar(url, "SELECT sum(cnt)::bigint FROM streamed_toot_counts") == 3
+    assert db.scalar(url, "SELECT total_length FROM avg_toot_length_by_user") == 7 + 6 + 6
+    checks.require(checks.stream_invariants(url, endpoints.bootstrap_servers, params.kafka.topic, "fallback-test"))
+
+
 def test_poison_messages_go_to_stream_errors_and_good_rows_still_land(fresh, spark):
     params, endpoints = fresh
     kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic], 3)
@@ -385,9 +413,11 @@ def _toot(n, created_at, user="alice"):
 
 
 def test_late_events_within_the_watermark_fix_their_window_and_beyond_it_do_not(fresh, spark):
-    """Watermark 10 minutes. Batch 0 reaches 12:30. Batch 1 brings 12:25 (inside: its window is refreshed) and
-    12:05 (beyond: stored, counted as late, its finalised window left alone)."""
+    """Watermark 10 minutes. Batch 0 reaches 12:30. Batch 1 brings 12:25 (inside: in its window) and 12:05 (beyond:
+    stored, counted as late, outside its final window). Batch 2 edits two toots, batch 3 deletes the late toot and
+    one in its window: the windows keep exactly the toots in them, as a recount finds (the late one never was)."""
     params, endpoints = fresh
+    url = endpoints.database_url
     kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic], 1)
     sink = PostgresSink(params, endpoints, "late-test")
 
@@ -395,21 +425,29 @@ def test_late_events_within_the_watermark_fix_their_window_and_beyond_it_do_not(
         produce_raw(endpoints.bootstrap_servers, params.kafka.topic, [json.dumps(r).encode() for r in records])
         ends = kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
         sink(kafka_df(spark, endpoints.bootstrap_servers, params.kafka.topic, {0: ends[0] - len(records)}, ends), batch_id)
+        checks.require(checks.stream_invariants(url, endpoints.bootstrap_servers, params.kafka.topic, "late-test"))
 
     batch_of([_toot(1, "2026-11-26T12:05:10Z"), _toot(2, "2026-11-26T12:25:10Z"), _toot(3, "2026-11-26T12:30:00Z")], 0)
-    counts = lambda: dict(db.query_df(endpoints.database_url, "SELECT to_char(window_start AT TIME ZONE 'UTC', 'HH24:MI') w, "
-                                                        "cnt FROM streamed_toot_counts").values.tolist())
+    counts = lambda: dict(db.query_df(url, "SELECT to_char(window_start AT TIME ZONE 'UTC', 'HH24:MI') w, "
+                                           "cnt FROM streamed_toot_counts").values.tolist())
+    users = lambda: {u: (n, t, a) for u, n, t, a in db.query_df(
+        url, "SELECT username, n, total_length, avg_length FROM avg_toot_length_by_user").values.tolist()}
     assert counts() == {"12:05": 1, "12:25": 1, "12:30": 1}
     batch_of([_toot(4, "2026-11-26T12:25:40Z"), _toot(5, "2026-11-26T12:05:50Z", user="bob")], 1)
     assert counts() == {"12:05": 1, "12:25": 2, "12:30": 1}  # 12:25 refreshed, 12:05 finalised
+    assert users() == {"alice@a.example": (4, 24, 6.0)}  # "toot N": 6 characters; bob's late toot is in no window
     assert posts(endpoints) == {f"https://a.example/s/{i}" for i in range(1, 6)}  # the late toot itself is kept
-    late = db.scalar(endpoints.database_url, "SELECT late_rows FROM stream_progress WHERE batch_id = 1")
+    late = db.scalar(url, "SELECT late_rows FROM stream_progress WHERE batch_id = 1")
     assert late == 1
     # an edit inside the watermark replaces the text, an older edit does not
     batch_of([dict(_toot(4, "2026-11-26T12:25:40Z"), text="newer", edited_at="2026-11-26T12:31:00Z"),
               dict(_toot(3, "2026-11-26T12:30:00Z"), text="stale", edited_at="2026-11-26T12:20:00Z")], 2)
-    texts = dict(db.query_df(endpoints.database_url, "SELECT uri, content FROM mastodon_posts").values.tolist())
+    texts = dict(db.query_df(url, "SELECT uri, content FROM mastodon_posts").values.tolist())
     assert texts["https://a.example/s/4"] == "newer" and texts["https://a.example/s/3"] == "toot 3"
+    assert counts() == {"12:05": 1, "12:25": 2, "12:30": 1} and users() == {"alice@a.example": (4, 23, 5.75)}
+    delete = lambda n: {"v": 1, "event": "delete", "uri": None, "id": str(n), "instance": "a.example"}
+    batch_of([delete(5), delete(1)], 3)  # the late toot leaves nothing to take out; toot 1 leaves 12:05
+    assert counts() == {"12:05": 0, "12:25": 2, "12:30": 1} and users() == {"alice@a.example": (3, 17, 17 / 3)}
 
 
 def test_a_deleted_toot_goes_wherever_it_was_seen_and_never_comes_back_whatever_the_order(fresh, spark):
@@ -459,6 +497,36 @@ def test_a_database_from_before_deleted_uris_gets_them_from_its_deletes_once(fre
     db.scalar(url, "DELETE FROM deleted_uris RETURNING 1")
     db.ensure_schema(url)  # filled when the table is created, not at every start
     assert db.scalar(url, "SELECT count(*) FROM deleted_uris") == 0
+
+
+def test_a_database_from_before_the_window_deltas_gets_its_windows_rebuilt_once(fresh):
+    _, endpoints = fresh
+    url = endpoints.database_url
+    with db.transaction(url) as conn, conn.cursor() as cur:  # as an older tootpipe left it: windows recounted
+        cur.execute("ALTER TABLE mastodon_posts DROP COLUMN counted")
+        cur.execute("CREATE INDEX mastodon_posts_user_time ON mastodon_posts (username, created_at)")
+        cur.execute("DROP TABLE avg_toot_length_by_user")
+        cur.execute("CREATE TABLE avg_toot_length_by_user (username text COLLATE \"C\" NOT NULL, window_start "
+                    "timestamptz NOT NULL, window_end timestamptz NOT NULL, n bigint NOT NULL, avg_length double "
+                    "precision NOT NULL, batch_id bigint, PRIMARY KEY (username, window_start))")
+        cur.execute("INSERT INTO mastodon_posts (uri, id, instance, username, content, created_at) VALUES "
+                    "('u1', '1', 'a', 'x@a', 'abcd', '2026-11-26 12:05:10+00'), "
+                    "('u2', '2', 'a', 'x@a', NULL, '2026-11-26 12:59:00+00'), "
+                    "('u3', '3', 'a', 'y@a', 'ab', '2026-11-26 13:00:00+00')")
+        cur.execute("INSERT INTO streamed_toot_counts VALUES ('2026-11-26 12:05+00', '2026-11-26 12:06+00', 7)")
+        cur.execute("INSERT INTO avg_toot_length_by_user VALUES ('x@a', '2026-11-26 12:00+00', '2026-11-26 13:00+00', "
+                    "9, 1.5, 0)")
+    db.ensure_schema(url)
+    assert db.scalar(url, "SELECT count(*) FROM mastodon_posts WHERE counted") == 3
+    assert db.scalar(url, "SELECT to_regclass('mastodon_posts_user_time') IS NULL")
+    assert db.query_df(url, "SELECT extract(hour FROM window_start AT TIME ZONE 'UTC')::int h, "
+                            "extract(minute FROM window_start)::int m, cnt FROM streamed_toot_counts "
+                            "ORDER BY 1, 2").values.tolist() == [[12, 5, 1], [12, 59, 1], [13, 0, 1]]
+    assert db.query_df(url, "SELECT username, n, total_length, avg_length FROM avg_toot_length_by_user "
+                            "ORDER BY 1").values.tolist() == [["x@a", 2, 4, 2.0], ["y@a", 1, 2, 2.0]]
+    db.scalar(url, "UPDATE streamed_toot_counts SET cnt = 5 RETURNING 1")
+    db.ensure_schema(url)  # rebuilt when the column is added, not at every start
+    assert db.scalar(url, "SELECT sum(cnt) FROM streamed_toot_counts") == 15
 
 
 def test_pgquery_reads_every_row_once_in_slices_with_nulls_empties_and_types(fresh, spark):

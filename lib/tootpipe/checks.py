@@ -18,16 +18,28 @@ SELECT (SELECT count(*) FROM mastodon_posts) AS posts,
        (SELECT coalesce(sum(late_rows), 0)::bigint FROM stream_progress) AS beyond_watermark,
        (SELECT coalesce(sum(late_rows), 0)::bigint FROM stream_progress WHERE checkpoint = %(ck)s)
            AS beyond_watermark_this_query,
-       (SELECT count(*) FROM stream_errors) AS error_rows"""
+       (SELECT count(*) FROM stream_errors) AS error_rows,
+       (SELECT count(*) FROM mastodon_posts WHERE counted) AS counted_posts,
+       (SELECT count(*) FROM (SELECT date_trunc('minute', created_at) AS ws, count(*) AS n FROM mastodon_posts
+                              WHERE counted GROUP BY 1) t
+        FULL JOIN (SELECT window_start AS ws, cnt AS n FROM streamed_toot_counts WHERE cnt <> 0) c USING (ws)
+        WHERE t.n IS DISTINCT FROM c.n) AS count_windows_off,
+       (SELECT count(*) FROM (SELECT username, date_bin(%(width)s::interval, created_at, TIMESTAMPTZ '2000-01-01') AS ws,
+                                     count(*) AS n, sum(coalesce(length(content), 0)) AS len
+                              FROM mastodon_posts WHERE counted GROUP BY 1, 2) t
+        FULL JOIN (SELECT username, window_start AS ws, n, total_length AS len FROM avg_toot_length_by_user
+                   WHERE n <> 0 OR total_length <> 0) a USING (username, ws)
+        WHERE (t.n, t.len) IS DISTINCT FROM (a.n, a.len)) AS user_windows_off"""
 
 
 def stream_invariants(url: str, bootstrap: str, topic: str, checkpoint: str) -> dict:
     """Exactly-once figures of the query writing with `checkpoint`: each uri stored once; its ledger accounts for
-    every message in the topic exactly once; the window counts equal the stored toots, less those that arrived
-    beyond the watermark (stored, their final window not recounted; counted over every query of the database,
-    since the windows are shared)."""
+    every message in the topic exactly once; every window (per minute, and per user and hour) holds exactly the
+    stored toots marked `counted` (those that arrived beyond the watermark are stored, outside their final window),
+    as a recount of them finds (over every query of the database, since the windows are shared)."""
+    from .stream_sql import USER_WINDOW
     from .kafka_io import end_offsets, start_offsets
-    row = db.query_df(url, _STREAM_SQL, {"ck": checkpoint}).iloc[0].to_dict()
+    row = db.query_df(url, _STREAM_SQL, {"ck": checkpoint, "width": USER_WINDOW}).iloc[0].to_dict()
     out = {k: int(v) for k, v in row.items()}
     out["in_topic"] = sum(end_offsets(bootstrap, topic).values()) - sum(start_offsets(bootstrap, topic).values())
     failures = []
@@ -36,9 +48,12 @@ def stream_invariants(url: str, bootstrap: str, topic: str, checkpoint: str) -> 
     if out["ledger_rows"] != out["in_topic"]:
         failures.append(f"the ledger holds {out['ledger_rows']} messages, the topic {out['in_topic']}: not every "
                         "message exactly once")
-    if not out["posts"] - out["beyond_watermark"] <= out["sum_of_window_counts"] <= out["posts"]:
-        failures.append(f"window counts add up to {out['sum_of_window_counts']} for {out['posts']} stored toots, "
-                        f"of which {out['beyond_watermark']} arrived beyond the watermark")
+    if out["count_windows_off"] or out["sum_of_window_counts"] != out["counted_posts"]:
+        failures.append(f"window counts add up to {out['sum_of_window_counts']} for the {out['counted_posts']} "
+                        f"stored toots in windows ({out['posts']} stored); {out['count_windows_off']} minute windows "
+                        "differ from a recount")
+    if out["user_windows_off"]:
+        failures.append(f"{out['user_windows_off']} per-user windows differ from a recount of their toots")
     return {**out, "failures": failures}
 
 
@@ -55,9 +70,8 @@ def sample_expectation(url: str, expected: dict) -> dict:
 
 def reconciliation_summary(url: str) -> dict:
     """The stream's and the batch's hourly counts (`stream_batch_reconciliation`): hours compared, totals, the
-    hours where they differ, and how many rows reached the stream beyond its watermark (their final windows are
-    not recounted by the stream; the batch recounts everything). Informational: no failures (a delete that arrives
-    after its window was final also separates them)."""
+    hours where they differ, and how many rows reached the stream beyond its watermark (stored, outside the stream's
+    final windows; the batch counts everything). Informational: no failures."""
     rec = db.query_df(url, "SELECT * FROM stream_batch_reconciliation ORDER BY hour")
     disagree = rec[rec["diff"] != 0]
     beyond = int(db.scalar(url, "SELECT coalesce(sum(late_rows), 0)::bigint FROM stream_progress"))

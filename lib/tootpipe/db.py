@@ -14,6 +14,8 @@ from typing import Iterator
 import psycopg2
 from psycopg2 import sql
 
+from .db_schema import SCHEMA_SQL
+
 __all__ = ["connect", "transaction", "KeptConnection", "ensure_schema", "copy_arrow", "binary_copy_available", "replace_table_with", "replace_table_as", "query_df", "scalar",
            "DatabaseUnavailable", "SCHEMA_SQL", "table_counts"]
 
@@ -22,110 +24,16 @@ class DatabaseUnavailable(RuntimeError):
     """PostgreSQL cannot be reached; the message names the address (without credentials)."""
 
 
-# Identifiers (uri, id, instance, username) are compared byte by byte (COLLATE "C"): their indexes, sorts and
-# joins skip the locale's comparison routine (-11% of the stream sink's PostgreSQL time on a C.UTF-8 server, more
-# under a language locale). Every column joined with another carries the same collation.
-SCHEMA_SQL = """
-CREATE TABLE IF NOT EXISTS mastodon_posts (
-    uri text COLLATE "C" PRIMARY KEY,
-    id text COLLATE "C" NOT NULL,
-    instance text COLLATE "C" NOT NULL,
-    username text COLLATE "C" NOT NULL,
-    acct text,
-    account_id text,
-    display_name text,
-    bot boolean,
-    followers_count bigint,
-    content text,
-    content_html text,
-    language text,
-    visibility text,
-    created_at timestamptz NOT NULL,
-    edited_at timestamptz,
-    hashtags text[],
-    mentions text[],
-    urls text[],
-    media_count int,
-    is_reblog boolean,
-    reblog_uri text,
-    is_reply boolean,
-    in_reply_to_id text,
-    replies_count bigint,
-    reblogs_count bigint,
-    favourites_count bigint,
-    sensitive boolean,
-    spoiler_text text,
-    ingested_at timestamptz,
-    kafka_partition int,
-    kafka_offset bigint,
-    kafka_timestamp timestamptz,
-    batch_id bigint,
-    written_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX IF NOT EXISTS mastodon_posts_created_at ON mastodon_posts (created_at);
-CREATE INDEX IF NOT EXISTS mastodon_posts_user_time ON mastodon_posts (username, created_at);  -- user windows
-CREATE TABLE IF NOT EXISTS toot_ids (
-    instance text COLLATE "C" NOT NULL, id text COLLATE "C" NOT NULL, uri text COLLATE "C" NOT NULL,
-    PRIMARY KEY (instance, id));
-CREATE TABLE IF NOT EXISTS toot_deletes (
-    instance text COLLATE "C" NOT NULL, id text COLLATE "C" NOT NULL, deleted_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (instance, id));
--- every uri some deleted (instance, id) maps to: a batch looks its own uris up here instead of joining the whole
--- history of toot_ids and toot_deletes; a database from before gets it filled once from those two
-DO $$ BEGIN
-    IF to_regclass('deleted_uris') IS NULL THEN
-        CREATE TABLE deleted_uris (uri text COLLATE "C" PRIMARY KEY, deleted_at timestamptz NOT NULL DEFAULT now());
-        INSERT INTO deleted_uris (uri) SELECT DISTINCT i.uri FROM toot_ids i JOIN toot_deletes d USING (instance, id);
-    END IF;
-END $$;
-DROP INDEX IF EXISTS toot_ids_uri;  -- nothing looks toot_ids up by uri since deleted_uris
-CREATE TABLE IF NOT EXISTS streamed_toot_counts (
-    window_start timestamptz PRIMARY KEY, window_end timestamptz NOT NULL, cnt bigint NOT NULL,
-    batch_id bigint, updated_at timestamptz NOT NULL DEFAULT now());
-CREATE TABLE IF NOT EXISTS avg_toot_length_by_user (
-    username text COLLATE "C" NOT NULL, window_start timestamptz NOT NULL, window_end timestamptz NOT NULL,
-    n bigint NOT NULL, avg_length double precision NOT NULL, batch_id bigint,
-    PRIMARY KEY (username, window_start));
-DO $$ BEGIN  -- the ledger was called stream_batches before: keep a database's history under the new name
-    IF to_regclass('stream_batches') IS NOT NULL AND to_regclass('stream_ledger') IS NULL THEN
-        ALTER TABLE stream_batches RENAME TO stream_ledger;
-    END IF;
-END $$;
-CREATE TABLE IF NOT EXISTS stream_ledger (
-    checkpoint text NOT NULL, batch_id bigint NOT NULL, end_offsets jsonb, input_rows bigint,
-    max_event_time timestamptz, committed_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (checkpoint, batch_id));
--- applied = false: claimed by an overlapped sink, not in PostgreSQL yet (re-read from its start_offsets at start)
-ALTER TABLE stream_ledger ADD COLUMN IF NOT EXISTS start_offsets jsonb,
-    ADD COLUMN IF NOT EXISTS applied boolean NOT NULL DEFAULT true;
-CREATE TABLE IF NOT EXISTS stream_progress (
-    checkpoint text NOT NULL, batch_id bigint NOT NULL, query_name text, input_rows bigint,
-    posts_written bigint, deletes bigint, errors bigint, late_rows bigint, collect_s double precision,
-    write_s double precision, rows_per_s double precision, latency_p50_ms double precision,
-    latency_p95_ms double precision, committed_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (checkpoint, batch_id));
--- columns added after the first release: databases created before get them here
-ALTER TABLE stream_progress ADD COLUMN IF NOT EXISTS filtered bigint,
-    ADD COLUMN IF NOT EXISTS start_offsets jsonb,
-    ADD COLUMN IF NOT EXISTS latest_offsets jsonb, ADD COLUMN IF NOT EXISTS lag bigint,
-    ADD COLUMN IF NOT EXISTS trigger_ms double precision, ADD COLUMN IF NOT EXISTS commit_ms double precision,
-    ADD COLUMN IF NOT EXISTS durations_ms jsonb;
-CREATE TABLE IF NOT EXISTS stream_errors (
-    cluster text NOT NULL, topic text NOT NULL, kafka_partition int NOT NULL, kafka_offset bigint NOT NULL,
-    raw text, error text NOT NULL, batch_id bigint, at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (cluster, topic, kafka_partition, kafka_offset));
-CREATE TABLE IF NOT EXISTS mastodon_sentiments (
-    uri text COLLATE "C" PRIMARY KEY, language text, sentiment int, sentiment_name text NOT NULL,
-    probability double precision, model_version text NOT NULL, scored_at timestamptz NOT NULL DEFAULT now());
-ALTER TABLE mastodon_sentiments ADD COLUMN IF NOT EXISTS text_md5 text;  -- the text scored: an edit rescores
-"""
 
 
-def connect(url: str, retries: int = 0, wait_s: float = 1.0, application_name: str | None = None):
-    """A psycopg2 connection (named `application_name` in pg_stat_activity when given); DatabaseUnavailable
-    (naming host and port, never the password) when it fails."""
+def connect(url: str, retries: int = 0, wait_s: float = 1.0, application_name: str | None = None,
+            settings: dict[str, str] | None = None):
+    """A psycopg2 connection (named `application_name` in pg_stat_activity when given; with the server `settings`
+    of its session); DatabaseUnavailable (naming host and port, never the password) when it fails."""
     last = None
     named = {"application_name": application_name[:63]} if application_name else {}
+    if settings:
+        named["options"] = " ".join(f"-c {k}={v}" for k, v in settings.items())
     for attempt in range(retries + 1):
         try:
             return psycopg2.connect(url, connect_timeout=10, **named)
@@ -154,14 +62,16 @@ class KeptConnection:
     """One connection reused from call to call (each micro-batch would otherwise pay a new connection and its
     password exchange), opened again when it was closed or broke. For one caller at a time."""
 
-    def __init__(self, url: str, retries: int = 0, wait_s: float = 1.0, application_name: str | None = None) -> None:
+    def __init__(self, url: str, retries: int = 0, wait_s: float = 1.0, application_name: str | None = None,
+                 settings: dict[str, str] | None = None) -> None:
         self.url, self.retries, self.wait_s, self.application_name = url, retries, wait_s, application_name
+        self.settings = settings
         self._conn = None
 
     def get(self):
         """The open connection, or a new one (:func:`connect` with this object's settings)."""
         if self._conn is None or self._conn.closed:
-            self._conn = connect(self.url, self.retries, self.wait_s, self.application_name)
+            self._conn = connect(self.url, self.retries, self.wait_s, self.application_name, self.settings)
         return self._conn
 
     def close(self) -> None:

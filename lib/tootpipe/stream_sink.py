@@ -13,10 +13,11 @@ while Spark already reads and parses the next batch (each apply waits for the on
 order, one at a time). A batch Spark recorded but PostgreSQL had not applied when the driver died stays claimed
 and unapplied in the ledger: the next start re-reads exactly its offset ranges from Kafka and applies it before the
 query goes on (:func:`tootpipe.stream_query.apply_pending`). Posts are upserted on `uri` (an edit wins only when newer); a delete
-removes the toot wherever it was seen. Window tables are recomputed from the stored posts for the windows a batch touched, so they
-hold true counts; an event older than the watermark (max event time seen minus `stream.watermark_minutes`) is
-stored but does not refresh its (finalised) window. The ledger counts every message of the batch, also those the
-filters drop.
+removes the toot wherever it was seen. The window tables change by each batch's deltas (:mod:`tootpipe.stream_sql`):
+they hold exactly the stored toots marked `counted`. A toot new to the table whose event time is older than the
+watermark (the max event time of the batches before, minus `stream.watermark_minutes`) is stored, not counted: its
+window is final. An edit keeps the place of the version it replaces; a delete takes it out. The ledger counts every
+message of the batch, also those the filters drop.
 """
 from __future__ import annotations
 
@@ -63,19 +64,20 @@ class PostgresSink:
     committed in `committed_latencies_ms`, set before `after_commit` runs (the latency benchmark reads it there).
     """
 
-    def __init__(self, params: Params, endpoints: Endpoints, checkpoint: str, user_window: str = "1 hour",
-                 overlap: bool = False) -> None:
+    def __init__(self, params: Params, endpoints: Endpoints, checkpoint: str, overlap: bool = False) -> None:
         self.params, self.url, self.checkpoint = params, endpoints.database_url, checkpoint
         self.cluster = cluster_of(endpoints)
-        self.user_window = user_window
         self.overlap = overlap
         self.last: dict = {}
         self.after_commit = None
         self.keep_latencies = False
         self.committed_latencies_ms = None
         # one connection for all batches: a new one per batch (its password exchange and start) took ~20 ms of
-        # each live trigger. Closed by :meth:`close` (start_stream calls it when its query ends).
-        self._db = KeptConnection(self.url, retries=2, application_name=f"tootpipe sink {params.stream.query_name}")
+        # each live trigger. Closed by :meth:`close` (start_stream calls it when its query ends). Its temporary
+        # tables stay in the session's memory (temp_buffers: PostgreSQL's 8 MB default held a sixth of a stage of
+        # 50,000 toots, ~40 MB, and every scan of it read the rest back from the kernel); allocated as used
+        self._db = KeptConnection(self.url, retries=2, application_name=f"tootpipe sink {params.stream.query_name}",
+                                  settings={"temp_buffers": "256MB"})
         self._worker: ThreadPoolExecutor | None = None
         self._inflight: Future | None = None
         ensure_schema(self.url)
@@ -179,7 +181,7 @@ class PostgresSink:
         t1 = time.monotonic()
         self._stage(cur, b.rows)
         cutoff = self._cutoff(cur, prev_max)
-        written, deletes = self._apply_posts_and_deletes(cur, b.batch_id)
+        written, deletes = self._apply_posts_and_deletes(cur, b.batch_id, cutoff)
         late = self._refresh_windows(cur, b.batch_id, cutoff)
         self._store_errors(cur, b.rows, b.batch_id, b.summary)
         figures = {"posts_written": written, "deletes": deletes, "late_rows": late}
@@ -231,32 +233,32 @@ class PostgresSink:
                     (prev_max, self.params.stream.watermark_minutes))
         return cur.fetchone()[0]
 
-    def _apply_posts_and_deletes(self, cur, batch_id: int) -> tuple[int, int]:
-        """The (instance, id) -> uri map and the deletes first, then the posts: a deleted uri is never stored."""
+    def _apply_posts_and_deletes(self, cur, batch_id: int, cutoff) -> tuple[int, int]:
+        """The (instance, id) -> uri map and the deletes first, then the posts: a deleted uri is never stored. What
+        they change in the windows goes to `window_deltas`."""
         cols = ", ".join(POST_COLUMNS)
         _insert_new(cur, Q.INSERT_NEW_IDS, Q.UPSERT_IDS)
         cur.execute("INSERT INTO toot_deletes (instance, id) SELECT DISTINCT instance, id FROM stage_posts "
                     "WHERE event = 'delete' ON CONFLICT DO NOTHING")
-        # windows of the rows this batch replaces or removes are refreshed too ("removed_posts" = old versions)
-        cur.execute("CREATE TEMP TABLE removed_posts ON COMMIT DROP AS SELECT p.uri, p.username, p.created_at "
-                    "FROM mastodon_posts p JOIN (SELECT DISTINCT uri FROM stage_posts) s USING (uri)")
-        cur.execute(Q.APPLY_DELETES)
-        deletes = cur.rowcount
+        cur.execute(Q.STORED_VERSIONS_DDL)
+        cur.execute(Q.WINDOW_DELTAS_DDL)
+        cur.execute(Q.SNAPSHOT_STORED.format(only=""))
+        deletes = _count(cur, Q.APPLY_DELETES)
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in POST_COLUMNS if c != "uri")
-        args = {"batch_id": batch_id}
+        args = {"batch_id": batch_id, "cutoff": cutoff or "-infinity"}
         upsert = Q.UPSERT_POSTS.format(cols=cols, updates=updates, only="{only}")
-        written, fell_back = _insert_new(cur, Q.INSERT_NEW_POSTS.format(cols=cols),
-                                         upsert.format(only=""), args)
+        # the fallback (a concurrent batch inserted some of these toots): their stored versions are taken first
+        taken = "AND NOT EXISTS (SELECT 1 FROM stored_versions r WHERE r.uri = s.uri)"
+        written, fell_back = _insert_new(cur, Q.INSERT_NEW_POSTS.format(cols=cols), upsert.format(only=""), args,
+                                         before_fallback=Q.SNAPSHOT_STORED.format(only=taken))
         if not fell_back:  # the stored toots of the batch: newer versions replace them
-            cur.execute(upsert.format(only="AND s.uri IN (SELECT uri FROM removed_posts)"), args)
-            written += cur.rowcount
+            written += _count(cur, upsert.format(only="AND s.uri IN (SELECT uri FROM stored_versions)"), args)
         return written, deletes
 
     def _refresh_windows(self, cur, batch_id: int, cutoff) -> int:
-        """Recount the windows the batch touched (at or after the watermark); returns the rows beyond it."""
-        window_params = {"batch_id": batch_id, "cutoff": cutoff or "-infinity", "width": self.user_window}
-        cur.execute(Q.REFRESH_COUNTS, window_params)
-        cur.execute(Q.REFRESH_USER_AVG, window_params)
+        """Apply the batch's window deltas; returns its rows beyond the watermark."""
+        cur.execute(Q.REFRESH_COUNTS, {"batch_id": batch_id})
+        cur.execute(Q.REFRESH_USER_AVG, {"batch_id": batch_id})
         cur.execute("SELECT count(*) FROM stage_posts WHERE event <> 'delete' AND created_at < %s",
                     (cutoff or "-infinity",))
         return cur.fetchone()[0]
@@ -295,21 +297,27 @@ class PostgresSink:
             conn.close()
 
 
-def _insert_new(cur, plain: str, upsert: str, args=None) -> tuple[int, bool]:
+def _insert_new(cur, plain: str, upsert: str, args=None, before_fallback: str | None = None) -> tuple[int, bool]:
     """Run `plain`, an INSERT of the rows whose keys were not in the table when it looked (cheaper than an
     upsert: no speculative insertion), inside a savepoint; when another transaction inserted one of those keys
-    meanwhile, roll it back and run `upsert`, its ON CONFLICT form. Returns (rows inserted, whether it fell
-    back)."""
+    meanwhile, roll it back, run `before_fallback` (when given) and `upsert`, its ON CONFLICT form. Returns (rows
+    inserted, whether it fell back)."""
     cur.execute("SAVEPOINT insert_new")
     try:
-        cur.execute(plain, args)
+        rows = _count(cur, plain, args)
     except psycopg2.errors.UniqueViolation:
         cur.execute("ROLLBACK TO SAVEPOINT insert_new")
-        cur.execute(upsert, args)
-        return cur.rowcount, True
-    rows = cur.rowcount
+        if before_fallback:
+            cur.execute(before_fallback)
+        return _count(cur, upsert, args), True
     cur.execute("RELEASE SAVEPOINT insert_new")
     return rows, False
+
+
+def _count(cur, statement: str, args=None) -> int:
+    """Run a statement; the count it returns (`SELECT count(*)` after data-modifying CTEs), else its row count."""
+    cur.execute(statement, args)
+    return int(cur.fetchone()[0]) if cur.description else cur.rowcount
 
 
 def _offsets(value) -> dict[str, int]:
