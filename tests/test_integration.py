@@ -198,8 +198,8 @@ def test_the_sinks_plain_insert_falls_back_to_its_upsert_when_a_key_was_inserted
     with db.transaction(endpoints.database_url) as conn, conn.cursor() as cur:
         cur.execute("CREATE TEMP TABLE k (id int PRIMARY KEY, v text)")
         cur.execute("INSERT INTO k VALUES (1, 'stored')")  # what another transaction inserted after the lookup
-        assert _insert_new(cur, plain, plain + " ON CONFLICT DO NOTHING") == (2, True)
-        assert _insert_new(cur, "INSERT INTO k VALUES (4, 'new')", "-- not run") == (1, False)
+        assert _insert_new(cur, plain, plain + " ON CONFLICT DO NOTHING") == ((2,), True)
+        assert _insert_new(cur, "INSERT INTO k VALUES (4, 'new')", "-- not run") == ((1,), False)
         cur.execute("SELECT id, v FROM k ORDER BY id")
         assert cur.fetchall() == [(1, "stored"), (2, "new"), (3, "new"), (4, "new")]  # the transaction goes on
 

@@ -52,6 +52,9 @@ def stream_invariants(url: str, bootstrap: str, topic: str, checkpoint: str) -> 
         failures.append(f"window counts add up to {out['sum_of_window_counts']} for the {out['counted_posts']} "
                         f"stored toots in windows ({out['posts']} stored); {out['count_windows_off']} minute windows "
                         "differ from a recount")
+    if out["posts"] - out["counted_posts"] > out["beyond_watermark"]:
+        failures.append(f"{out['posts'] - out['counted_posts']} stored toots are outside the windows, but only "
+                        f"{out['beyond_watermark']} arrived beyond the watermark")
     if out["user_windows_off"]:
         failures.append(f"{out['user_windows_off']} per-user windows differ from a recount of their toots")
     return {**out, "failures": failures}

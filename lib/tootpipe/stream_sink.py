@@ -181,10 +181,9 @@ class PostgresSink:
         t1 = time.monotonic()
         self._stage(cur, b.rows)
         cutoff = self._cutoff(cur, prev_max)
-        written, deletes = self._apply_posts_and_deletes(cur, b.batch_id, cutoff)
-        late = self._refresh_windows(cur, b.batch_id, cutoff)
+        figures = self._apply_posts_and_deletes(cur, b.batch_id, cutoff)
+        self._refresh_windows(cur, b.batch_id)
         self._store_errors(cur, b.rows, b.batch_id, b.summary)
-        figures = {"posts_written": written, "deletes": deletes, "late_rows": late}
         self._record_progress(cur, b, figures, time.monotonic() - t1)
         return figures
 
@@ -233,9 +232,10 @@ class PostgresSink:
                     (prev_max, self.params.stream.watermark_minutes))
         return cur.fetchone()[0]
 
-    def _apply_posts_and_deletes(self, cur, batch_id: int, cutoff) -> tuple[int, int]:
+    def _apply_posts_and_deletes(self, cur, batch_id: int, cutoff) -> dict:
         """The (instance, id) -> uri map and the deletes first, then the posts: a deleted uri is never stored. What
-        they change in the windows goes to `window_deltas`."""
+        they change in the windows goes to `window_deltas`. Returns posts written, deletes, and late rows (toots
+        new to the table stored beyond the watermark, outside their final window)."""
         cols = ", ".join(POST_COLUMNS)
         _insert_new(cur, Q.INSERT_NEW_IDS, Q.UPSERT_IDS)
         cur.execute("INSERT INTO toot_deletes (instance, id) SELECT DISTINCT instance, id FROM stage_posts "
@@ -243,25 +243,24 @@ class PostgresSink:
         cur.execute(Q.STORED_VERSIONS_DDL)
         cur.execute(Q.WINDOW_DELTAS_DDL)
         cur.execute(Q.SNAPSHOT_STORED.format(only=""))
-        deletes = _count(cur, Q.APPLY_DELETES)
+        (deletes,) = _counts(cur, Q.APPLY_DELETES)
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in POST_COLUMNS if c != "uri")
         args = {"batch_id": batch_id, "cutoff": cutoff or "-infinity"}
         upsert = Q.UPSERT_POSTS.format(cols=cols, updates=updates, only="{only}")
         # the fallback (a concurrent batch inserted some of these toots): their stored versions are taken first
         taken = "AND NOT EXISTS (SELECT 1 FROM stored_versions r WHERE r.uri = s.uri)"
-        written, fell_back = _insert_new(cur, Q.INSERT_NEW_POSTS.format(cols=cols), upsert.format(only=""), args,
-                                         before_fallback=Q.SNAPSHOT_STORED.format(only=taken))
+        (written, late), fell_back = _insert_new(cur, Q.INSERT_NEW_POSTS.format(cols=cols), upsert.format(only=""),
+                                                 args, before_fallback=Q.SNAPSHOT_STORED.format(only=taken))
         if not fell_back:  # the stored toots of the batch: newer versions replace them
-            written += _count(cur, upsert.format(only="AND s.uri IN (SELECT uri FROM stored_versions)"), args)
-        return written, deletes
+            more, _ = _counts(cur, upsert.format(only="AND s.uri IN (SELECT uri FROM stored_versions)"), args)
+            written += more
+        return {"posts_written": written, "deletes": deletes, "late_rows": late}
 
-    def _refresh_windows(self, cur, batch_id: int, cutoff) -> int:
-        """Apply the batch's window deltas; returns its rows beyond the watermark."""
+    @staticmethod
+    def _refresh_windows(cur, batch_id: int) -> None:
+        """Apply the batch's window deltas."""
         cur.execute(Q.REFRESH_COUNTS, {"batch_id": batch_id})
         cur.execute(Q.REFRESH_USER_AVG, {"batch_id": batch_id})
-        cur.execute("SELECT count(*) FROM stage_posts WHERE event <> 'delete' AND created_at < %s",
-                    (cutoff or "-infinity",))
-        return cur.fetchone()[0]
 
     def _store_errors(self, cur, rows, batch_id: int, s: BatchSummary) -> None:
         if s.errors:
@@ -297,27 +296,29 @@ class PostgresSink:
             conn.close()
 
 
-def _insert_new(cur, plain: str, upsert: str, args=None, before_fallback: str | None = None) -> tuple[int, bool]:
+def _insert_new(cur, plain: str, upsert: str, args=None,
+                before_fallback: str | None = None) -> tuple[tuple[int, ...], bool]:
     """Run `plain`, an INSERT of the rows whose keys were not in the table when it looked (cheaper than an
     upsert: no speculative insertion), inside a savepoint; when another transaction inserted one of those keys
-    meanwhile, roll it back, run `before_fallback` (when given) and `upsert`, its ON CONFLICT form. Returns (rows
-    inserted, whether it fell back)."""
+    meanwhile, roll it back, run `before_fallback` (when given) and `upsert`, its ON CONFLICT form. Returns (the
+    statement's counts: :func:`_counts`, whether it fell back)."""
     cur.execute("SAVEPOINT insert_new")
     try:
-        rows = _count(cur, plain, args)
+        counts = _counts(cur, plain, args)
     except psycopg2.errors.UniqueViolation:
         cur.execute("ROLLBACK TO SAVEPOINT insert_new")
         if before_fallback:
             cur.execute(before_fallback)
-        return _count(cur, upsert, args), True
+        return _counts(cur, upsert, args), True
     cur.execute("RELEASE SAVEPOINT insert_new")
-    return rows, False
+    return counts, False
 
 
-def _count(cur, statement: str, args=None) -> int:
-    """Run a statement; the count it returns (`SELECT count(*)` after data-modifying CTEs), else its row count."""
+def _counts(cur, statement: str, args=None) -> tuple[int, ...]:
+    """Run a statement; the counts it returns (a `SELECT count(*), ...` after data-modifying CTEs), else
+    (its row count,)."""
     cur.execute(statement, args)
-    return int(cur.fetchone()[0]) if cur.description else cur.rowcount
+    return tuple(int(v) for v in cur.fetchone()) if cur.description else (cur.rowcount,)
 
 
 def _offsets(value) -> dict[str, int]:

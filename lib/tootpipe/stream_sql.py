@@ -46,10 +46,13 @@ WINDOW_DELTAS_DDL = ("CREATE TEMP TABLE window_deltas (username text COLLATE \"C
 NOT_DELETED = "NOT EXISTS (SELECT 1 FROM deleted_uris du WHERE du.uri = s.uri)"
 # one version per uri: the batch's newest (`newest`, marked in the Arrow batch: stream_batch.newest_versions).
 # Toots new to the table (not among the stored versions): a plain INSERT, without the upsert's speculative insertion;
-# {only} narrows the upsert to the stored ones (or, as the fallback, nothing). Each returns how many it wrote and
-# adds the windows' deltas: a new toot counts when at or after the watermark (%(cutoff)s), a newer version keeps
+# {only} narrows the upsert to the stored ones (or, as the fallback, nothing). Each returns its figures and adds the
+# windows' deltas: a new toot counts when at or after the watermark (%(cutoff)s), a newer version keeps
 # the place of the one it replaces (the upsert leaves `counted` as it was)
 _WRITTEN = "RETURNING uri, username, created_at, coalesce(length(content), 0) AS len, counted"
+# (toots written, toots new to the table stored beyond the watermark: the batch's late rows)
+_FIGURES = ("SELECT count(*), count(*) FILTER (WHERE NOT counted AND NOT EXISTS "
+            "(SELECT 1 FROM stored_versions r WHERE r.uri = w.uri)) FROM w")
 INSERT_NEW_POSTS = f"""
 WITH w AS (
     INSERT INTO mastodon_posts ({{cols}}, batch_id, counted)
@@ -57,7 +60,7 @@ WITH w AS (
     WHERE s.newest AND NOT EXISTS (SELECT 1 FROM stored_versions r WHERE r.uri = s.uri) AND {NOT_DELETED}
     {_WRITTEN}),
 d AS (INSERT INTO window_deltas SELECT username, created_at, 1, len FROM w WHERE counted)
-SELECT count(*) FROM w
+{_FIGURES}
 """
 UPSERT_POSTS = f"""
 WITH w AS (
@@ -70,7 +73,7 @@ WITH w AS (
 d AS (INSERT INTO window_deltas
       SELECT username, created_at, 1, len FROM w WHERE counted
       UNION ALL SELECT r.username, r.created_at, -1, -r.len FROM stored_versions r JOIN w USING (uri) WHERE r.counted)
-SELECT count(*) FROM w
+{_FIGURES}
 """
 INSERT_NEW_IDS = ("INSERT INTO toot_ids (instance, id, uri) SELECT DISTINCT ON (instance, id) instance, id, uri "
                    "FROM stage_posts s WHERE event <> 'delete' AND NOT EXISTS "
