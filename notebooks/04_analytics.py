@@ -32,7 +32,7 @@ db.query_df(endpoints.database_url, 'SELECT * FROM "active_users_gtX" ORDER BY c
 # %% [markdown]
 # ## Do the stream and the batch agree?
 # They should, except where the stream saw a toot later than its watermark: the toot is stored, but its one-minute
-# window was already final and is not recounted. The batch job recounts everything and has no watermark.
+# window was already final and it stays out of it. The batch job counts everything and has no watermark.
 
 # %%
 rec = checks.reconciliation_summary(endpoints.database_url)
