@@ -232,6 +232,54 @@ def test_the_windows_stay_exact_when_the_sinks_insert_falls_back_to_its_upsert(f
     checks.require(checks.stream_invariants(url, endpoints.bootstrap_servers, params.kafka.topic, "fallback-test"))
 
 
+def test_two_sinks_editing_one_toot_at_once_leave_its_window_exact(fresh, spark):
+    """Sink B stores an edit of a toot and holds its transaction open; sink A, with a newer edit, must wait for it
+    and replace B's version in the windows, not the version A saw before B committed."""
+    import threading
+    from tootpipe.stream_batch import summarise
+    from tootpipe.stream_sink import _Batch
+    params, endpoints = fresh
+    url = endpoints.database_url
+    kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic], 1)
+    sink_a, sink_b = PostgresSink(params, endpoints, "race-a"), PostgresSink(params, endpoints, "race-b")
+    first = _toot(1, "2026-11-26T12:05:10Z")
+    produce_raw(endpoints.bootstrap_servers, params.kafka.topic, [json.dumps(r).encode() for r in (
+        first, dict(first, text="the second version", edited_at="2026-11-26T12:06:00Z"),
+        dict(first, text="v3", edited_at="2026-11-26T12:07:00Z"))])
+
+    def batch(offset, batch_id, sink):
+        rows = sink.post_rows(kafka_df(spark, endpoints.bootstrap_servers, params.kafka.topic, {0: offset},
+                                       {0: offset + 1})).toArrow()
+        return _Batch(batch_id, rows, summarise(rows), 0.0, 0.0)
+
+    sink_a._write(batch(0, 0, sink_a), claim=True)
+    b_holds, release = threading.Event(), threading.Event()
+
+    def b_pauses(cur, batch_id):  # after B's upsert, inside its transaction: the toot's row stays locked
+        b_holds.set()
+        release.wait(120)
+        PostgresSink._refresh_windows(cur, batch_id)
+
+    sink_b._refresh_windows = b_pauses
+    second, third = batch(1, 0, sink_b), batch(2, 1, sink_a)
+    threads = [threading.Thread(target=sink_b._write, args=(second, True))]
+    threads[0].start()
+    assert b_holds.wait(120)
+    threads.append(threading.Thread(target=sink_a._write, args=(third, True)))
+    threads[1].start()
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    try:
+        wait_until(lambda: db.scalar(url, waiting) >= 1, 120, "sink A waiting for B's lock")
+    finally:
+        release.set()
+        for t in threads:
+            t.join(120)
+    assert sink_a.last.get("posts_written") == 1 and sink_b.last.get("posts_written") == 1
+    assert db.scalar(url, "SELECT content FROM mastodon_posts") == "v3"
+    assert db.query_df(url, "SELECT n, total_length FROM avg_toot_length_by_user").values.tolist() == [[1, 2]]
+    assert db.scalar(url, "SELECT sum(cnt)::bigint FROM streamed_toot_counts") == 1
+
+
 def test_poison_messages_go_to_stream_errors_and_good_rows_still_land(fresh, spark):
     params, endpoints = fresh
     kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic], 3)

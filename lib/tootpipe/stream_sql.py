@@ -34,11 +34,14 @@ MARK_APPLIED = ("UPDATE stream_ledger SET applied = true, committed_at = now() "
 
 STORED_VERSIONS_DDL = ("CREATE TEMP TABLE stored_versions (uri text COLLATE \"C\", username "
                        " text COLLATE \"C\", created_at timestamptz, len int, counted boolean) ON COMMIT DROP")
-# the stored versions of the batch's toots ({only}: those not taken yet, when a concurrent batch inserted some)
+# the stored versions of the batch's toots ({only}: those not taken yet, when a concurrent batch inserted some),
+# locked until the batch commits (in uri order, the same in every batch): another sink's batch cannot change one
+# between this look and the upsert that replaces it, so what the windows lose is what was stored
 SNAPSHOT_STORED = """
 INSERT INTO stored_versions
 SELECT p.uri, p.username, p.created_at, coalesce(length(p.content), 0), p.counted
 FROM stage_posts s JOIN mastodon_posts p USING (uri) WHERE s.newest {only}
+ORDER BY p.uri FOR UPDATE OF p
 """
 WINDOW_DELTAS_DDL = ("CREATE TEMP TABLE window_deltas (username text COLLATE \"C\", created_at timestamptz, n int, "
                      "len bigint) ON COMMIT DROP")
