@@ -214,10 +214,7 @@ def test_the_windows_stay_exact_when_the_sinks_insert_falls_back_to_its_upsert(f
     sink = PostgresSink(params, endpoints, "fallback-test")
 
     def batch_of(records, batch_id):
-        produce_raw(endpoints.bootstrap_servers, params.kafka.topic, [json.dumps(r).encode() for r in records])
-        ends = kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
-        sink(kafka_df(spark, endpoints.bootstrap_servers, params.kafka.topic, {0: ends[0] - len(records)}, ends), batch_id)
-        return sink.last
+        return _sink_records(spark, params, endpoints, sink, records, batch_id)
 
     batch_of([_toot(1, "2026-11-26T12:05:10Z"), _toot(2, "2026-11-26T12:06:10Z")], 0)
     # the first look at the stored versions finds none (as if taken before the other batch committed)
@@ -460,6 +457,14 @@ def _toot(n, created_at, user="alice"):
             "text": f"toot {n}", "language": "en"}
 
 
+def _sink_records(spark, params, endpoints, sink, records, batch_id) -> dict:
+    """Produce `records` and hand exactly them to `sink` as micro-batch `batch_id`; returns the sink's figures."""
+    produce_raw(endpoints.bootstrap_servers, params.kafka.topic, [json.dumps(r).encode() for r in records])
+    ends = kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
+    sink(kafka_df(spark, endpoints.bootstrap_servers, params.kafka.topic, {0: ends[0] - len(records)}, ends), batch_id)
+    return sink.last
+
+
 def test_late_events_within_the_watermark_fix_their_window_and_beyond_it_do_not(fresh, spark):
     """Watermark 10 minutes. Batch 0 reaches 12:30. Batch 1 brings 12:25 (inside: in its window) and 12:05 (beyond:
     stored, counted as late, outside its final window). Batch 2 edits two toots, batch 3 deletes the late toot and
@@ -470,9 +475,7 @@ def test_late_events_within_the_watermark_fix_their_window_and_beyond_it_do_not(
     sink = PostgresSink(params, endpoints, "late-test")
 
     def batch_of(records, batch_id):
-        produce_raw(endpoints.bootstrap_servers, params.kafka.topic, [json.dumps(r).encode() for r in records])
-        ends = kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
-        sink(kafka_df(spark, endpoints.bootstrap_servers, params.kafka.topic, {0: ends[0] - len(records)}, ends), batch_id)
+        _sink_records(spark, params, endpoints, sink, records, batch_id)
         checks.require(checks.stream_invariants(url, endpoints.bootstrap_servers, params.kafka.topic, "late-test"))
 
     batch_of([_toot(1, "2026-11-26T12:05:10Z"), _toot(2, "2026-11-26T12:25:10Z"), _toot(3, "2026-11-26T12:30:00Z")], 0)
@@ -512,10 +515,7 @@ def test_a_deleted_toot_goes_wherever_it_was_seen_and_never_comes_back_whatever_
         return {"v": 1, "event": "delete", "uri": None, "id": sid, "instance": instance}
 
     def batch_of(records, batch_id):
-        produce_raw(endpoints.bootstrap_servers, params.kafka.topic, [json.dumps(r).encode() for r in records])
-        ends = kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
-        sink(kafka_df(spark, endpoints.bootstrap_servers, params.kafka.topic, {0: ends[0] - len(records)}, ends), batch_id)
-        return sink.last
+        return _sink_records(spark, params, endpoints, sink, records, batch_id)
 
     toot = {n: _toot(n, f"2026-11-26T12:0{n}:00Z") for n in (1, 2, 3)}
     assert batch_of([delete("b.example", "9"), toot[1], toot[2], toot[3]], 0)["deletes"] == 0
