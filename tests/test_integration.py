@@ -48,12 +48,15 @@ def test_stream_is_exactly_once_and_matches_the_independent_expectation(fresh, s
     with db.transaction(endpoints.database_url) as conn, conn.cursor() as cur:
         cur.execute("UPDATE streamed_toot_counts SET cnt = cnt + 1 WHERE window_start = "
                     "(SELECT min(window_start) FROM streamed_toot_counts)")
+        cur.execute("UPDATE avg_toot_length_by_user SET total_length = total_length + 1 WHERE (username, window_start) "
+                    "= (SELECT username, window_start FROM avg_toot_length_by_user ORDER BY 1, 2 LIMIT 1)")
     produce_raw(endpoints.bootstrap_servers, params.kafka.topic, [b"not yet streamed"])
     assert nothing_new(params, endpoints) is None  # a new message: the query runs
     other = params.model_copy(update={"stream": params.stream.model_copy(update={"query_name": "other"})})
     assert nothing_new(other, endpoints) is None  # a checkpoint that has committed nothing yet
     broken = checks.stream_invariants(endpoints.database_url, endpoints.bootstrap_servers, params.kafka.topic, ck)
-    assert len(broken["failures"]) == 2 and "ledger" in broken["failures"][0]
+    assert len(broken["failures"]) == 3 and "ledger" in broken["failures"][0]
+    assert broken["count_windows_off"] == 1 and broken["user_windows_off"] == 1 and "per-user" in broken["failures"][2]
     with pytest.raises(AssertionError, match="window counts"):
         checks.require(broken)
 

@@ -24,9 +24,9 @@ SELECT (SELECT count(*) FROM mastodon_posts) AS posts,
                               WHERE counted GROUP BY 1) t
         FULL JOIN (SELECT window_start AS ws, cnt AS n FROM streamed_toot_counts WHERE cnt <> 0) c USING (ws)
         WHERE t.n IS DISTINCT FROM c.n) AS count_windows_off,
-       (SELECT count(*) FROM (SELECT username, date_bin(%(width)s::interval, created_at, TIMESTAMPTZ '2000-01-01') AS ws,
-                                     count(*) AS n, sum(coalesce(length(content), 0)) AS len
-                              FROM mastodon_posts WHERE counted GROUP BY 1, 2) t
+       (SELECT count(*) FROM (SELECT username, count(*) AS n, sum(coalesce(length(content), 0)) AS len,
+                                     date_bin(%(width)s::interval, created_at, TIMESTAMPTZ '2000-01-01') AS ws
+                              FROM mastodon_posts WHERE counted GROUP BY 1, 4) t
         FULL JOIN (SELECT username, window_start AS ws, n, total_length AS len FROM avg_toot_length_by_user
                    WHERE n <> 0 OR total_length <> 0) a USING (username, ws)
         WHERE (t.n, t.len) IS DISTINCT FROM (a.n, a.len)) AS user_windows_off"""

@@ -1,5 +1,5 @@
-"""The tables of the pipeline, and the migrations of databases an older tootpipe created (:func:`tootpipe.db.ensure_schema`
-runs it, idempotent, at every start).
+"""The tables of the pipeline, and the migrations of databases an older tootpipe created
+(:func:`tootpipe.db.ensure_schema` runs it, idempotent, at every start).
 """
 from __future__ import annotations
 

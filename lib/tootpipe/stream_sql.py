@@ -32,8 +32,8 @@ PREV_MAX = "SELECT max(max_event_time) FROM stream_ledger WHERE checkpoint = %s 
 MARK_APPLIED = ("UPDATE stream_ledger SET applied = true, committed_at = now() "
                 "WHERE checkpoint = %s AND batch_id = %s AND NOT applied")
 
-STORED_VERSIONS_DDL = ("CREATE TEMP TABLE stored_versions (uri text COLLATE \"C\", username "
-                       " text COLLATE \"C\", created_at timestamptz, len int, counted boolean) ON COMMIT DROP")
+STORED_VERSIONS_DDL = ("CREATE TEMP TABLE stored_versions (uri text COLLATE \"C\", username text COLLATE \"C\", "
+                       "created_at timestamptz, len int, counted boolean) ON COMMIT DROP")
 # the stored versions of the batch's toots ({only}: those not taken yet, when a concurrent batch inserted some),
 # locked until the batch commits (in uri order, the same in every batch): another sink's batch cannot change one
 # between this look and the upsert that replaces it, so what the windows lose is what was stored
@@ -71,7 +71,8 @@ WITH w AS (
     SELECT {{cols}}, %(batch_id)s, s.created_at >= %(cutoff)s FROM stage_posts s
     WHERE s.newest {{only}} AND {NOT_DELETED}
     ON CONFLICT (uri) DO UPDATE SET {{updates}}, batch_id = EXCLUDED.batch_id, written_at = now()
-    WHERE coalesce(EXCLUDED.edited_at, EXCLUDED.created_at) > coalesce(mastodon_posts.edited_at, mastodon_posts.created_at)
+    WHERE coalesce(EXCLUDED.edited_at, EXCLUDED.created_at)
+          > coalesce(mastodon_posts.edited_at, mastodon_posts.created_at)
     {_WRITTEN}),
 d AS (INSERT INTO window_deltas
       SELECT username, created_at, 1, len FROM w WHERE counted
