@@ -276,3 +276,25 @@ def test_a_batch_is_summarised_for_the_ledger_and_split_for_postgresql_in_arrow(
     assert latencies_ms(rows, now).tolist() == [1500.0] * 5  # the row without a timestamp has none
     empty = summarise(rows.slice(0, 0))
     assert (empty.starts, empty.rows, empty.errors, empty.max_event_time) == ({}, 0, 0, None)
+    every = rows.filter(pa.array([True, False, False, True, False, True]))  # all usable and kept: passed as they are
+    assert posts_part(every)["uri"].to_pylist() == ["a", "c", "e"] and posts_part(every)["kafka_offset"].to_pylist() == [7, 4, 0]
+
+
+def test_text_reaches_postgresql_without_nul_characters_or_invalid_utf8():
+    import pyarrow as pa
+
+    from tootpipe.db import pg_safe
+
+    def safe(col):
+        return pg_safe(pa.table({"c": col}))["c"]
+
+    clean = pa.chunked_array([pa.array(["a", None, "ü ✓"])])
+    assert safe(clean).chunk(0).buffers()[2].address == clean.chunk(0).buffers()[2].address  # passed, not copied
+    outside = pa.chunked_array([pa.array(["x\x00y", "ok", "fine"]).slice(1)])  # the NUL lies outside the slice
+    assert safe(outside).to_pylist() == ["ok", "fine"]
+    inside = pa.chunked_array([pa.array(["ok", "x\x00y", "z"]).slice(1), pa.array(["\x00"])])
+    assert safe(inside).to_pylist() == ["xy", "z", ""]
+    broken = pa.array([b"ok", b"bad \xff byte"], pa.binary()).cast(pa.string(), safe=False)
+    assert safe(pa.chunked_array([broken])).to_pylist() == ["ok", "bad \ufffd byte"]
+    lists = pa.chunked_array([pa.array([["a\x00b", None], None, ["c"]], pa.list_(pa.string()))])
+    assert safe(lists).to_pylist() == [["ab", None], None, ["c"]]

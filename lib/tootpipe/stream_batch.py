@@ -61,7 +61,10 @@ def summarise(rows: pa.Table) -> BatchSummary:
 def posts_part(rows: pa.Table) -> pa.Table:
     """The rows PostgreSQL applies (usable and kept): `event`, `newest` (:func:`newest_versions`) and the columns
     of `mastodon_posts`; the arrays without null items (a record from another producer may hold some)."""
-    part = rows.filter(_applied(rows)).select(["event", *POST_COLUMNS])
+    applied = _applied(rows)
+    if applied.null_count or not pc.all(applied).as_py():  # else every row: no copy of the table
+        rows = rows.filter(applied)
+    part = rows.select(["event", *POST_COLUMNS])
     for i, field in enumerate(part.schema):
         if pa.types.is_list(field.type):  # hashtags, mentions, urls: text[] in PostgreSQL
             part = part.set_column(i, field.name, without_null_items(part.column(i)))
