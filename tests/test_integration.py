@@ -460,6 +460,10 @@ def _toot(n, created_at, user="alice"):
             "text": f"toot {n}", "language": "en"}
 
 
+def _delete(instance, sid):
+    return {"v": 1, "event": "delete", "uri": None, "id": sid, "instance": instance}
+
+
 def _sink_records(spark, params, endpoints, sink, records, batch_id) -> dict:
     """Produce `records` and hand exactly them to `sink` as micro-batch `batch_id`; returns the sink's figures."""
     produce_raw(endpoints.bootstrap_servers, params.kafka.topic, [json.dumps(r).encode() for r in records])
@@ -499,8 +503,8 @@ def test_late_events_within_the_watermark_fix_their_window_and_beyond_it_do_not(
     texts = dict(db.query_df(url, "SELECT uri, content FROM mastodon_posts").values.tolist())
     assert texts["https://a.example/s/4"] == "newer" and texts["https://a.example/s/3"] == "toot 3"
     assert counts() == {"12:05": 1, "12:25": 2, "12:30": 1} and users() == {"alice@a.example": (4, 23, 5.75)}
-    delete = lambda n: {"v": 1, "event": "delete", "uri": None, "id": str(n), "instance": "a.example"}
-    batch_of([delete(5), delete(1)], 3)  # the late toot leaves nothing to take out; toot 1 leaves 12:05
+    # the late toot leaves nothing to take out; toot 1 leaves 12:05
+    batch_of([_delete("a.example", "5"), _delete("a.example", "1")], 3)
     assert counts() == {"12:05": 0, "12:25": 2, "12:30": 1} and users() == {"alice@a.example": (3, 17, 17 / 3)}
 
 
@@ -514,16 +518,13 @@ def test_a_deleted_toot_goes_wherever_it_was_seen_and_never_comes_back_whatever_
     sink = PostgresSink(params, endpoints, "deletes-test")
     url = endpoints.database_url
 
-    def delete(instance, sid):
-        return {"v": 1, "event": "delete", "uri": None, "id": sid, "instance": instance}
-
     def batch_of(records, batch_id):
         return _sink_records(spark, params, endpoints, sink, records, batch_id)
 
     toot = {n: _toot(n, f"2026-11-26T12:0{n}:00Z") for n in (1, 2, 3)}
-    assert batch_of([delete("b.example", "9"), toot[1], toot[2], toot[3]], 0)["deletes"] == 0
+    assert batch_of([_delete("b.example", "9"), toot[1], toot[2], toot[3]], 0)["deletes"] == 0
     assert posts(endpoints) == {f"https://a.example/s/{n}" for n in (1, 2, 3)}
-    last = batch_of([dict(toot[1], instance="b.example", id="9"), delete("a.example", "2"), toot[2]], 1)
+    last = batch_of([dict(toot[1], instance="b.example", id="9"), _delete("a.example", "2"), toot[2]], 1)
     assert posts(endpoints) == {"https://a.example/s/3"} and last["deletes"] == 2
     batch_of([toot[1], toot[2], dict(toot[3], text="edited", edited_at="2026-11-26T12:30:00Z")], 2)
     assert posts(endpoints) == {"https://a.example/s/3"}

@@ -7,10 +7,11 @@ Each check returns a dict of the figures it compared and `failures` (empty when 
 from __future__ import annotations
 
 from . import db
+from .stream_sql import MINUTE_START, USER_WINDOW_START
 
 __all__ = ["stream_invariants", "sample_expectation", "reconciliation_summary", "require"]
 
-_STREAM_SQL = """
+_STREAM_SQL = f"""
 SELECT (SELECT count(*) FROM mastodon_posts) AS posts,
        (SELECT count(DISTINCT uri) FROM mastodon_posts) AS distinct_uris,
        (SELECT coalesce(sum(input_rows), 0)::bigint FROM stream_ledger WHERE checkpoint = %(ck)s AND applied) AS ledger_rows,
@@ -20,12 +21,12 @@ SELECT (SELECT count(*) FROM mastodon_posts) AS posts,
            AS beyond_watermark_this_query,
        (SELECT count(*) FROM stream_errors) AS error_rows,
        (SELECT count(*) FROM mastodon_posts WHERE counted) AS counted_posts,
-       (SELECT count(*) FROM (SELECT date_trunc('minute', created_at) AS ws, count(*) AS n FROM mastodon_posts
+       (SELECT count(*) FROM (SELECT {MINUTE_START} AS ws, count(*) AS n FROM mastodon_posts
                               WHERE counted GROUP BY 1) t
         FULL JOIN (SELECT window_start AS ws, cnt AS n FROM streamed_toot_counts WHERE cnt <> 0) c USING (ws)
         WHERE t.n IS DISTINCT FROM c.n) AS count_windows_off,
        (SELECT count(*) FROM (SELECT username, count(*) AS n, sum(coalesce(length(content), 0)) AS len,
-                                     date_bin(%(width)s::interval, created_at, TIMESTAMPTZ '2000-01-01') AS ws
+                                     {USER_WINDOW_START} AS ws
                               FROM mastodon_posts WHERE counted GROUP BY 1, 4) t
         FULL JOIN (SELECT username, window_start AS ws, n, total_length AS len FROM avg_toot_length_by_user
                    WHERE n <> 0 OR total_length <> 0) a USING (username, ws)
@@ -37,9 +38,8 @@ def stream_invariants(url: str, bootstrap: str, topic: str, checkpoint: str) -> 
     every message in the topic exactly once; every window (per minute, and per user and hour) holds exactly the
     stored toots marked `counted` (those that arrived beyond the watermark are stored, outside their final window),
     as a recount of them finds (over every query of the database, since the windows are shared)."""
-    from .stream_sql import USER_WINDOW
     from .kafka_io import end_offsets, start_offsets
-    row = db.query_df(url, _STREAM_SQL, {"ck": checkpoint, "width": USER_WINDOW}).iloc[0].to_dict()
+    row = db.query_df(url, _STREAM_SQL, {"ck": checkpoint}).iloc[0].to_dict()
     out = {k: int(v) for k, v in row.items()}
     out["in_topic"] = sum(end_offsets(bootstrap, topic).values()) - sum(start_offsets(bootstrap, topic).values())
     failures = []

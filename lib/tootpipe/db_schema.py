@@ -3,7 +3,7 @@
 """
 from __future__ import annotations
 
-from .stream_sql import USER_WINDOW
+from .stream_sql import MINUTE_START, USER_WINDOW, USER_WINDOW_START
 
 __all__ = ["SCHEMA_SQL"]
 
@@ -84,11 +84,10 @@ DO $$ BEGIN
                 GENERATED ALWAYS AS (CASE WHEN n > 0 THEN total_length::float8 / n ELSE 0 END) STORED;
         TRUNCATE streamed_toot_counts, avg_toot_length_by_user;
         INSERT INTO streamed_toot_counts (window_start, window_end, cnt)
-        SELECT date_trunc('minute', created_at), date_trunc('minute', created_at) + interval '1 minute', count(*)
+        SELECT {MINUTE_START}, {MINUTE_START} + interval '1 minute', count(*)
         FROM mastodon_posts WHERE counted GROUP BY 1;
         INSERT INTO avg_toot_length_by_user (username, window_start, window_end, n, total_length)
-        SELECT username, date_bin('{USER_WINDOW}', created_at, TIMESTAMPTZ '2000-01-01'),
-               date_bin('{USER_WINDOW}', created_at, TIMESTAMPTZ '2000-01-01') + interval '{USER_WINDOW}', count(*),
+        SELECT username, {USER_WINDOW_START}, {USER_WINDOW_START} + interval '{USER_WINDOW}', count(*),
                sum(coalesce(length(content), 0))
         FROM mastodon_posts WHERE counted GROUP BY 1, 2;
     END IF;

@@ -12,11 +12,16 @@ version keeps the place of the one it replaces. Each window is changed by the ba
 from __future__ import annotations
 
 __all__ = ["STAGE_DDL", "ERRORS_DDL", "CLAIM", "PREV_MAX", "MARK_APPLIED", "NOT_DELETED", "USER_WINDOW",
+           "MINUTE_START", "USER_WINDOW_START",
            "STORED_VERSIONS_DDL", "SNAPSHOT_STORED", "WINDOW_DELTAS_DDL", "INSERT_NEW_POSTS", "UPSERT_POSTS",
            "INSERT_NEW_IDS", "UPSERT_IDS", "APPLY_DELETES", "REFRESH_COUNTS", "REFRESH_USER_AVG", "PROGRESS",
            "PROGRESS_APPLIED"]
 
-USER_WINDOW = "1 hour"  # the width of avg_toot_length_by_user's windows (db_schema's migration uses it too)
+USER_WINDOW = "1 hour"  # the width of avg_toot_length_by_user's windows
+# the window a toot (its `created_at`) falls in, per minute and per user window: the sink's deltas, the migration's
+# rebuild (db_schema) and the checks' recount all bin with these
+MINUTE_START = "date_trunc('minute', created_at)"
+USER_WINDOW_START = f"date_bin('{USER_WINDOW}', created_at, TIMESTAMPTZ '2000-01-01')"
 
 # the stage has the types of the Arrow batch (a binary COPY needs them exactly): those of mastodon_posts
 STAGE_DDL = ("CREATE TEMP TABLE stage_posts ON COMMIT DROP AS SELECT NULL::text AS event, NULL::boolean AS newest, "
@@ -104,10 +109,9 @@ SELECT count(*) FROM removed
 """
 
 # the batch's deltas, per window (a window they leave unchanged is not written)
-REFRESH_COUNTS = """
+REFRESH_COUNTS = f"""
 INSERT INTO streamed_toot_counts AS c (window_start, window_end, cnt, batch_id, updated_at)
-SELECT date_trunc('minute', created_at), date_trunc('minute', created_at) + interval '1 minute', sum(n),
-       %(batch_id)s, now()
+SELECT {MINUTE_START}, {MINUTE_START} + interval '1 minute', sum(n), %(batch_id)s, now()
 FROM window_deltas GROUP BY 1 HAVING sum(n) <> 0
 ON CONFLICT (window_start) DO UPDATE
 SET cnt = c.cnt + EXCLUDED.cnt, batch_id = EXCLUDED.batch_id, updated_at = now()
@@ -116,8 +120,7 @@ SET cnt = c.cnt + EXCLUDED.cnt, batch_id = EXCLUDED.batch_id, updated_at = now()
 REFRESH_USER_AVG = f"""
 INSERT INTO avg_toot_length_by_user AS a (username, window_start, window_end, n, total_length, batch_id)
 SELECT username, ws, ws + interval '{USER_WINDOW}', sum(n), sum(len), %(batch_id)s
-FROM (SELECT username, date_bin('{USER_WINDOW}', created_at, TIMESTAMPTZ '2000-01-01') AS ws, n, len
-      FROM window_deltas) d
+FROM (SELECT username, {USER_WINDOW_START} AS ws, n, len FROM window_deltas) d
 GROUP BY 1, 2 HAVING sum(n) <> 0 OR sum(len) <> 0
 ON CONFLICT (username, window_start) DO UPDATE
 SET n = a.n + EXCLUDED.n, total_length = a.total_length + EXCLUDED.total_length, batch_id = EXCLUDED.batch_id
