@@ -10,7 +10,8 @@
    would otherwise favour whichever way runs later): `cached` (what the pipeline does: read toots_clean once, cache), `naive`
    (each table computed from a fresh read, no caching), `repartition_cache` (the original assignment's repartition(4).cache()).
 Prints a table and writes bench/results/batch.json (backfill_toots_per_s, clean_s, analytics_s,
-naive_analytics_s, ...).
+naive_analytics_s, ...). The topic it fills is deleted at the end unless `--keep-topic` (then `--topic NAME` reruns on
+it without publishing again).
 """
 from __future__ import annotations
 
@@ -83,6 +84,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=4)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "batch.json"))
     ap.add_argument("--topic", help="reuse a topic filled by an earlier run (its name is printed) instead of publishing")
+    ap.add_argument("--keep-topic", action="store_true",
+                    help="keep the topic this run fills (~1.5 GB per million toots), for --topic; deleted otherwise")
     args = ap.parse_args(argv)
 
     params = config.load(args.params)
@@ -158,7 +161,8 @@ def main(argv=None) -> int:
         "spark_master": params.spark.master,
     })
     spark.stop()
-    drop_scratch(endpoints)  # its database; the topic stays for --topic
+    made = [] if args.topic or args.keep_topic else [params.kafka.topic, params.kafka.dlq_topic]
+    drop_scratch(endpoints, made)  # its databases, and the topic it filled unless kept (a --topic stays as it was)
 
     print()
     print(f"{'stage':34} {'seconds':>8} {'rows/s':>10}")
@@ -172,6 +176,8 @@ def main(argv=None) -> int:
     for name in analytics.TABLES:
         print(f"{name:34} " + " ".join(f"{runs[m]['per_table'][name]:>18}" for m in runs))
     print(f"re-run backfill loaded {res['backfill_rerun_rows']} rows; driver JVM peak RSS {res['jvm_rss_mb']} MB")
+    if not made and not args.topic:
+        print(f"topic kept: {params.kafka.topic} (--topic {params.kafka.topic} runs on it without publishing)")
     write(args.out, res)
     return 0
 
