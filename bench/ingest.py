@@ -59,7 +59,7 @@ def raw_confluent(bootstrap: str, topic: str, lines: list[bytes]) -> float:
 
 def measure(endpoints, params, n: int, seed: int, topic: str, dlq: str, raw_topic: str) -> dict:
     """Ingest the replay into `topic`, then produce its raw lines into `raw_topic` and consume them back."""
-    replay = ROOT / ".tootpipe" / "bench" / f"replay_{n}_{seed}.jsonl"
+    replay = services.state_dir() / "bench" / f"replay_{n}_{seed}.jsonl"  # the services' state folder
     t0 = time.perf_counter()
     events = write_replay(replay, n, seed)
     gen_s = time.perf_counter() - t0

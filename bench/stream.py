@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 import uuid
@@ -60,6 +61,8 @@ def jvm_peak_rss_mb(spark) -> float | None:
 
 
 SCRATCH_DBS: list[str] = []  # dropped when the benchmark ends: each run would otherwise leave gigabytes behind
+# this run's query checkpoints, removed when it ends (they name scratch topics and databases that are gone by then)
+CHECKPOINTS = ROOT / ".tootpipe" / "bench" / "checkpoints" / f"run-{uuid.uuid4().hex[:8]}"
 
 
 def fresh_db(endpoints, name: str, scratch: bool = False):
@@ -71,10 +74,11 @@ def fresh_db(endpoints, name: str, scratch: bool = False):
 
 
 def drop_scratch(endpoints, topics: list[str] = ()) -> None:
-    """Drop the benchmark's scratch databases and delete `topics`."""
+    """Drop the benchmark's scratch databases, delete `topics` and the run's checkpoints."""
     while SCRATCH_DBS:
         services.drop_database(endpoints, SCRATCH_DBS.pop())
     kafka_io.delete_topics(endpoints.bootstrap_servers, topics)
+    shutil.rmtree(CHECKPOINTS, ignore_errors=True)
 
 
 def publish(endpoints, topic: str, events: list[dict], params) -> int:
@@ -90,7 +94,7 @@ def drain(spark, params, endpoints, per_trigger: int, name: str, foreach=None) -
     trigger time (busy) and over the wall clock. `foreach`: a foreachBatch function, else the noop sink."""
     params = params.model_copy(deep=True)
     params.stream.max_offsets_per_trigger = per_trigger
-    ck = ROOT / ".tootpipe" / "bench" / "checkpoints" / f"{name}_{uuid.uuid4().hex[:8]}"
+    ck = CHECKPOINTS / f"{name}_{uuid.uuid4().hex[:8]}"
     target = sum(kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic).values())
     t0 = time.perf_counter()
     stream = kafka_stream(spark, params, endpoints)
@@ -152,7 +156,7 @@ def sink_run(spark, params, endpoints, per_trigger: int, expected: set, overlap:
     if preload:
         preload_posts(endpoints.database_url, *preload)
         services.checkpoint(endpoints)  # the preload's WAL set checkpoints off: none falls inside the drain
-    ck = ROOT / ".tootpipe" / "bench" / "checkpoints" / name
+    ck = CHECKPOINTS / name
     sink = PostgresSink(params, endpoints, str(ck), overlap=overlap)
     out = drain(spark, params, endpoints, per_trigger, name, foreach=sink)
     sink.close()
@@ -249,10 +253,10 @@ def live_latency(spark, params, endpoints, rate: int, seconds: float, seed: int,
     params.stream.processing_time = "0 seconds"
     params.stream.max_offsets_per_trigger = 100_000
     params.stream.query_name = params.kafka.topic
-    params.stream.checkpoint_dir = ".tootpipe/bench/checkpoints"
+    params.stream.checkpoint_dir = str(CHECKPOINTS)
     endpoints = fresh_db(endpoints, params.kafka.topic, scratch=True)
     kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.topic + "_dlq"], 3)
-    sink = PostgresSink(params, endpoints, str(ROOT / ".tootpipe" / "bench" / "checkpoints" / params.kafka.topic),
+    sink = PostgresSink(params, endpoints, str(CHECKPOINTS / params.kafka.topic),
                         overlap=params.stream.overlap_apply)
     sink.keep_latencies = True
     latencies: list = []

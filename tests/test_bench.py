@@ -1,0 +1,29 @@
+"""The benchmarks' own contract: the JSON keys the README and the issues name, and nothing left behind (a run used
+to leave its topics on the broker). Timing is never asserted here: bench/ measures, the tests check."""
+import json
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+def _topics(bootstrap: str) -> set[str]:
+    from confluent_kafka.admin import AdminClient
+    return set(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=15).topics)
+
+
+def test_ingest_bench_writes_its_figures_and_deletes_its_topics(services_up, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    sys.modules.pop("ingest", None)
+    import ingest as bench
+    before = _topics(services_up.bootstrap_servers)
+    out = tmp_path / "ingest.json"
+    assert bench.main(["--n", "300", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["n_events"] > 300 and res["messages_in_topic"] == res["published"] + res["deletes"] > 0
+    assert all(res[k] > 0 for k in ("toots_per_s", "raw_produce_per_s", "raw_consume_per_s", "ratio"))
+    left = {t for t in _topics(services_up.bootstrap_servers) - before if t.startswith(("bench_ingest_", "bench_raw_"))}
+    assert not left, f"the bench left its topics behind: {sorted(left)}"
