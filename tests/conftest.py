@@ -3,7 +3,10 @@ database and topic per test, one SparkSession.
 
 The suite never touches the user's state: ``TOOTPIPE_STATE_DIR`` is set before anything starts, so the broker,
 PostgreSQL, checkpoints and models of a test run live in ``.tootpipe/tests/<run>/`` and are removed at the end
-(subprocesses inherit it).
+(subprocesses inherit it). Nor does the user's configuration reach it: the project's `.env` is not read
+(``TOOTPIPE_ENV_FILE`` names an empty file) and the variables that override parameters or hold secrets are taken
+out of the environment, so a `.env` or a shell pointing at the live services (``KAFKA_BOOTSTRAP``, ``JDBC_URL``)
+never gets the suite's topics and rows.
 """
 from __future__ import annotations
 
@@ -18,6 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "data" / "fixtures" / "mastodon"
 STATE = ROOT / ".tootpipe" / "tests" / f"run-{uuid.uuid4().hex[:8]}"
 os.environ["TOOTPIPE_STATE_DIR"] = str(STATE)
+os.environ["TOOTPIPE_ENV_FILE"] = os.devnull
+from tootpipe.config import ENV_OVERRIDES, SECRET_NAMES  # noqa: E402
+
+for _name in (*ENV_OVERRIDES, *SECRET_NAMES):
+    os.environ.pop(_name, None)
 
 
 def isolated(overrides: dict | None = None) -> dict:

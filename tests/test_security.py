@@ -4,11 +4,12 @@ import json
 import os
 import stat
 import subprocess
+import sys
 
 import psycopg2
 import pytest
 
-from conftest import STATE, wait_until
+from conftest import ROOT, STATE, wait_until
 from tootpipe import config, procs, services
 from tootpipe.config import ParamsError, load, redact
 
@@ -55,10 +56,38 @@ def test_secrets_stay_out_of_the_environment_of_what_the_project_starts(monkeypa
     # `.env` secrets are read where needed, never copied into os.environ
     monkeypatch.delenv("MASTODON_ACCESS_TOKEN")
     monkeypatch.setenv("TOOTPIPE_HOME", str(tmp_path))
+    monkeypatch.delenv("TOOTPIPE_ENV_FILE")  # as in a user's run: the project's own .env
+    _unset_after(monkeypatch, "ACTIVE_MIN")  # load() puts .env's overrides into os.environ
     (tmp_path / ".env").write_text("MASTODON_ACCESS_TOKEN=from-dotenv-77\nACTIVE_MIN=7\n")
     assert config.secret("MASTODON_ACCESS_TOKEN") == "from-dotenv-77"
     assert load(None).analytics.active_min == 7
     assert "MASTODON_ACCESS_TOKEN" not in os.environ
+
+
+def _unset_after(monkeypatch, *names: str) -> None:
+    """Absent now and again after the test, whatever the code under test puts into os.environ meanwhile."""
+    for name in names:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
+def test_the_suite_never_reads_the_users_env_file(monkeypatch, tmp_path):
+    """A user's `.env` pointing at the live services (the live demo's) must not get the suite's topics and rows: the
+    suite names an empty env file (tests/conftest.py), and every process it starts inherits that."""
+    monkeypatch.setenv("TOOTPIPE_HOME", str(tmp_path))
+    _unset_after(monkeypatch, "KAFKA_BOOTSTRAP", "JDBC_URL")
+    (tmp_path / ".env").write_text("KAFKA_BOOTSTRAP=127.0.0.1:9\nJDBC_URL=jdbc:postgresql://127.0.0.1:9/theirs\n"
+                                   "DB_PASSWORD=theirs-5e1f\n")
+    assert os.environ["TOOTPIPE_ENV_FILE"] == os.devnull
+    p = load(None)
+    assert p.kafka.bootstrap_servers is None and p.database.url is None and config.secret("DB_PASSWORD") is None
+    code = ("from tootpipe import config; p = config.load(None); "
+            "print(p.kafka.bootstrap_servers, p.database.url, config.secret('DB_PASSWORD'))")
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "PYTHONPATH": str(ROOT / "lib")})
+    assert child.stdout.split() == ["None", "None", "None"], child.stderr[-1000:]
+    monkeypatch.setenv("TOOTPIPE_ENV_FILE", str(tmp_path / ".env"))  # a file named there is read (and the check bites)
+    assert load(None).kafka.bootstrap_servers == "127.0.0.1:9"
 
 
 def test_a_pid_that_is_no_longer_ours_is_never_signalled():

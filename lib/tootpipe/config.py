@@ -18,7 +18,7 @@ from .sentiment_variants import DEFAULT_VARIANT, VARIANTS
 
 __all__ = [
     "Params", "ParamsError", "load", "project_root", "secret", "redact", "register_secret", "child_env",
-    "ENV_OVERRIDES", "SECRET_NAMES",
+    "ENV_OVERRIDES", "SECRET_NAMES", "env_file",
 ]
 
 
@@ -185,12 +185,20 @@ def project_root() -> Path:
     return Path.cwd()
 
 
+def env_file() -> Path:
+    """The `.env` file read for secrets and overrides: ``$TOOTPIPE_ENV_FILE`` when set (the test suite points it at
+    an empty file, so a user's `.env`, with the live services in it, never reaches the suite's runs), else `.env` in
+    the project."""
+    env = os.environ.get("TOOTPIPE_ENV_FILE")
+    return Path(env) if env else project_root() / ".env"
+
+
 def _dotenv() -> dict[str, str]:
     try:
         from dotenv import dotenv_values
     except ImportError:  # pragma: no cover - python-dotenv is a dependency
         return {}
-    return {k: v for k, v in dotenv_values(project_root() / ".env").items() if v is not None}
+    return {k: v for k, v in dotenv_values(env_file()).items() if v is not None}
 
 
 def _load_dotenv() -> None:
