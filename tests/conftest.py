@@ -21,11 +21,17 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "data" / "fixtures" / "mastodon"
 STATE = ROOT / ".tootpipe" / "tests" / f"run-{uuid.uuid4().hex[:8]}"
 os.environ["TOOTPIPE_STATE_DIR"] = str(STATE)
-os.environ["TOOTPIPE_ENV_FILE"] = os.devnull
-from tootpipe.config import ENV_OVERRIDES, SECRET_NAMES  # noqa: E402
 
-for _name in (*ENV_OVERRIDES, *SECRET_NAMES):
-    os.environ.pop(_name, None)
+
+def hermetic(environ) -> None:
+    """No env file of the user's, none of the user's override or secret variables: what the suite runs with."""
+    from tootpipe.config import ENV_OVERRIDES, SECRET_NAMES
+    environ["TOOTPIPE_ENV_FILE"] = os.devnull
+    for name in (*ENV_OVERRIDES, *SECRET_NAMES):
+        environ.pop(name, None)
+
+
+hermetic(os.environ)  # before anything starts: every process of the suite inherits it
 
 
 def isolated(overrides: dict | None = None) -> dict:

@@ -9,7 +9,7 @@ import sys
 import psycopg2
 import pytest
 
-from conftest import ROOT, STATE, wait_until
+from conftest import ROOT, STATE, hermetic, wait_until
 from tootpipe import config, procs, services
 from tootpipe.config import ParamsError, load, redact
 
@@ -88,6 +88,11 @@ def test_the_suite_never_reads_the_users_env_file(monkeypatch, tmp_path):
     assert child.stdout.split() == ["None", "None", "None"], child.stderr[-1000:]
     monkeypatch.setenv("TOOTPIPE_ENV_FILE", str(tmp_path / ".env"))  # a file named there is read (and the check bites)
     assert load(None).kafka.bootstrap_servers == "127.0.0.1:9"
+    # nor do the user's shell variables: the suite takes them out of its environment when it starts
+    shell = {"PATH": "/bin", "KAFKA_BOOTSTRAP": "127.0.0.1:9", "DATABASE_URL": "postgresql://h/theirs",
+             "MASTODON_ACCESS_TOKEN": "tok-9c1d", "DB_PASSWORD": "theirs-5e1f", "TOOTPIPE_ENV_FILE": ".env"}
+    hermetic(shell)
+    assert shell == {"PATH": "/bin", "TOOTPIPE_ENV_FILE": os.devnull}
 
 
 def test_a_pid_that_is_no_longer_ours_is_never_signalled():
