@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     for name in analytics.TABLES:
         print(f"{name:34} " + " ".join(f"{runs[m]['per_table'][name]:>18}" for m in runs))
     print(f"re-run backfill loaded {res['backfill_rerun_rows']} rows; driver JVM peak RSS {res['jvm_rss_mb']} MB")
-    if not made and not args.topic:
+    if args.keep_topic and not args.topic:
         print(f"topic kept: {params.kafka.topic} (--topic {params.kafka.topic} runs on it without publishing)")
     write(args.out, res)
     return 0

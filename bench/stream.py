@@ -62,7 +62,7 @@ def jvm_peak_rss_mb(spark) -> float | None:
 
 SCRATCH_DBS: list[str] = []  # dropped when the benchmark ends: each run would otherwise leave gigabytes behind
 # this run's query checkpoints, removed when it ends (they name scratch topics and databases that are gone by then)
-CHECKPOINTS = ROOT / ".tootpipe" / "bench" / "checkpoints" / f"run-{uuid.uuid4().hex[:8]}"
+CHECKPOINTS = services.state_dir() / "bench" / "checkpoints" / f"run-{uuid.uuid4().hex[:8]}"
 
 
 def fresh_db(endpoints, name: str, scratch: bool = False):

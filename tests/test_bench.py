@@ -13,8 +13,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 def _topics(bootstrap: str) -> set[str]:
-    from confluent_kafka.admin import AdminClient
-    return set(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=15).topics)
+    from tootpipe import kafka_io
+    return set(kafka_io._metadata(bootstrap).topics)
 
 
 def test_ingest_bench_writes_its_figures_and_deletes_its_topics(services_up, tmp_path):
