@@ -273,12 +273,12 @@ def pending_posts(url: str, version: str):
     return query_df(url, _PENDING, {"version": version})
 
 
-def score_posts(spark: SparkSession, models: dict[str, PipelineModel], version: str, url: str,
+def score_posts(spark: SparkSession | None, models: dict[str, PipelineModel], version: str, url: str,
                 languages: list[str], posts=None) -> dict:
     """Score the `pending_posts` (or the given ones) into `mastodon_sentiments` (upsert on uri), each language
     with its own model; a toot whose language has no model (or is not in `languages`) is marked unsupported.
     Sentiments of posts that are gone are deleted. Posts already scored by `version` on the same text are left
-    as they are (`unchanged` in the result)."""
+    as they are (`unchanged` in the result). `spark` is needed only when there are posts to score."""
     import pyarrow.compute as pc
     from .db import scalar, transaction
     posts = pending_posts(url, version) if posts is None else posts

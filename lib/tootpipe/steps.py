@@ -257,8 +257,11 @@ def score_step(params: Params, endpoints: Endpoints, model_path: str | None = No
     version = model_version(path)
     t0 = time.monotonic()
     posts = pending_posts(endpoints.database_url, version)
-    models = load_models(path)[0] if not posts.empty else {}  # loading eight pipelines takes seconds: only if needed
-    out = score_posts(get_spark(params), models, version, endpoints.database_url, params.sentiment.languages, posts)
+    # the session first: loading a saved pipeline needs one, and a reused model set leaves none behind (loading
+    # eight pipelines takes seconds: only when there is something to score)
+    spark = get_spark(params) if not posts.empty else None
+    models = load_models(path)[0] if spark is not None else {}
+    out = score_posts(spark, models, version, endpoints.database_url, params.sentiment.languages, posts)
     out.update(model_version=version, seconds=round(time.monotonic() - t0, 2))
     return out
 
