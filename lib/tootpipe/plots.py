@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-__all__ = ["style", "toots_per_minute", "sentiment_distribution", "top_hashtags", "stream_health",
+__all__ = ["style", "figure_title", "toots_per_minute", "sentiment_distribution", "top_hashtags", "stream_health",
            "reconciliation", "activity_heatmap", "empty_figure", "confusion_matrix", "sentiment_over_time",
            "toots_per_day", "hashtag_trend", "problems_summary"]
 
@@ -16,7 +16,42 @@ PALETTE = {"negative": "#d1495b", "neutral": "#8d99ae", "positive": "#2a9d8f", "
 
 
 def style() -> None:
+    """The charts' seaborn theme; in a notebook kernel, also :func:`_caption_outputs`."""
     sns.set_theme(style="whitegrid", context="notebook")
+    _caption_outputs()
+
+
+def figure_title(fig) -> str:
+    """A figure's suptitle, else the first of its axes titles ("" when it has none)."""
+    return fig.get_suptitle() or next((ax.get_title() for ax in fig.axes if ax.get_title()), "")
+
+
+def _caption_outputs() -> None:
+    """Each figure's PNG output carries its title in the output's metadata (``{"image/png": {"title": ...}}``),
+    which the report index shows as the figure's caption. Nothing outside an IPython kernel."""
+    try:
+        from IPython import get_ipython
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - IPython comes with the notebooks' dependencies
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    import matplotlib
+    plt.switch_backend(matplotlib.get_backend())  # loading the inline backend registers its formatter: now
+    png = shell.display_formatter.formatters["image/png"]
+    try:
+        render = png.lookup_by_type(Figure)  # matplotlib_inline's own
+    except KeyError:
+        return
+    if getattr(render, "captioned", False):
+        return
+
+    def captioned(fig, **kwargs):
+        data = render(fig, **kwargs)
+        return (data, {"title": figure_title(fig)}) if data is not None and figure_title(fig) else data
+    captioned.captioned = True
+    png.for_type(Figure, captioned)
 
 
 def empty_figure(title: str, note: str = "no data yet: run the earlier notebooks"):

@@ -52,18 +52,26 @@ def to_html(ipynb: Path) -> Path:
     return out
 
 
-def _figures(ipynb: Path, out_dir: Path) -> list[str]:
+def _figures(ipynb: Path, out_dir: Path) -> list[dict]:
+    """Each figure of an executed notebook written as a PNG beside it: {file, caption, href}. The caption is the
+    figure's title (``plots`` puts it in the output's metadata), else the heading of the section it is in; `href`
+    points at its cell in the rendered notebook."""
     import nbformat
     nb = nbformat.read(ipynb, as_version=4)
-    names = []
+    figures, section = [], ipynb.stem
     for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            section = next((line.lstrip("#").strip() for line in reversed(cell.source.splitlines())
+                            if line.startswith("#")), section)
         for j, output in enumerate(cell.get("outputs", [])):
             png = output.get("data", {}).get("image/png")
             if png:
                 name = f"{ipynb.stem}_cell{i:02d}_{j}.png"
                 (out_dir / name).write_bytes(base64.b64decode(png))
-                names.append(name)
-    return names
+                title = output.get("metadata", {}).get("image/png", {}).get("title")
+                anchor = f"#cell-id={cell['id']}" if cell.get("id") else ""
+                figures.append({"file": name, "caption": title or section, "href": f"{ipynb.stem}.html{anchor}"})
+    return figures
 
 
 def _git_commit() -> str:
@@ -91,8 +99,10 @@ def _index(out_dir: Path, run_id: str, params: Params, results: list[dict], coun
         f"</td><td>{r['seconds']:.1f}</td></tr>" for r in results)
     count_rows = "".join(f"<tr><td>{html.escape(t)}</td><td>{'—' if n is None else n}</td></tr>"
                          for t, n in counts.items())
-    gallery = "".join(f"<figure><a href='{html.escape(f)}'><img src='{html.escape(f)}' alt='{html.escape(f)}'></a>"
-                      f"<figcaption>{html.escape(f)}</figcaption></figure>" for r in results for f in r["figures"])
+    gallery = "".join(f"<figure><a href='{html.escape(f['href'])}'><img src='{html.escape(f['file'])}' "
+                      f"alt='{html.escape(f['caption'])}'></a><figcaption><a href='{html.escape(f['href'])}'>"
+                      f"{html.escape(f['caption'])}</a> · {html.escape(r['name'])}</figcaption></figure>"
+                      for r in results for f in r["figures"])
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>tootpipe run {html.escape(run_id)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:75rem;color:#222}}table{{border-collapse:collapse;margin:1rem 0}}
 td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}tr.failed td{{background:#fde2e2}}tr.ok td:nth-child(2){{color:#1b7a3a}}
@@ -154,6 +164,15 @@ class _QuietConsole:
             self._saved = []
 
 
+def _shown(path: Path) -> str:
+    """A path as the rendered notebooks show it: relative to the project (the kernels' working folder) when inside
+    it, so that no report holds the absolute path of the clone."""
+    try:
+        return str(path.relative_to(project_root()))
+    except ValueError:
+        return str(path)
+
+
 def run_notebooks(params_file: str, only: list[str] | None = None, keep_services: bool = False,
                   reports_dir: str | None = None, quiet: bool = True) -> tuple[int, Path | None]:
     """Execute the notebooks; returns (exit code, run folder). With `quiet`, the console shows one line per
@@ -165,7 +184,7 @@ def run_notebooks(params_file: str, only: list[str] | None = None, keep_services
     except ParamsError as exc:
         print(f"run_all: {exc}", file=sys.stderr)
         return 2, None
-    params_path = str(Path(params_file).resolve() if Path(params_file).exists() else project_root() / params_file)
+    params_path = _shown(Path(params_file).resolve() if Path(params_file).exists() else project_root() / params_file)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + params.run.name
     base = params.path(reports_dir or params.reports.dir)
     out_dir = base / run_id
