@@ -72,13 +72,18 @@ class Browser:
     def __exit__(self, *exc):
         self.close()
 
-    def load(self, path: Path, screenshot: Path | None = None, timeout: float = 30) -> PageReport:
+    def load(self, path: Path | str, screenshot: Path | None = None, timeout: float = 30,
+             steps: tuple = ()) -> PageReport:
+        """Load a file (a Path) or a URL (a str); then each of `steps`, an (action, condition) pair of JavaScript
+        expressions: the action is run once ("" for none), then the condition polled until it is true (a
+        TimeoutError naming it when it stays false past `timeout`)."""
         import websocket
         with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{self.port}/json/new?about:blank",
                                                            method="PUT")) as r:
             target = json.loads(r.read())
         ws = websocket.create_connection(target["webSocketDebuggerUrl"], timeout=timeout)
-        report = PageReport(url=path.resolve().as_uri())
+        report = PageReport(url=path if isinstance(path, str) else path.resolve().as_uri())
+        name = report.url.rsplit("/", 1)[-1]
         pending: dict = {}
 
         def send(method, **params):
@@ -92,7 +97,7 @@ class Browser:
                 handle(msg)
                 if pred(msg):
                     return msg
-            raise TimeoutError(f"{path.name}: page did not finish loading")
+            raise TimeoutError(f"{name}: page did not finish loading")
 
         def handle(msg):
             m, p = msg.get("method"), msg.get("params", {})
@@ -126,6 +131,19 @@ class Browser:
                 except websocket.WebSocketTimeoutException:
                     pass
             ws.settimeout(timeout)
+
+            def evaluate(expression):
+                i = send("Runtime.evaluate", expression=expression, returnByValue=True)
+                return wait_for(lambda msg: msg.get("id") == i, time.monotonic() + timeout)["result"]["result"] \
+                    .get("value")
+            for action, condition in steps:
+                if action:
+                    evaluate(action)
+                until = time.monotonic() + timeout
+                while not evaluate(condition):
+                    if time.monotonic() > until:
+                        raise TimeoutError(f"{name}: still false after {timeout} s: {condition}")
+                    time.sleep(0.25)
             i = send("Runtime.evaluate", expression="document.title", returnByValue=True)
             report.title = wait_for(lambda msg: msg.get("id") == i, deadline)["result"]["result"].get("value", "")
             if screenshot is not None:

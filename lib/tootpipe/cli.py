@@ -208,12 +208,41 @@ def cmd_psql(args) -> int:
         return subprocess.call(cmd, env=child_env({"PGPASSFILE": passfile}))
 
 
+# JupyterLab settings for this environment only (its app folder's overrides.json, never the user's home): a click
+# on a notebook's .py opens it as a notebook (jupytext's viewer), and no prompt about Jupyter news
+LAB_OVERRIDES = {
+    "@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}},
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
+}
+
+
+def lab_overrides(app_dir: str | None = None):
+    """Merge :data:`LAB_OVERRIDES` into the environment's `share/jupyter/lab/settings/overrides.json` (other
+    plugins' and keys' settings kept as they are); returns its path."""
+    import json
+    from pathlib import Path
+    if app_dir is None:
+        from jupyterlab.commands import get_app_dir
+        app_dir = get_app_dir()
+    path = Path(app_dir) / "settings" / "overrides.json"
+    current = json.loads(path.read_text()) if path.exists() else {}
+    for plugin, values in LAB_OVERRIDES.items():
+        merged = current.setdefault(plugin, {})
+        for key, value in values.items():
+            merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+                else value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=2) + "\n")
+    return path
+
+
 def cmd_lab(args) -> int:
     """JupyterLab on notebooks/ (the .py notebooks open as notebooks through jupytext), services started first."""
     import os
     from . import services
     from .config import child_env, project_root
     services.up(_params(args))
+    lab_overrides()
     root = project_root()
     cmd = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={root}", "--ServerApp.ip=127.0.0.1",
            "--LabApp.default_url=/lab/tree/notebooks", *(["--allow-root"] if os.geteuid() == 0 else []),
