@@ -12,8 +12,8 @@ $(VENV)/.installed: pyproject.toml jvm/pom.xml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	$(PY) -m tootpipe.jars
-	$(PY) -m tootpipe.jvm_archive
+	$(PY) -m tootpipe.services.jars
+	$(PY) -m tootpipe.spark.archive
 	touch $@
 
 install: $(VENV)/.installed
@@ -43,7 +43,7 @@ notebooks: install
 # The live demo: services of compose.yaml, a real instance (params/live.yaml, secrets in .env). Ingest and the
 # stream run in the background (logs and pids under .tootpipe/live/); `make live-stop` stops both.
 live: install
-	@$(PY) -c "from tootpipe.config import secret; import sys; pw = secret('DB_PASSWORD') or ''; \
+	@$(PY) -c "from tootpipe.core.config import secret; import sys; pw = secret('DB_PASSWORD') or ''; \
 	  sys.exit(0 if len(pw) >= 12 and pw != 'change-me' else 'make live: set DB_PASSWORD in .env to a long random value first (see .env.example)')"
 	mkdir -p -m 700 .tootpipe/live
 	$(VENV)/bin/tootpipe --params params/live.yaml ingest > .tootpipe/live/ingest.log 2>&1 & echo $$! > .tootpipe/live/ingest.pid

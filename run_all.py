@@ -1,12 +1,12 @@
 #!/usr/bin/env python
-"""Run the numbered notebooks in order with papermill into reports/<run-id>/ (see tootpipe.reports).
+"""Run the numbered notebooks in order with papermill into reports/<run-id>/ (see tootpipe.report.runner).
 
     python run_all.py [--params params/default.yaml] [--only 02,03] [--keep-services]
 """
 import argparse
 import sys
 
-from tootpipe.reports import run_notebooks
+from tootpipe.report.runner import run_notebooks
 
 
 def main() -> int:

@@ -27,9 +27,14 @@ sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import write  # noqa: E402
-from tootpipe import analytics, batch, config, kafka_io, services, steps  # noqa: E402
-from tootpipe.sample import generate  # noqa: E402
-from tootpipe.spark_session import get_spark  # noqa: E402
+from tootpipe.batch import analytics
+from tootpipe.batch import backfill as batch
+from tootpipe.core import config
+from tootpipe import kafka
+from tootpipe.services import embedded as services
+from tootpipe import steps  # noqa: E402
+from tootpipe.ingest.sample import generate  # noqa: E402
+from tootpipe.spark.session import get_spark  # noqa: E402
 from stream import drop_scratch, fresh_db, jvm_peak_rss_mb  # noqa: E402
 
 
@@ -94,14 +99,14 @@ def main(argv=None) -> int:
     params.kafka.topic = args.topic or f"bench_batch_{run}"
     params.kafka.dlq_topic = params.kafka.topic + "_dlq"
     if args.topic:
-        messages = sum(kafka_io.end_offsets(endpoints.bootstrap_servers, args.topic).values())
+        messages = sum(kafka.end_offsets(endpoints.bootstrap_servers, args.topic).values())
         print(f"reusing topic {args.topic}: {messages:,} messages", flush=True)
     else:
-        kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic],
+        kafka.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic],
                                params.kafka.partitions)
         t0 = time.perf_counter()
-        from tootpipe.mastodon_source import ingest
-        pub = kafka_io.Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
+        from tootpipe.ingest.source import ingest
+        pub = kafka.Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
         stats = ingest(scaled_events(args.n, args.seed, args.base), pub, params, source="bench", progress_every=1e9)
         pub.close()
         messages = stats.published + stats.deletes
@@ -129,7 +134,7 @@ def main(argv=None) -> int:
     print(f"backfill, warm session: {warm_bf['rows']:,} rows in {res['backfill_warm_s']} s", flush=True)
     # the baseline in the same run: Spark's connector reading the same messages into nothing (count), with the
     # fetch size the backfill uses
-    from tootpipe.stream_query import FETCH_OPTIONS
+    from tootpipe.spark.kafka_source import FETCH_OPTIONS
     t = time.perf_counter()
     read = (spark.read.format("kafka").option("kafka.bootstrap.servers", endpoints.bootstrap_servers)
             .option("subscribe", params.kafka.topic).option("minPartitions", "8").options(**FETCH_OPTIONS)

@@ -16,6 +16,6 @@ def stamp(result: dict) -> dict:
 
 def write(out: str | Path, result: dict) -> None:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    from tootpipe.config import redact
+    from tootpipe.core.config import redact
     Path(out).write_text(json.dumps(redact(stamp(result)), indent=2) + "\n")  # no password reaches a result file
     print(f"wrote {out}")

@@ -23,9 +23,11 @@ sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import write  # noqa: E402
-from tootpipe import config, kafka_io, services  # noqa: E402
-from tootpipe.mastodon_source import events_from_file, ingest  # noqa: E402
-from tootpipe.sample import generate  # noqa: E402
+from tootpipe.core import config
+from tootpipe import kafka
+from tootpipe.services import embedded as services  # noqa: E402
+from tootpipe.ingest.source import events_from_file, ingest  # noqa: E402
+from tootpipe.ingest.sample import generate  # noqa: E402
 
 
 def write_replay(path: Path, n: int, seed: int) -> int:
@@ -66,18 +68,18 @@ def measure(endpoints, params, n: int, seed: int, topic: str, dlq: str, raw_topi
     lines = replay.read_bytes().splitlines()
     mb = sum(map(len, lines)) / 1e6
 
-    pub = kafka_io.Publisher(endpoints.bootstrap_servers, topic, dlq)
+    pub = kafka.Publisher(endpoints.bootstrap_servers, topic, dlq)
     t0 = time.perf_counter()
     stats = ingest(events_from_file(replay), pub, params, source="replay", progress_every=1e9)
     pub.close()
     ingest_s = time.perf_counter() - t0
     cf_s = raw_confluent(endpoints.bootstrap_servers, raw_topic, lines)
     t1 = time.perf_counter()
-    consumed = sum(1 for p, e in kafka_io.end_offsets(endpoints.bootstrap_servers, raw_topic).items()
-                   for _ in kafka_io.read_range(endpoints.bootstrap_servers, raw_topic, p, 0, e))
+    consumed = sum(1 for p, e in kafka.end_offsets(endpoints.bootstrap_servers, raw_topic).items()
+                   for _ in kafka.read_range(endpoints.bootstrap_servers, raw_topic, p, 0, e))
     consume_s = time.perf_counter() - t1
     assert consumed == len(lines), (consumed, len(lines))
-    published = sum(kafka_io.end_offsets(endpoints.bootstrap_servers, topic).values())
+    published = sum(kafka.end_offsets(endpoints.bootstrap_servers, topic).values())
     assert published == stats.published + stats.deletes, (published, stats.as_dict())
     return {
         "n_events": events, "mb": round(mb, 1), "generate_s": round(gen_s, 2),
@@ -104,11 +106,11 @@ def main(argv=None) -> int:
     endpoints = services.up(params)
     run = uuid.uuid4().hex[:8]
     topics = f"bench_ingest_{run}", f"bench_ingest_{run}_dlq", f"bench_raw_{run}"
-    kafka_io.ensure_topics(endpoints.bootstrap_servers, topics, params.kafka.partitions)
+    kafka.ensure_topics(endpoints.bootstrap_servers, topics, params.kafka.partitions)
     try:
         res = measure(endpoints, params, args.n, args.seed, *topics)
     finally:  # the run's topics go with it (each run used to leave its three behind: ~370 MB for 100,000 toots)
-        kafka_io.delete_topics(endpoints.bootstrap_servers, topics)
+        kafka.delete_topics(endpoints.bootstrap_servers, topics)
 
     print(f"{'stage':44} {'events/s':>10} {'seconds':>8}")
     for label, rate, seconds in (("tootpipe ingest (parse+normalise+filter+produce)", "toots_per_s", "ingest_s"),

@@ -22,10 +22,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 from pyspark.sql import functions as F  # noqa: E402
 
 from common import write  # noqa: E402
-from tootpipe import config, sentiment  # noqa: E402
-from tootpipe.normalize import html_to_text  # noqa: E402
-from tootpipe.sample import generate  # noqa: E402
-from tootpipe.spark_session import get_spark  # noqa: E402
+from tootpipe.core import config
+from tootpipe.sentiment import training as sentiment  # noqa: E402
+from tootpipe.sentiment import store
+from tootpipe.sentiment import scoring
+from tootpipe.ingest.normalize import html_to_text  # noqa: E402
+from tootpipe.ingest.sample import generate  # noqa: E402
+from tootpipe.spark.session import get_spark  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -57,11 +60,11 @@ def main(argv=None) -> int:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for (variant, reg), (model, train_s) in sentiment.fit_variants(pool, candidates).items():
-            saved = sentiment.save_model(model, Path(tmp) / variant, {})
-            loaded, _ = sentiment.load_model(saved)
-            sentiment.predict(loaded, toots.limit(1000)).agg(F.sum("sentiment")).collect()  # warm the workers
+            saved = store.save_model(model, Path(tmp) / variant, {})
+            loaded, _ = store.load_model(saved)
+            scoring.predict(loaded, toots.limit(1000)).agg(F.sum("sentiment")).collect()  # warm the workers
             t0 = time.perf_counter()
-            sentiment.predict(loaded, toots).agg(F.sum("sentiment"), F.count("*")).collect()
+            scoring.predict(loaded, toots).agg(F.sum("sentiment"), F.count("*")).collect()
             score_s = time.perf_counter() - t0
             m = sentiment.evaluate(loaded, dev)
             c = cv[(variant, reg)]

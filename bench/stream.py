@@ -39,11 +39,15 @@ sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import write  # noqa: E402
-from tootpipe import config, db, kafka_io, services  # noqa: E402
-from tootpipe.sample import expected_posts, generate  # noqa: E402
-from tootpipe.spark_session import get_spark  # noqa: E402
-from tootpipe.stream_query import PostgresSink, finish, kafka_stream  # noqa: E402
-from tootpipe.transforms import parse_kafka, to_post_rows  # noqa: E402
+from tootpipe.core import config
+from tootpipe.postgres import db
+from tootpipe import kafka
+from tootpipe.services import embedded as services  # noqa: E402
+from tootpipe.ingest.sample import expected_posts, generate  # noqa: E402
+from tootpipe.spark.session import get_spark  # noqa: E402
+from tootpipe.spark.kafka_source import kafka_stream  # noqa: E402
+from tootpipe.stream.query import PostgresSink, finish  # noqa: E402
+from tootpipe.spark.transforms import parse_kafka, to_post_rows  # noqa: E402
 
 
 def jvm_peak_rss_mb(spark) -> float | None:
@@ -77,13 +81,13 @@ def drop_scratch(endpoints, topics: list[str] = ()) -> None:
     """Drop the benchmark's scratch databases, delete `topics` and the run's checkpoints."""
     while SCRATCH_DBS:
         services.drop_database(endpoints, SCRATCH_DBS.pop())
-    kafka_io.delete_topics(endpoints.bootstrap_servers, topics)
+    kafka.delete_topics(endpoints.bootstrap_servers, topics)
     shutil.rmtree(CHECKPOINTS, ignore_errors=True)
 
 
 def publish(endpoints, topic: str, events: list[dict], params) -> int:
-    from tootpipe.mastodon_source import ingest
-    pub = kafka_io.Publisher(endpoints.bootstrap_servers, topic, topic + "_dlq")
+    from tootpipe.ingest.source import ingest
+    pub = kafka.Publisher(endpoints.bootstrap_servers, topic, topic + "_dlq")
     stats = ingest(events, pub, params, source="bench", progress_every=1e9)
     pub.close()
     return stats.published + stats.deletes
@@ -95,7 +99,7 @@ def drain(spark, params, endpoints, per_trigger: int, name: str, foreach=None) -
     params = params.model_copy(deep=True)
     params.stream.max_offsets_per_trigger = per_trigger
     ck = CHECKPOINTS / f"{name}_{uuid.uuid4().hex[:8]}"
-    target = sum(kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic).values())
+    target = sum(kafka.end_offsets(endpoints.bootstrap_servers, params.kafka.topic).values())
     t0 = time.perf_counter()
     stream = kafka_stream(spark, params, endpoints)
     if foreach:  # parsed and filtered in the query's plan, as start_stream does, for the sink and the JDBC append
@@ -186,7 +190,7 @@ def jdbc_append_run(spark, params, endpoints, per_trigger: int, expected: set) -
     """The usual public project's sink: the same parse and filters (in the query's plan), then
     `write.jdbc(mode="append")` per batch."""
     from pyspark.sql import functions as F
-    from tootpipe.transforms import POST_COLUMNS
+    from tootpipe.spark.transforms import POST_COLUMNS
     name = f"bench_jdbc_{per_trigger}_{uuid.uuid4().hex[:6]}"
     endpoints = fresh_db(endpoints, name, scratch=True)
     u = urlsplit(endpoints.database_url)
@@ -206,9 +210,9 @@ def jdbc_append_run(spark, params, endpoints, per_trigger: int, expected: set) -
 
 def broker_rss_mb(which: str = "VmHWM") -> float | None:
     """Resident memory of the embedded Kafka broker (peak by default)."""
-    kafka = services.status().get("kafka") or {}
+    broker = services.status().get("kafka") or {}
     try:
-        for line in Path(f"/proc/{kafka.get('pid')}/status").read_text().splitlines():
+        for line in Path(f"/proc/{broker.get('pid')}/status").read_text().splitlines():
             if line.startswith(which + ":"):
                 return round(int(line.split()[1]) / 1024, 1)
     except (OSError, TypeError):
@@ -219,11 +223,11 @@ def broker_rss_mb(which: str = "VmHWM") -> float | None:
 def paced_producer(params, bootstrap: str, rate: int, seconds: float, seed: int, report) -> None:
     """Publish sample toots at `rate` per second for `seconds`, each created moments before it is sent; puts
     (perf_counter, time) of the start on `report`, then the number sent."""
-    from tootpipe.mastodon_source import ingest
+    from tootpipe.ingest.source import ingest
     events = [e for e in generate(int(rate * seconds * 1.2), seed)
               if e["event"] == "update" and isinstance(e["data"], dict)]
     params.filters.exclude_reblogs = params.filters.respect_opt_out = params.filters.public_only = False
-    pub = kafka_io.Publisher(bootstrap, params.kafka.topic, params.kafka.topic + "_dlq")
+    pub = kafka.Publisher(bootstrap, params.kafka.topic, params.kafka.topic + "_dlq")
     t0 = time.perf_counter()
     report.put((t0, time.time()))
     sent = 0
@@ -247,7 +251,7 @@ def paced_producer(params, bootstrap: str, rate: int, seconds: float, seed: int,
 
 
 def live_latency(spark, params, endpoints, rate: int, seconds: float, seed: int, warmup_s: float = 30) -> dict:
-    from tootpipe.stream_query import start_stream
+    from tootpipe.stream.query import start_stream
     params = params.model_copy(deep=True)
     params.kafka.topic = f"bench_live_{uuid.uuid4().hex[:8]}"
     params.stream.processing_time = "0 seconds"
@@ -255,7 +259,7 @@ def live_latency(spark, params, endpoints, rate: int, seconds: float, seed: int,
     params.stream.query_name = params.kafka.topic
     params.stream.checkpoint_dir = str(CHECKPOINTS)
     endpoints = fresh_db(endpoints, params.kafka.topic, scratch=True)
-    kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.topic + "_dlq"], 3)
+    kafka.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.topic + "_dlq"], 3)
     sink = PostgresSink(params, endpoints, str(CHECKPOINTS / params.kafka.topic),
                         overlap=params.stream.overlap_apply)
     sink.keep_latencies = True
@@ -350,7 +354,7 @@ def main(argv=None) -> int:
     endpoints = services.up(params)
     run = uuid.uuid4().hex[:8]
     params.kafka.topic, params.kafka.dlq_topic = f"bench_stream_{run}", f"bench_stream_{run}_dlq"
-    kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], params.kafka.partitions)
+    kafka.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], params.kafka.partitions)
     t0 = time.perf_counter()
     events = generate(args.n, args.seed)
     messages = publish(endpoints, params.kafka.topic, events, params)

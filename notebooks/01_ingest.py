@@ -19,7 +19,9 @@ params_file = "params/default.yaml"
 
 # %%
 import pandas as pd
-from tootpipe import steps, services
+from tootpipe import steps
+from tootpipe.report.bench import bench_result
+from tootpipe.services import embedded as services
 
 params, endpoints = steps.context(params_file)
 broker = services.status().get("kafka", {}) if endpoints.embedded_kafka else {}
@@ -53,7 +55,7 @@ pd.Series({**stats["filtered"], "opted out": stats["opted_out"], "dead letters":
 pd.DataFrame({"mastodon_stream": stats["topic_end_offsets"], "mastodon_stream_dlq": stats["dlq_end_offsets"]}).rename_axis("partition")
 
 # %%
-from tootpipe.kafka_io import export
+from tootpipe.kafka import export
 pd.json_normalize([m["value"] for m in export(endpoints.bootstrap_servers, params.kafka.topic, max_messages=5)])[
     ["event", "uri", "created_at", "account.acct", "language", "text", "hashtags"]]
 
@@ -72,4 +74,4 @@ pd.DataFrame([{"error": d["error"], "source": d["source"], "raw": str(d["raw"])[
 # `bench/ingest.py` against raw produce of the same bytes in the same run; its last result, when present:
 
 # %%
-steps.bench_result("ingest")
+bench_result("ingest")

@@ -21,7 +21,11 @@
 params_file = "params/default.yaml"
 
 # %%
-from tootpipe import checks, db, plots, steps
+from tootpipe.report import checks
+from tootpipe.postgres import db
+from tootpipe.report import plots
+from tootpipe import steps
+from tootpipe.report.bench import bench_result
 
 params, endpoints = steps.context(params_file)
 plots.style()
@@ -42,7 +46,7 @@ print(f"window counts add up to {inv['sum_of_window_counts']} of {inv['posts']} 
       "minutes behind the newest event time seen before them and were stored outside their (final) window")
 results = [inv]
 if params.source.kind == "sample":
-    from tootpipe.sample import expected_posts, generate
+    from tootpipe.ingest.sample import expected_posts, generate
     sample = checks.sample_expectation(
         endpoints.database_url, expected_posts(generate(params.source.sample_n, params.source.sample_seed), params.filters))
     print(f"this sample should leave {sample['expected']} distinct toots; missing: {sample['missing']}; rows from "
@@ -80,4 +84,4 @@ db.query_df(endpoints.database_url, "SELECT username, content, created_at FROM m
 # ceiling of the same source; live latency from the Kafka timestamp to the committed row at 500 toots/s):
 
 # %%
-steps.bench_result("stream")
+bench_result("stream")

@@ -19,7 +19,8 @@
 params_file = "params/default.yaml"
 
 # %%
-from tootpipe import steps, db
+from tootpipe import steps
+from tootpipe.postgres import db
 
 params, endpoints = steps.context(params_file)
 backfill = steps.backfill_step(params, endpoints)

@@ -18,7 +18,11 @@ params_file = "params/default.yaml"
 
 # %%
 import pandas as pd
-from tootpipe import checks, db, plots, steps
+from tootpipe.report import checks
+from tootpipe.postgres import db
+from tootpipe.report import plots
+from tootpipe import steps
+from tootpipe.report.bench import bench_result
 
 params, endpoints = steps.context(params_file)
 plots.style()
@@ -58,4 +62,4 @@ rec["differing"]
 # here; each table from scratch; the original assignment's `repartition(4).cache()`):
 
 # %%
-steps.bench_result("batch")
+bench_result("batch")

@@ -17,7 +17,10 @@ params_file = "params/default.yaml"
 
 # %%
 import pandas as pd
-from tootpipe import db, pipeline, plots, steps
+from tootpipe.postgres import db
+from tootpipe import pipeline
+from tootpipe.report import plots
+from tootpipe import steps
 
 params, endpoints = steps.context(params_file)
 plots.style()
@@ -74,7 +77,7 @@ plots.stream_health(q("SELECT * FROM stream_progress WHERE checkpoint = (SELECT 
 # database could not take). None of them stopped anything.
 
 # %%
-problems = steps.problems(params, endpoints)
+problems = steps.problems_step(params, endpoints)
 problems.groupby(["stage", "reason_class"]).size().rename("records").to_frame() if len(problems) else \
     "no dead letters, stream errors or rejects"
 

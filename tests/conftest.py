@@ -25,7 +25,7 @@ os.environ["TOOTPIPE_STATE_DIR"] = str(STATE)
 
 def hermetic(environ) -> None:
     """No env file of the user's, none of the user's override or secret variables: what the suite runs with."""
-    from tootpipe.config import ENV_OVERRIDES, SECRET_NAMES
+    from tootpipe.core.config import ENV_OVERRIDES, SECRET_NAMES
     environ["TOOTPIPE_ENV_FILE"] = os.devnull
     for name in (*ENV_OVERRIDES, *SECRET_NAMES):
         environ.pop(name, None)
@@ -42,7 +42,8 @@ def isolated(overrides: dict | None = None) -> dict:
 
 @pytest.fixture(scope="session")
 def services_up():
-    from tootpipe import config, services
+    from tootpipe.core import config
+    from tootpipe.services import embedded as services
     assert services.state_dir() == STATE.resolve()
     endpoints = services.up(config.load(use_env=False))
     yield endpoints
@@ -53,7 +54,9 @@ def services_up():
 @pytest.fixture
 def fresh(services_up):
     """(params, endpoints) with a new database and new topics, so tests never see each other's rows."""
-    from tootpipe import config, db, services
+    from tootpipe.core import config
+    from tootpipe.postgres import db
+    from tootpipe.services import embedded as services
     name = "t_" + uuid.uuid4().hex[:10]
     endpoints = services.create_database(services_up, name)
     params = config.load(None, isolated({"kafka.topic": f"toots_{name}", "kafka.dlq_topic": f"toots_{name}_dlq",
@@ -65,8 +68,8 @@ def fresh(services_up):
 
 @pytest.fixture(scope="session")
 def spark(services_up):
-    from tootpipe import config
-    from tootpipe.spark_session import get_spark
+    from tootpipe.core import config
+    from tootpipe.spark.session import get_spark
     return get_spark(config.load(None, {"spark.master": "local[2]", "spark.shuffle_partitions": 2}, use_env=False))
 
 
@@ -102,3 +105,10 @@ def wait_until(condition, timeout: float, what: str, every: float = 0.2):
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout:.0f} s: {what}")
         time.sleep(every)
+
+
+def publish(params, endpoints, n=300, seed=11):
+    """The bundled sample (`n` toots, `seed`) into the test's topic, as notebook 01 does."""
+    from tootpipe import steps
+    params.source.sample_n, params.source.sample_seed = n, seed
+    return steps.ingest_step(params, endpoints)

@@ -12,10 +12,10 @@ import signal
 import sys
 import time
 
-from tootpipe import config
-from tootpipe.services import Endpoints
-from tootpipe.spark_session import get_spark
-from tootpipe.stream_query import PostgresSink, checkpoint_path, run_until_caught_up
+from tootpipe.core import config
+from tootpipe.services.embedded import Endpoints
+from tootpipe.spark.session import get_spark
+from tootpipe.stream.query import PostgresSink, checkpoint_path, run_until_caught_up
 
 params = config.load(sys.argv[1], use_env=False)
 endpoints = Endpoints(**json.loads(open(sys.argv[2]).read()))

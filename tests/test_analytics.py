@@ -4,8 +4,8 @@ from datetime import datetime, timezone
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from tootpipe.analytics import analytics
-from tootpipe.config import AnalyticsParams
+from tootpipe.batch.analytics import analytics
+from tootpipe.core.config import AnalyticsParams
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ def raw_row(offset, event, uri, id_, instance="a", user="ann", content="x", crea
 
 
 def test_timestamp_formats_are_coalesced_to_utc(spark):
-    from tootpipe.transforms import parse_time_col
+    from tootpipe.spark.transforms import parse_time_col
     cases = [("2026-11-26T23:59:59.123Z", "2026-11-26 23:59:59.123"), ("2026-11-26T23:59:59+01:00", "2026-11-26 22:59:59"),
              ("2026-11-26 23:59:59", "2026-11-26 23:59:59"), ("1795737599", "2026-11-26 23:59:59"),
              ("1795737599000", "2026-11-26 23:59:59"), (" 2026-11-27T00:00:01Z ", "2026-11-27 00:00:01"),
@@ -70,8 +70,8 @@ def test_timestamp_formats_are_coalesced_to_utc(spark):
 
 
 def test_clean_dedups_keeps_the_latest_edit_applies_deletes_and_rejects_with_reasons(spark):
-    from tootpipe.batch import clean
-    from tootpipe.config import FilterParams
+    from tootpipe.batch.backfill import clean
+    from tootpipe.core.config import FilterParams
     rows = [
         raw_row(0, "update", "u1", "1", user=" ann ", content="  hello "),
         raw_row(5, "status.update", "u1", "1", content=" hello edited ", edited="2026-11-26 10:05:00"),
@@ -97,9 +97,9 @@ def test_clean_dedups_keeps_the_latest_edit_applies_deletes_and_rejects_with_rea
 
 def test_timestamp_parity_python_and_spark_read_every_format_to_the_same_instant(spark):
     """Both parsers take their formats from schema.TIME_FORMATS: one string per format (and epochs) through both."""
-    from tootpipe.normalize import parse_time
-    from tootpipe.schema import TIME_FORMATS
-    from tootpipe.transforms import parse_time_col
+    from tootpipe.core.schema import TIME_FORMATS
+    from tootpipe.ingest.normalize import parse_time
+    from tootpipe.spark.transforms import parse_time_col
     instant = datetime(2026, 11, 26, 23, 59, 58, 123000, tzinfo=timezone.utc)
     samples = [instant.strftime(f).replace("+0000", "+00:00") if "%z" in f and "%a" not in f else instant.strftime(f)
                for f, _, _ in TIME_FORMATS]

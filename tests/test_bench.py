@@ -6,15 +6,14 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 def _topics(bootstrap: str) -> set[str]:
-    from tootpipe import kafka_io
-    return set(kafka_io._metadata(bootstrap).topics)
+    from tootpipe import kafka
+    return set(kafka.admin._metadata(bootstrap).topics)
 
 
 def test_ingest_bench_writes_its_figures_and_deletes_its_topics(services_up, tmp_path):

@@ -9,13 +9,14 @@ import sys
 
 import pytest
 
-from tootpipe import kafka_io, steps
+from tootpipe import kafka, steps
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 PROBE = """
 import json, os, sys
-from tootpipe import config, spark_session
+from tootpipe.core import config
+from tootpipe.spark import session as spark_session
 bootstrap, topic = sys.argv[1:3]
 spark = spark_session.get_spark(config.load(None, {"spark.master": "local-cluster[2,1,1024]"}, use_env=False))
 df = spark.read.format("kafka").option("kafka.bootstrap.servers", bootstrap).option("subscribe", topic).load()
@@ -36,7 +37,7 @@ def test_executors_in_separate_jvms_read_kafka_with_the_shipped_library(fresh):
     params, endpoints = fresh
     params.source.sample_n, params.source.sample_seed = 150, 4
     steps.ingest_step(params, endpoints)
-    published = sum(kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic).values())
+    published = sum(kafka.end_offsets(endpoints.bootstrap_servers, params.kafka.topic).values())
     out = subprocess.run([sys.executable, "-c", PROBE, endpoints.bootstrap_servers, params.kafka.topic],
                          capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]

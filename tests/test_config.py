@@ -1,6 +1,6 @@
 import pytest
 
-from tootpipe.config import ParamsError, load
+from tootpipe.core.config import ParamsError, load
 
 
 def write(tmp_path, text):

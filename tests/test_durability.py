@@ -12,12 +12,15 @@ import threading
 
 import pytest
 import yaml
-
 from conftest import ROOT, wait_until
-from tootpipe import batch, db, kafka_io, services, steps
-from tootpipe.mastodon_source import ingest, paced
-from tootpipe.sample import expected_posts, generate
-from tootpipe.stream_query import run_available_now, start_stream
+
+from tootpipe import kafka, steps
+from tootpipe.batch import backfill as batch
+from tootpipe.ingest.sample import expected_posts, generate
+from tootpipe.ingest.source import ingest, paced
+from tootpipe.postgres import db
+from tootpipe.services import embedded as services
+from tootpipe.stream.query import run_available_now, start_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -33,7 +36,7 @@ def own_kafka(fresh, tmp_path, monkeypatch):
 
 
 def topic_total(params, endpoints) -> int:
-    return sum(kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic).values())
+    return sum(kafka.end_offsets(endpoints.bootstrap_servers, params.kafka.topic).values())
 
 
 def stored_uris(endpoints) -> list:
@@ -47,7 +50,7 @@ def assert_each_toot_once(params, endpoints, events) -> None:
     uris = stored_uris(endpoints)
     assert len(uris) == len(set(uris)) and set(uris) == set(expected)
     assert db.scalar(endpoints.database_url, "SELECT coalesce(sum(cnt), 0)::bigint FROM streamed_toot_counts") == len(expected)
-    ends = kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
+    ends = kafka.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
     ledger = db.query_df(endpoints.database_url, "SELECT end_offsets, input_rows FROM stream_ledger ORDER BY batch_id")
     reached = {p: 0 for p in ends}
     for batch_ends in ledger.end_offsets:
@@ -63,9 +66,9 @@ def test_broker_killed_with_sigkill_under_ingest_and_stream_loses_and_doubles_no
     params.stream.max_offsets_per_trigger = 200
     params.stream.watermark_minutes = 10 ** 6  # every row refreshes its window, so the counts can be checked
     events = generate(1500, 21)
-    kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], 3)
+    kafka.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], 3)
     query, sink = start_stream(spark, params, endpoints, available_now=False)
-    publisher = kafka_io.Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
+    publisher = kafka.Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
     failure, killed = [], threading.Event()
 
     def events_around_the_kill():
@@ -97,7 +100,7 @@ def test_broker_killed_with_sigkill_under_ingest_and_stream_loses_and_doubles_no
         query.stop()
         endpoints = restarted
         query, sink = start_stream(spark, params, endpoints, available_now=False)
-    target = kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
+    target = kafka.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
     try:
         wait_until(lambda: query.exception() or all(sink.committed_ends().get(p, 0) >= o for p, o in target.items()),
                    600, "the stream to commit everything the topic holds")
@@ -117,7 +120,7 @@ def test_history_and_checkpoints_survive_services_down_and_up(own_kafka, spark):
     services.down()
     assert not services.status()
     endpoints = services.up(params)
-    assert kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic) == first  # the history is still there
+    assert kafka.end_offsets(endpoints.bootstrap_servers, params.kafka.topic) == first  # the history is still there
     params.source.sample_seed = 32
     both = steps.ingest_step(params, endpoints)["topic_end_offsets"]
     second = sum(both.values()) - sum(first.values())

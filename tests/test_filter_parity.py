@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tootpipe.config import FilterParams
-from tootpipe.filters import NOT_RECORD_RULES, RULES, filter_reason
-from tootpipe.normalize import normalize_event
-from tootpipe.transforms import parse_kafka, to_post_rows
+from tootpipe.core.config import FilterParams
+from tootpipe.core.filters import NOT_RECORD_RULES, RULES, filter_reason
+from tootpipe.ingest.normalize import normalize_event
+from tootpipe.spark.transforms import parse_kafka, to_post_rows
 
 pytestmark = pytest.mark.integration
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "mastodon" / "public_timeline_2020-04-16.json"

@@ -10,7 +10,6 @@ import urllib.request
 import uuid
 
 import pytest
-
 from browser import Browser, chromium_path
 from conftest import ROOT
 
@@ -70,7 +69,7 @@ NO_NEWS = "!document.body.innerText.includes('Jupyter news')"
 
 @pytest.mark.integration
 @pytest.mark.timeout(400)
-def test_lab_opens_a_notebook_py_as_a_notebook_on_a_click(services_up, tmp_path):
+def test_lab_opens_the_notebooks_py_files_as_notebooks_on_a_click(services_up, tmp_path):
     binary = chromium_path()
     assert binary, "chromium is missing: scripts/system-deps.sh installs it"
     port, token = _free_port(), uuid.uuid4().hex
@@ -80,10 +79,21 @@ def test_lab_opens_a_notebook_py_as_a_notebook_on_a_click(services_up, tmp_path)
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "tootpipe.cli", "--params", "params/small.yaml", "lab",
                                  "--no-browser", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-                                 f"--IdentityProvider.token={token}"], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+                                 f"--IdentityProvider.token={token}",
+                                 f"--FileCheckpoints.checkpoint_dir={tmp_path / 'checkpoints'}"],  # not notebooks/
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         _wait_http(f"http://127.0.0.1:{port}/api/status?token={token}", proc, log)
+        names = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+        assert len(names) == 6
+        for name in names:  # every notebook is served as a notebook, its parameters cell naming the defaults
+            url = f"http://127.0.0.1:{port}/api/contents/notebooks/{name}?type=notebook&content=1&token={token}"
+            with urllib.request.urlopen(url, timeout=30) as resp:
+                model = json.loads(resp.read())
+            cells = model["content"]["cells"]
+            assert model["type"] == "notebook" and len(cells) > 3 and cells[0]["cell_type"] == "markdown", name
+            tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+            assert len(tagged) == 1 and "params/default.yaml" in "".join(tagged[0]["source"]), name
         with Browser(binary) as browser:
             r = browser.load(f"http://127.0.0.1:{port}/lab/tree/notebooks?token={token}",
                              SCREENSHOTS / "lab_06_visualise.png", timeout=120,

@@ -4,12 +4,13 @@ import json
 import time
 
 import pytest
-
 from conftest import FIXTURES
 from fake_mastodon import FakeMastodon
-from tootpipe import config, kafka_io, steps
-from tootpipe.mastodon_live import TICK, Backoff, FeedSettings, SourceError, live_events
-from tootpipe.mastodon_source import ingest
+
+from tootpipe import kafka, steps
+from tootpipe.core import config
+from tootpipe.ingest.live import TICK, Backoff, FeedSettings, SourceError, live_events
+from tootpipe.ingest.source import ingest
 
 pytestmark = pytest.mark.timeout(300)  # generous: a loaded 2-core machine is slow, conditions are awaited
 FAST = dict(reconnect_base_s=0.05, reconnect_max_s=0.5, poll_interval_s=0.1)
@@ -200,15 +201,15 @@ def test_bad_payloads_edits_and_deletes_through_ingest():
 
 @pytest.mark.integration
 def test_stream_source_into_the_real_broker_loses_nothing_and_sends_nothing_twice(fresh):
-    from tootpipe import kafka_io
-    from tootpipe.kafka_io import Publisher
+    from tootpipe import kafka
+    from tootpipe.kafka import Publisher
     params, endpoints = fresh
     params.filters.exclude_reblogs = False
     params.filters.respect_opt_out = False
     st = statuses()
     conns = [[("event", "update", s) for s in st[:7]] + [("close",)],
              [("heartbeat",)] + [("event", "update", s) for s in st[9:]] + [("silent",)]]
-    kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], 3)
+    kafka.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], 3)
     with FakeMastodon(st[:10], conns) as fake:
         gen = live_events([fake.url], "stream", FeedSettings(watchdog_s=5, **FAST), "good-token")
         pub = Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
@@ -216,7 +217,7 @@ def test_stream_source_into_the_real_broker_loses_nothing_and_sends_nothing_twic
             stats = ingest(gen, pub, params, max_toots=20, duration_s=20, source="stream")
         finally:
             pub.close()
-    msgs = list(kafka_io.export(endpoints.bootstrap_servers, params.kafka.topic, max_messages=1000))
+    msgs = list(kafka.export(endpoints.bootstrap_servers, params.kafka.topic, max_messages=1000))
     uris = [m["value"]["uri"] for m in msgs]
     assert stats.published == 20 and len(uris) == 20 and set(uris) == {s["uri"] for s in st}
 
@@ -266,10 +267,10 @@ def test_ingest_resumes_after_a_restart_from_the_newest_id_in_the_topic(fresh, c
         first = steps.ingest_step(params, endpoints, max_toots=10)
         assert first["published"] == 10
         fake.store.extend(st[10:])  # published on the instance while ingest was down
-        with caplog.at_level(logging.INFO, logger="tootpipe.mastodon_live"):
+        with caplog.at_level(logging.INFO, logger="tootpipe.ingest.live"):
             second = steps.ingest_step(params, endpoints, max_toots=10)
     assert second["published"] == 10
-    msgs = list(kafka_io.export(endpoints.bootstrap_servers, params.kafka.topic, None, True))
+    msgs = list(kafka.export(endpoints.bootstrap_servers, params.kafka.topic, None, True))
     got = sorted(str(m["value"]["id"]) for m in msgs)
     assert got == sorted(str(s["id"]) for s in st)  # all twenty, each once
     assert f"resumed after a restart: 10 statuses recovered over REST since id {st[9]['id']}" in caplog.text
@@ -284,7 +285,7 @@ def test_the_stream_reader_takes_chunked_and_plain_bodies_and_a_megabyte_event_q
 
     import requests
 
-    from tootpipe.mastodon_live import _listener_class
+    from tootpipe.ingest.live import _listener_class
     big = json.dumps({"id": "1", "content": "<p>" + "x" * 1_000_000 + "</p>"})
     body = (f"event: update\ndata: {big}\n\n:thump\n\nevent: delete\ndata: 42\n\n").encode()
 

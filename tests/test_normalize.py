@@ -1,14 +1,14 @@
 import json
 
 import pytest
-
 from conftest import FIXTURES
-from tootpipe.config import FilterParams
-from tootpipe.mastodon_source import events_from_file
-from tootpipe.filters import filter_reason
-from tootpipe.normalize import (BadPayload, html_to_text, normalize_event, normalize_status,
-                                opted_out, parse_sse, parse_time, pseudonymise)
-from tootpipe.schema import FIELDS
+
+from tootpipe.core.config import FilterParams
+from tootpipe.core.filters import filter_reason
+from tootpipe.core.schema import FIELDS
+from tootpipe.ingest.normalize import (BadPayload, html_to_text, normalize_event, normalize_status, opted_out,
+                                       parse_sse, parse_time, pseudonymise)
+from tootpipe.ingest.source import events_from_file
 
 
 def timeline():

@@ -8,10 +8,10 @@ import sys
 import types
 
 import pytest
-
 from browser import Browser, chromium_path
 from conftest import ROOT, STATE, isolated
-from tootpipe.reports import run_notebooks
+
+from tootpipe.report.runner import run_notebooks
 
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 
@@ -36,7 +36,10 @@ TOKEN, PASSWORD = "tok-artefact-41c7e2", "pw-artefact-8d3f09"
 def user_state(monkeypatch) -> dict:
     """What belongs to the user: model versions, report runs, checkpoints and, when the user's own embedded
     services are running, their topic offsets and table row counts."""
-    from tootpipe import config, db, kafka_io, pipeline, services
+    from tootpipe import kafka, pipeline
+    from tootpipe.core import config
+    from tootpipe.postgres import db
+    from tootpipe.services import embedded as services
     snap = {name: sorted(p.name for p in (ROOT / folder).glob("*")) for name, folder in
             (("models", "models/sentiment"), ("reports", "reports"), ("checkpoints", ".tootpipe/checkpoints"))}
     with monkeypatch.context() as m:
@@ -46,7 +49,7 @@ def user_state(monkeypatch) -> dict:
             endpoints = services.endpoints(params)
         except services.ServiceError:
             return snap  # the user's services are down: nothing of theirs can change but the files above
-        snap["offsets"] = kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
+        snap["offsets"] = kafka.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
         snap["tables"] = db.table_counts(endpoints.database_url, pipeline.tables())
     return snap
 
@@ -139,7 +142,7 @@ def publish_new_toots(params_file: str, seed: int, tmp_path) -> None:
     """As a user adds toots: `tootpipe sample` to a file, then `tootpipe ingest --source replay` of it."""
     new = tmp_path / f"new-{seed}.jsonl"
     cli = [sys.executable, "-m", "tootpipe.cli", "--params", params_file]
-    subprocess.run([*cli, "sample", "--n", "300", "--seed", str(seed), "--out", str(new)], check=True,
+    subprocess.run([*cli, "sample", "--n", "100", "--seed", str(seed), "--out", str(new)], check=True,
                    capture_output=True, timeout=120)
     subprocess.run([*cli, "ingest", "--source", "replay", "--replay", str(new)], check=True, capture_output=True,
                    timeout=300)
@@ -147,7 +150,9 @@ def publish_new_toots(params_file: str, seed: int, tmp_path) -> None:
 
 def scores(params_file: str) -> tuple:
     """(posts, {uri: (model_version, scored_at)} of mastodon_sentiments, model versions on disk)."""
-    from tootpipe import config, db, services
+    from tootpipe.core import config
+    from tootpipe.postgres import db
+    from tootpipe.services import embedded as services
     params = config.load(params_file, use_env=False)
     url = services.endpoints(params).database_url
     posts = set(db.query_df(url, "SELECT uri FROM mastodon_posts").uri)
@@ -249,8 +254,8 @@ def test_invalid_parameters_stop_before_any_notebook(tmp_path):
 def test_without_a_shared_driver_each_notebook_runs_on_its_own(services_up, tmp_path, monkeypatch):
     """run_all's one driver JVM is a speed-up, not a requirement: when it cannot start, the run goes on and the
     log says why."""
-    from tootpipe import reports
-    from tootpipe.spark_session import JavaMissing
+    from tootpipe.report import runner as reports
+    from tootpipe.spark.session import JavaMissing
 
     def no_java(_params):
         raise JavaMissing("no java here (test)")

@@ -50,8 +50,9 @@ def test_jvm_versions_match_pyspark_and_compose():
 
 
 def test_pipeline_contract_names_every_notebook_and_table_once_and_the_readme_shows_it():
-    from tootpipe import analytics, pipeline
-    from tootpipe.reports import notebook_paths
+    from tootpipe import pipeline
+    from tootpipe.batch import analytics
+    from tootpipe.report.runner import notebook_paths
     on_disk = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
     assert [s.notebook for s in pipeline.STAGES] == on_disk == [p.stem for p in notebook_paths()]
     tables = pipeline.tables()
@@ -77,3 +78,15 @@ def test_library_functions_and_modules_stay_short():
         long += [f"{p.name}:{n.name}: {n.end_lineno - n.lineno + 1} lines" for n in ast.walk(ast.parse(src))
                  if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60]
     assert not long, long
+
+
+def test_the_readme_is_read_in_five_minutes_and_every_page_it_names_exists():
+    """≤ 180 lines; what moved out of it is one link away, and every link and image it names is in the tree."""
+    import re
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 180
+    targets = re.findall(r"\]\(([^)#]+)[^)]*\)", readme) + re.findall(r'<img src="([^"]+)"', readme)
+    assert {"docs/architecture.md", "docs/guarantees.md", "docs/performance.md", "docs/performance-log.md",
+            "docs/ingest.md", "docs/jvm.md", "docs/testing.md", "SECURITY.md"} <= set(targets)
+    missing = [t for t in targets if not t.startswith("http") and not (ROOT / t).exists()]
+    assert missing == []

@@ -9,18 +9,19 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, seed, settings
-from hypothesis import strategies as st
-
 from conftest import produce_raw
-from tootpipe import batch, db, kafka_io
-from tootpipe.mastodon_source import IngestStats, publish_event
-from tootpipe.filters import filter_reason
-from tootpipe.normalize import BadPayload, normalize_event, opted_out
-from tootpipe.config import FilterParams
-from tootpipe.sample import generate
-from tootpipe.schema import LIMITS
-from tootpipe.stream_query import run_available_now
+from hypothesis import HealthCheck, given, seed, settings, strategies as st
+
+from tootpipe import kafka
+from tootpipe.batch import backfill as batch
+from tootpipe.core.config import FilterParams
+from tootpipe.core.filters import filter_reason
+from tootpipe.core.schema import LIMITS
+from tootpipe.ingest.normalize import BadPayload, normalize_event, opted_out
+from tootpipe.ingest.sample import generate
+from tootpipe.ingest.source import IngestStats, publish_event
+from tootpipe.postgres import db
+from tootpipe.stream.query import run_available_now
 
 STATUS = generate(1, 3, edit_rate=0, delete_rate=0, duplicate_rate=0, malformed_rate=0, federated_copy_rate=0)[0]["data"]
 STATUS = {**STATUS, "visibility": "public", "account": {**STATUS["account"], "discoverable": True}}
@@ -79,7 +80,7 @@ def test_any_value_in_any_field_gives_a_record_or_a_bad_payload(key, value, even
 @settings(max_examples=300, deadline=None)
 @given(event=json_values | st.fixed_dictionaries({"event": json_values, "instance": json_values, "data": json_values}))
 def test_ingest_never_raises_on_an_event_it_reads(event):
-    from tootpipe.config import load
+    from tootpipe.core.config import load
     sink, stats = _Sink(), IngestStats()
     try:
         publish_event(event, sink, load(None, use_env=False), stats, None)
@@ -105,15 +106,15 @@ def test_each_poison_becomes_a_dead_letter_with_its_reason():
 @pytest.mark.integration
 def test_dead_letters_of_any_size_and_text_reach_the_dlq(fresh):
     params, endpoints = fresh
-    kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], 1)
-    pub = kafka_io.Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
+    kafka.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], 1)
+    pub = kafka.Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
     huge = {**STATUS, "uri": "https://a.example/s/huge", "content": "<p>" + "x" * 9_000_000 + "</p>"}
     with pytest.raises(BadPayload):
         pub.send_record(normalize_event("update", {**huge, "content": "<p>ok</p>"}, "i") | {"text": "y" * 9_000_000})
     pub.send_dead_letter("\ud83d lone surrogate", "bad", "test")
     pub.send_dead_letter(json.dumps(huge), "too big", "test")
     pub.flush()
-    dead = list(kafka_io.export(endpoints.bootstrap_servers, params.kafka.dlq_topic, None, True))
+    dead = list(kafka.export(endpoints.bootstrap_servers, params.kafka.dlq_topic, None, True))
     assert len(dead) == 2 and dead[0]["value"]["raw"].startswith("? lone")
     assert dead[1]["value"]["truncated"] is True and dead[1]["value"]["raw_chars"] > 9_000_000
 
@@ -136,7 +137,7 @@ def test_poison_between_good_toots_never_stalls_the_stream_or_the_backfill(fresh
     invalid UTF-8, and wrong types. The stream and the backfill commit every good row and one error row per
     poison, and a second run goes on from there."""
     params, endpoints = fresh
-    kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic], 1)
+    kafka.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic], 1)
     long_uri = json.loads(_good(100)) | {"uri": "https://a.example/" + "u" * 3000}
     long_user = json.loads(_good(101)) | {"account": {"acct": "u" * 3000 + "@a.example", "username": "u"}}
     poisons = [json.dumps(long_uri).encode(), json.dumps(long_user).encode(),
@@ -195,8 +196,8 @@ def test_every_record_normalisation_returns_is_stored_or_an_error_row_and_the_qu
     mutations = [(rng.choice(keys), rng.choice(NASTY)) for _ in range(300)]
     params, endpoints = fresh
     params.filters = FilterParams(exclude_reblogs=False, public_only=False, respect_opt_out=False)
-    kafka_io.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], 2)
-    pub = kafka_io.Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
+    kafka.ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], 2)
+    pub = kafka.Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
     uris = set()
     for n, (key, value) in enumerate(mutations):
         status = with_value(key, value)
@@ -211,7 +212,7 @@ def test_every_record_normalisation_returns_is_stored_or_an_error_row_and_the_qu
         pub.send_record(record)
         uris.add(record["uri"])
     pub.flush()
-    published = sum(kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic).values())
+    published = sum(kafka.end_offsets(endpoints.bootstrap_servers, params.kafka.topic).values())
     assert published > 150  # most mutations leave a usable status
     summary = run_available_now(spark, params, endpoints)
     assert summary["input_rows"] == published
@@ -227,8 +228,9 @@ def test_the_backfill_s_narrow_parse_gives_the_full_parse_s_columns_and_errors(s
     """The backfill parses only the record fields it keeps; every column it keeps, `error` among them, must be what
     the full parse (the stream's) gives, on real toots and on a wrong-typed value in each field in turn."""
     from datetime import datetime, timezone
-    from tootpipe.schema import FIELDS
-    from tootpipe.transforms import parse_kafka
+
+    from tootpipe.core.schema import FIELDS
+    from tootpipe.spark.transforms import parse_kafka
     fixture = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "mastodon" / "public_timeline_2020-04-16.json"
     real = [normalize_event("update", s, "mastodon.social") for s in json.loads(fixture.read_text())]
     good = real[0]
@@ -253,7 +255,8 @@ def test_the_backfill_s_narrow_parse_gives_the_full_parse_s_columns_and_errors(s
 def test_identifier_limits_count_characters_not_bytes(spark):
     """An id of 256 two-byte characters (512 bytes) is within its 256-character limit; one more is not."""
     from datetime import datetime, timezone
-    from tootpipe.transforms import parse_kafka
+
+    from tootpipe.spark.transforms import parse_kafka
     good = {**STATUS, "v": 1, "event": "update", "instance": "mastodon.social", "created_at": "2026-11-26T10:00:00Z",
             "account": {"acct": "ann"}}
     values = [json.dumps({**good, "id": "é" * LIMITS["id"]}), json.dumps({**good, "id": "é" * (LIMITS["id"] + 1)}),

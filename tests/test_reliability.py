@@ -9,11 +9,13 @@ from dataclasses import asdict
 
 import pytest
 import yaml
-
 from conftest import ROOT
-from tootpipe import db, kafka_io, services, steps
-from tootpipe.sample import expected_posts, generate
-from tootpipe.stream_query import checkpoint_path
+
+from tootpipe import kafka, steps
+from tootpipe.ingest.sample import expected_posts, generate
+from tootpipe.postgres import db
+from tootpipe.services import embedded as services
+from tootpipe.stream.query import checkpoint_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 N, SEED = 400, 5
@@ -51,7 +53,7 @@ def assert_exactly_once(params, endpoints):
     """Every produced offset applied once: the ledger's batches tile each partition without gap or overlap, the
     rows Spark handed to committed batches add up to the topic, and the posts are the independent expectation."""
     url = endpoints.database_url
-    topic_ends = kafka_io.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
+    topic_ends = kafka.end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
     ledger = db.query_df(url, "SELECT batch_id, end_offsets, input_rows FROM stream_ledger ORDER BY batch_id")
     assert list(ledger.batch_id) == list(range(len(ledger))), "a batch id is missing or repeated"
     seen = {p: 0 for p in topic_ends}

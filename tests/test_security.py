@@ -8,10 +8,11 @@ import sys
 
 import psycopg2
 import pytest
-
 from conftest import ROOT, STATE, hermetic, wait_until
-from tootpipe import config, procs, services
-from tootpipe.config import ParamsError, load, redact
+
+from tootpipe.core import config
+from tootpipe.core.config import ParamsError, load, redact
+from tootpipe.services import embedded as services, procs
 
 
 def test_redact_hides_passwords_in_urls_queries_and_known_secret_values(monkeypatch):
@@ -47,7 +48,7 @@ def test_names_that_become_folders_stay_in_their_folder(key, value):
 
 
 def test_secrets_stay_out_of_the_environment_of_what_the_project_starts(monkeypatch, tmp_path):
-    from tootpipe.spark_session import _without_secrets
+    from tootpipe.spark.session import _without_secrets
     monkeypatch.setenv("MASTODON_ACCESS_TOKEN", "tok-3f9a8b7c")
     env = config.child_env()
     assert "MASTODON_ACCESS_TOKEN" not in env and env.get("PATH")
@@ -81,7 +82,7 @@ def test_the_suite_never_reads_the_users_env_file(monkeypatch, tmp_path):
     assert os.environ["TOOTPIPE_ENV_FILE"] == os.devnull
     p = load(None)
     assert p.kafka.bootstrap_servers is None and p.database.url is None and config.secret("DB_PASSWORD") is None
-    code = ("from tootpipe import config; p = config.load(None); "
+    code = ("from tootpipe.core import config; p = config.load(None); "
             "print(p.kafka.bootstrap_servers, p.database.url, config.secret('DB_PASSWORD'))")
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                            env={**os.environ, "PYTHONPATH": str(ROOT / "lib")})
@@ -139,7 +140,7 @@ def test_embedded_postgresql_lets_no_one_in_without_the_password(services_up):
 
 @pytest.mark.integration
 def test_starting_the_services_again_leaves_the_running_postgresql_its_data(services_up):
-    from tootpipe import pg_server
+    from tootpipe.services import pg_server
     user = pg_server._system_user()
     if user is None:
         pytest.skip("PostgreSQL runs as this user (not root): no ACL is involved")

@@ -1,8 +1,9 @@
 """tootpipe: Mastodon toots through Kafka, Spark Structured Streaming and PostgreSQL, with MLlib sentiment.
 
-One module per concern: config, services (embedded broker and database), schema and normalize (the toot record),
-sample and mastodon_source (where toots come from), kafka_io, spark_session, kafka_source (Kafka for Spark),
-db, streaming, batch, sentiment, plots, reports.
+The packages mirror the pipeline, each importing only those below it (docs/architecture.md; a test keeps it so):
+`core` (parameters, paths, errors, schema, filters) <- `services`, `kafka`, `postgres`, `spark` (the parts) <-
+`ingest`, `stream`, `batch`, `sentiment` (the stages) <- `report` (runner, HTML, charts, checks) <- `steps`,
+`pipeline`, `cli` (the stage contract and the entry points).
 """
 __version__ = "0.1.0"
 __all__ = ["__version__"]

@@ -7,24 +7,41 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from tootpipe import steps
+from tootpipe.core.config import ParamsError, child_env, load, project_root
+from tootpipe.ingest.live import SourceError
+from tootpipe.ingest.normalize import BadPayload, normalize_event
+from tootpipe.ingest.sample import generate, write_jsonl
+from tootpipe.ingest.source import events_from_file
+from tootpipe.kafka import KafkaUnavailable, end_offsets, export
+from tootpipe.postgres.db import DatabaseUnavailable
+from tootpipe.services import embedded as services
+from tootpipe.services.embedded import ServiceError
+from tootpipe.services.pg_server import binary as pg_binary
+from tootpipe.spark.session import JavaMissing, get_spark
+from tootpipe.steps import context, ingest_step
 
 __all__ = ["main"]
 
 
 def _params(args):
-    from .config import load
     return load(args.params)
 
 
 def _ctx(args):
-    from .steps import context
     return context(args.params)
 
 
 def cmd_services(args) -> int:
-    from . import services
     if args.action == "up":
         endpoints = services.up(_params(args))
         print(json.dumps(services.describe(endpoints), indent=2))
@@ -36,7 +53,6 @@ def cmd_services(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .sample import generate, write_jsonl
     events = generate(args.n, args.seed)
     if args.out:
         write_jsonl(events, args.out)
@@ -46,7 +62,6 @@ def cmd_sample(args) -> int:
 
 
 def cmd_ingest(args) -> int:
-    from .steps import ingest_step
     params, endpoints = _ctx(args)
     if args.source:
         params.source.kind = args.source
@@ -59,7 +74,6 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .kafka_io import export
     params, endpoints = _ctx(args)
     for msg in export(endpoints.bootstrap_servers, args.topic or params.kafka.topic, args.max, args.from_beginning):
         sys.stdout.write(json.dumps(msg, ensure_ascii=False) + "\n")
@@ -67,8 +81,6 @@ def cmd_export(args) -> int:
 
 
 def cmd_normalize(args) -> int:
-    from .mastodon_source import events_from_file
-    from .normalize import BadPayload, normalize_event
     try:
         events = list(events_from_file(args.file))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -85,8 +97,7 @@ def cmd_normalize(args) -> int:
 
 
 def cmd_stream(args) -> int:
-    from .spark_session import get_spark
-    from .stream_query import finish, run_available_now, start_stream
+    from tootpipe.stream.query import finish, run_available_now, start_stream  # lazy: pyspark
     params, endpoints = _ctx(args)
     spark = get_spark(params)
     if not args.follow:
@@ -111,11 +122,9 @@ def cmd_stream(args) -> int:
 
 
 def cmd_batch(args) -> int:
-    from . import steps
     params, endpoints = _ctx(args)
     if args.job == "backfill" and (args.from_offsets or args.to_offsets):
-        from .batch import explicit_ranges
-        from .kafka_io import end_offsets
+        from tootpipe.batch.backfill import explicit_ranges  # lazy: pyspark
         latest = end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
         try:
             ranges = explicit_ranges(_offsets(args.from_offsets), _offsets(args.to_offsets), latest)
@@ -143,7 +152,6 @@ def _offsets(text: str | None) -> dict[int, int] | None:
 
 
 def cmd_sentiment(args) -> int:
-    from . import steps
     params = _params(args)
     if args.action == "train":
         print(steps.dumps(steps.train_step(params, args.variant, tune=args.tune, retrain=args.retrain)))
@@ -152,8 +160,9 @@ def cmd_sentiment(args) -> int:
         _, endpoints = _ctx(args)
         print(steps.dumps(steps.score_step(params, endpoints, args.model)))
         return 0
-    from .sentiment import LABELS, evaluate, latest_model, load_labelled, load_model, predict
-    from .spark_session import get_spark
+    from tootpipe.sentiment.scoring import predict  # lazy: pyspark
+    from tootpipe.sentiment.store import latest_model, load_model  # lazy: pyspark
+    from tootpipe.sentiment.training import LABELS, evaluate, load_labelled  # lazy: pyspark
     spark = get_spark(params)
     model, _ = load_model(args.model or latest_model(params.path(params.sentiment.model_dir)))
     if args.action == "evaluate":
@@ -175,20 +184,12 @@ def cmd_sentiment(args) -> int:
 def cmd_psql(args) -> int:
     """psql on the project database with its credentials (a temporary 0600 password file, never the command
     line); starts nothing: with the services down it says how to start them."""
-    import os
-    import shutil
-    import subprocess
-    import tempfile
-    from urllib.parse import unquote, urlsplit
-    from . import services
-    from .config import child_env
     try:
         endpoints = services.endpoints(_params(args))
     except services.ServiceError:
         print("tootpipe psql: the embedded PostgreSQL is not running; start it with `tootpipe services up` "
               "(or `make run`)", file=sys.stderr)
         return 2
-    from .pg_server import binary as pg_binary
     try:
         binary = pg_binary("psql") if os.path.exists(pg_binary("psql")) else shutil.which("psql")
     except services.ServiceError:
@@ -219,10 +220,8 @@ LAB_OVERRIDES = {
 def lab_overrides(app_dir: str | None = None):
     """Merge :data:`LAB_OVERRIDES` into the environment's `share/jupyter/lab/settings/overrides.json` (other
     plugins' and keys' settings kept as they are); returns its path."""
-    import json
-    from pathlib import Path
     if app_dir is None:
-        from jupyterlab.commands import get_app_dir
+        from jupyterlab.commands import get_app_dir  # lazy: jupyterlab
         app_dir = get_app_dir()
     path = Path(app_dir) / "settings" / "overrides.json"
     current = json.loads(path.read_text()) if path.exists() else {}
@@ -238,9 +237,6 @@ def lab_overrides(app_dir: str | None = None):
 
 def cmd_lab(args) -> int:
     """JupyterLab on notebooks/ (the .py notebooks open as notebooks through jupytext), services started first."""
-    import os
-    from . import services
-    from .config import child_env, project_root
     services.up(_params(args))
     lab_overrides()
     root = project_root()
@@ -311,12 +307,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import ParamsError
-    from .db import DatabaseUnavailable
-    from .kafka_io import KafkaUnavailable
-    from .services import ServiceError
-    from .mastodon_live import SourceError
-    from .spark_session import JavaMissing
     argv = list(sys.argv[1:] if argv is None else argv)
     passthrough = None  # everything after `psql` / `lab` goes to psql / jupyter lab untouched
     i = 0

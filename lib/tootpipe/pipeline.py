@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .analytics import RECONCILIATION, TABLES as ANALYTICS_TABLES
+from tootpipe.batch.analytics import RECONCILIATION, TABLES as ANALYTICS_TABLES
 
 __all__ = ["Stage", "STAGES", "TOPIC", "tables", "markdown"]
 
@@ -40,7 +40,7 @@ STAGES = (
           (*ANALYTICS_TABLES, RECONCILIATION, "step_runs")),
     Stage("05_sentiment", "Sentiment models (Spark MLlib): select, train, score", ("train_variants_step",
           "baselines_step", "score_step"), ("sentiment", "spark"), ("mastodon_posts",), ("mastodon_sentiments",)),
-    Stage("06_visualise", "Charts and the problems table", ("problems",), ("kafka",),
+    Stage("06_visualise", "Charts and the problems table", ("problems_step",), ("kafka",),
           ("mastodon_posts", "streamed_toot_counts", "daily_toot_counts", "hashtags_per_day_counts",
            "mastodon_sentiments", RECONCILIATION, "stream_progress", "stream_errors", "toots_rejects",
            "dead-letter topic (kafka.dlq_topic)"), ()),

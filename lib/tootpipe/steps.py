@@ -7,13 +7,20 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from .config import Params, load
-from .services import Endpoints, cluster_of, up
+from tootpipe.batch.reuse import run_once, step_key
+from tootpipe.core.config import Params, load
+from tootpipe.ingest.published import already_published, record_published, source_key
+from tootpipe.ingest.resume import newest_status_ids
+from tootpipe.ingest.source import ingest, source_events
+from tootpipe.kafka import Publisher, end_offsets, ensure_topics, start_offsets
+from tootpipe.sentiment.cache import cache_key, find_cached
+from tootpipe.services.embedded import Endpoints, cluster_of, up
+from tootpipe.spark.session import get_spark
 
 __all__ = ["context", "ingest_step", "stream_step", "backfill_step", "clean_step", "analytics_step",
-           "train_step", "train_variants_step", "baselines_step", "score_step", "problems", "reason_class",
-           "bench_result", "bench_variants", "dumps"]
+           "train_step", "train_variants_step", "baselines_step", "score_step", "problems_step", "dumps"]
 
 
 
@@ -28,9 +35,7 @@ def ingest_step(params: Params, endpoints: Endpoints, *, max_toots: int | None =
                 duration_s: float | None = None) -> dict:
     """Publish the source into the topic. The bundled sample or a replay already published there (same source,
     filters and topic, and the topic still holds it) is not sent again: the recorded figures come back with
-    `"reused": true` (`source.republish: true` sends it anyway; see :mod:`tootpipe.published`)."""
-    from .kafka_io import end_offsets, ensure_topics, start_offsets
-    from .published import already_published, record_published, source_key
+    `"reused": true` (`source.republish: true` sends it anyway; see :mod:`tootpipe.ingest.published`)."""
     bootstrap, topic, limit = endpoints.bootstrap_servers, params.kafka.topic, max_toots or params.source.max_toots
     ensure_topics(bootstrap, [topic, params.kafka.dlq_topic], params.kafka.partitions,
                   params.kafka.replication_factor)
@@ -48,13 +53,9 @@ def ingest_step(params: Params, endpoints: Endpoints, *, max_toots: int | None =
 
 
 def _publish(params: Params, endpoints: Endpoints, max_toots: int | None, duration_s: float | None) -> dict:
-    from .kafka_io import Publisher
-    from .mastodon_source import ingest, source_events
     pub = Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
     resume = None
     if params.source.kind in ("poll", "stream") and params.source.resume:
-        from urllib.parse import urlsplit
-        from .kafka_io import newest_status_ids
         hosts = [urlsplit(u).hostname or u for u in params.source.instances]
         resume = newest_status_ids(endpoints.bootstrap_servers, params.kafka.topic, hosts)
     try:
@@ -68,28 +69,25 @@ def _publish(params: Params, endpoints: Endpoints, max_toots: int | None, durati
 def stream_step(params: Params, endpoints: Endpoints) -> dict:
     """Stream what the topic holds into PostgreSQL and stop (an availableNow query). When the query has already
     committed every offset the topic holds, Spark is not started: the result says `"nothing_new": true`."""
-    from .spark_session import get_spark
-    from .stream_query import nothing_new, run_available_now
+    from tootpipe.stream.query import nothing_new, run_available_now  # lazy: pyspark
     return nothing_new(params, endpoints) or run_available_now(get_spark(params), params, endpoints)
 
 
 def backfill_step(params: Params, endpoints: Endpoints, ranges: dict | None = None) -> dict:
-    from .batch import backfill
+    from tootpipe.batch.backfill import backfill  # lazy: pyspark
     return backfill(None, params, endpoints, ranges)  # Spark is started only when there is something to load
 
 
 # the library modules each reusable batch step runs (a change to one of them runs the step again: step_runs)
-_CLEAN_CODE = ("batch.py", "transforms.py", "filters.py", "schema.py", "spark_pg.py")
-_ANALYTICS_CODE = ("analytics.py", "spark_pg.py", "transforms.py")
+_CLEAN_CODE = ("batch/backfill.py", "spark/transforms.py", "core/filters.py", "core/schema.py", "spark/postgres.py")
+_ANALYTICS_CODE = ("batch/analytics.py", "spark/postgres.py", "spark/transforms.py")
 
 
 def clean_step(params: Params, endpoints: Endpoints, *, force: bool = False) -> dict:
     """`toots_raw` -> `toots_clean`, `toots_rejects`; reused (`"reused": true`, nothing computed) when the raw
     rows, the filters and the code are those of the last complete run and its tables are intact (`force` runs it
-    anyway; see :mod:`tootpipe.step_runs`)."""
-    from .batch import clean, load_raw, write_table
-    from .spark_session import get_spark
-    from .step_runs import fingerprint, run_once
+    anyway; see :mod:`tootpipe.batch.reuse`)."""
+    from tootpipe.batch.backfill import clean, load_raw, write_table  # lazy: pyspark
     url = endpoints.database_url
 
     def compute() -> dict:
@@ -98,7 +96,7 @@ def clean_step(params: Params, endpoints: Endpoints, *, force: bool = False) -> 
         out = {name: write_table(url, name, df) for name, df in (("toots_clean", cleaned), ("toots_rejects", rejects))}
         return {**out, "seconds": round(time.monotonic() - t0, 2), "outputs": out}
 
-    key = fingerprint(url, params.filters.model_dump(), _CLEAN_CODE,
+    key = step_key(url, params.filters.model_dump(), _CLEAN_CODE,
                       "SELECT count(*) AS n, max(loaded_at) AS newest FROM toots_raw")
     return run_once(url, "clean", key, compute, force)
 
@@ -107,10 +105,8 @@ def analytics_step(params: Params, endpoints: Endpoints, *, force: bool = False)
     """The analytics tables from `toots_clean`, then the stream/batch reconciliation; the tables are reused when
     `toots_clean` is the one the last complete run read (same `clean` run, same rows) and the parameters and code
     are unchanged (the reconciliation, plain SQL over the stream's tables too, is always recomputed)."""
-    from .analytics import RECONCILIATION, analytics, load_clean, reconcile
-    from .spark_pg import write_table
-    from .spark_session import get_spark
-    from .step_runs import fingerprint, run_once
+    from tootpipe.batch.analytics import RECONCILIATION, analytics, load_clean, reconcile  # lazy: pyspark
+    from tootpipe.spark.postgres import write_table  # lazy: pyspark
     url = endpoints.database_url
 
     def compute() -> dict:
@@ -125,7 +121,7 @@ def analytics_step(params: Params, endpoints: Endpoints, *, force: bool = False)
         return {"rows": counts, "seconds_per_table": timings, "seconds": round(time.monotonic() - t0, 2),
                 "outputs": dict(counts)}
 
-    key = fingerprint(url, params.analytics.model_dump(), _ANALYTICS_CODE,
+    key = step_key(url, params.analytics.model_dump(), _ANALYTICS_CODE,
                       "SELECT (SELECT fingerprint || finished_at::text FROM step_runs WHERE step = 'clean') AS "
                       "clean_run, (SELECT count(*) FROM toots_clean) AS n")
     out = run_once(url, "analytics", key, compute, force)
@@ -149,9 +145,7 @@ def train_variants_step(params: Params, variants: list[str], *, tune: bool = Fal
 
     A model set trained before from the same inputs (data files, variant, its parameters, the modelling code) is
     reused instead of trained again (`"cached": true`); `retrain` (or sentiment.retrain) forces training."""
-    from .model_cache import cache_key, find_cached
-    from .sentiment import tune_reg_param
-    from .spark_session import get_spark
+    from tootpipe.sentiment.training import tune_reg_param  # lazy: pyspark
     s = params.sentiment
     regs = {v: s.reg_param if v == s.variant else None for v in variants}
     out: dict[str, dict] = {}
@@ -165,85 +159,16 @@ def train_variants_step(params: Params, variants: list[str], *, tune: bool = Fal
             out[v] = cached
     missing = [v for v in variants if v not in out]
     if missing:
-        out.update(_train_missing(params, missing, regs))
+        from tootpipe.sentiment.training import train_missing  # lazy: pyspark
+        out.update(train_missing(params, missing, regs))
     return {v: out[v] for v in variants}
-
-
-def _train_missing(params: Params, variants: list[str], regs: dict) -> dict:
-    """Three independent jobs run in three threads at once (each fit's classifier is one Spark task, so a 2-core
-    machine runs two at a time): the cross-validation; the final fits, each then scored on both evaluation sets and
-    written to a staging folder; the language models, each written into the default's staging folder once fitted.
-    Each model set is then published as a version (default last: the newest is the one `tootpipe sentiment score`
-    picks). `train_s` and `cv_s` are thus measured on a shared machine (bench/sentiment.py times each alone)."""
-    import shutil
-    import uuid
-    from concurrent.futures import ThreadPoolExecutor
-    from .sentiment import cross_validate, evaluate_sets, fit_language_models, fit_variants, load_labelled, stage_model
-    from .spark_session import get_spark
-    s = params.sentiment
-    spark = get_spark(params)
-    model_dir = params.path(s.model_dir)
-    held_out = (params.path(s.dev_path), params.path(s.val_path))
-    pool = load_labelled(spark, params.path(s.train_path), s.train_limit, held_out=held_out).cache()
-    candidates = [(v, regs[v]) for v in variants]
-    sets = {name: load_labelled(spark, p).cache() for name, p in zip(("semeval2017_dev", "tweeteval_val"), held_out)}
-    staged = {v: model_dir / ".staging" / uuid.uuid4().hex for v in variants}
-
-    def final_fits() -> dict:
-        out = {}
-        for (v, _), (model, seconds) in fit_variants(pool, candidates).items():
-            out[v] = model, seconds, evaluate_sets(model, sets)
-            stage_model(model, model_dir, staged[v])
-        return out
-
-    def language_models() -> tuple:
-        fitted = fit_language_models(spark, params.path(s.xlmt_dir), s.languages, s.min_language_recall,
-                                     save_to=staged[s.variant])
-        return ({code: m for code, (m, _) in fitted.items() if m is not None},
-                {code: metrics for code, (_, metrics) in fitted.items()})
-
-    try:
-        with ThreadPoolExecutor(max_workers=3) as ex:
-            t0 = time.monotonic()
-            cv_job = ex.submit(cross_validate, pool, candidates, scored=s.cv_folds)
-            fit_job = ex.submit(final_fits)
-            lang_job = ex.submit(language_models) if s.variant in variants else None
-            cv = cv_job.result()
-            cv_s = (time.monotonic() - t0) / len(variants)
-            fits = fit_job.result()
-            kept, lang_metrics = lang_job.result() if lang_job else ({}, {})
-        return _publish_trained(params, regs, staged, fits, {"cv": cv, "cv_s": cv_s}, (kept, lang_metrics))
-    finally:
-        pool.unpersist()
-        for folder in staged.values():  # what a failed run staged and never published
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _publish_trained(params: Params, regs: dict, staged: dict, fits: dict, cv: dict, languages: tuple) -> dict:
-    """Each staged model set becomes a version, its metrics written (the default last: the newest)."""
-    from .model_cache import cache_key
-    from .sentiment import publish_model, remember_models
-    s = params.sentiment
-    kept, lang_metrics = languages
-    out = {}
-    for v in sorted(fits, key=lambda v: v == s.variant):
-        model, seconds, scores = fits[v]
-        metrics = {"variant": v, "reg_param": regs[v], "train_s": round(seconds, 1), "cv_s": round(cv["cv_s"], 1),
-                   "cache_key": cache_key(params, v, regs[v]), "cv": cv["cv"][(v, regs[v])], **scores}
-        if v == s.variant and lang_metrics:
-            metrics["languages"] = lang_metrics
-        path = publish_model(staged[v], params.path(s.model_dir), metrics)
-        # notebook 05 scores with it next: not read back from disk
-        remember_models(path, {"en": model, **(kept if v == s.variant else {})})
-        out[v] = {"model": str(path), "cached": False, **metrics}
-    return out
 
 
 def baselines_step(params: Params) -> dict:
     """The rule baselines (the original assignment's keyword auto-labelling, VADER alone) on both evaluation sets
     (plain Python on the files: they need no Spark)."""
-    from .sentiment import BASELINES, evaluate_baseline
-    from .sentiment_data import read_labelled
+    from tootpipe.sentiment.data import read_labelled  # lazy: pyspark
+    from tootpipe.sentiment.training import BASELINES, evaluate_baseline  # lazy: pyspark
     sets = {"semeval2017_dev": params.sentiment.dev_path, "tweeteval_val": params.sentiment.val_path}
     rows = {ds: read_labelled(params.path(p)) for ds, p in sets.items()}
     return {name: {ds: evaluate_baseline(name, rows[ds]) for ds in sets} for name in BASELINES}
@@ -251,8 +176,8 @@ def baselines_step(params: Params) -> dict:
 
 def score_step(params: Params, endpoints: Endpoints, model_path: str | None = None) -> dict:
     """Score the posts that are new, edited or scored by another model (the others are kept: `unchanged`)."""
-    from .sentiment import latest_model, load_models, model_version, pending_posts, score_posts
-    from .spark_session import get_spark
+    from tootpipe.sentiment.scoring import pending_posts, score_posts  # lazy: pyspark
+    from tootpipe.sentiment.store import latest_model, load_models, model_version  # lazy: pyspark
     path = model_path or latest_model(params.path(params.sentiment.model_dir))
     version = model_version(path)
     t0 = time.monotonic()
@@ -266,58 +191,10 @@ def score_step(params: Params, endpoints: Endpoints, model_path: str | None = No
     return out
 
 
-def problems(params: Params, endpoints: Endpoints, limit: int = 20000):
-    """Every record the pipeline could not use, as a DataFrame (stage, reason, reason_class): dead letters from the
-    DLQ topic, the stream's `stream_errors`, the batch's `toots_rejects`."""
-    import pandas as pd
-    from .db import query_df, table_counts
-    from .kafka_io import KafkaUnavailable, export, partitions_for
-    rows = []
-    try:
-        partitions_for(endpoints.bootstrap_servers, params.kafka.dlq_topic, timeout=2)
-        rows += [("dead letter (ingest)", m["value"].get("error") if isinstance(m["value"], dict) else "unreadable")
-                 for m in export(endpoints.bootstrap_servers, params.kafka.dlq_topic, limit, from_beginning=True)]
-    except KafkaUnavailable:  # no DLQ topic yet: nothing was dead-lettered
-        pass
-    present = table_counts(endpoints.database_url, ["stream_errors", "toots_rejects"])
-    for stage, table, col in (("stream error", "stream_errors", "error"), ("batch reject", "toots_rejects", "reason")):
-        if present.get(table):
-            reasons = query_df(endpoints.database_url, f"SELECT {col} AS reason FROM {table}").reason
-            rows += [(stage, r) for r in reasons]
-    out = pd.DataFrame(rows, columns=["stage", "reason"])
-    return out.assign(reason_class=out["reason"].map(reason_class))
-
-
-def reason_class(reason) -> str:
-    """The kind of a problem without its particulars: "malformed JSON: Expecting value ..." -> "malformed JSON",
-    "uri longer than 2048 characters (3021)" -> "uri longer than 2048 characters"."""
-    import re
-    text = str(reason or "unknown")
-    return re.split(r":|\s\(|\s'|\s\"", text, maxsplit=1)[0].strip()[:80] or "unknown"
-
-
-def bench_result(name: str):
-    """The last `bench/<name>.py` result (bench/results/<name>.json) as a one-column table, flat keys only; or a
-    sentence saying how to produce it."""
-    import pandas as pd
-    from .config import project_root
-    path = project_root() / "bench" / "results" / f"{name}.json"
-    if not path.exists():
-        return f"no benchmark result yet: run `python bench/{name}.py`"
-    data = json.loads(path.read_text())
-    return pd.Series({k: v for k, v in data.items() if not isinstance(v, (dict, list))}, dtype=object) \
-        .to_frame(f"bench/{name}.py")
-
-
-def bench_variants(name: str = "sentiment"):
-    """The per-variant table of the last `bench/<name>.py` result (its "variants" entry), or a sentence."""
-    import pandas as pd
-    from .config import project_root
-    path = project_root() / "bench" / "results" / f"{name}.json"
-    variants = json.loads(path.read_text()).get("variants") if path.exists() else None
-    if not variants:
-        return f"no per-variant benchmark result yet: run `python bench/{name}.py`"
-    return pd.DataFrame(variants).T
+def problems_step(params: Params, endpoints: Endpoints):
+    """Every record the pipeline could not use (see :func:`tootpipe.report.problems.problems`)."""
+    from tootpipe.report.problems import problems  # lazy: pandas
+    return problems(params, endpoints)
 
 
 def dumps(d: dict) -> str:

@@ -1,0 +1,160 @@
+"""What talking to a Mastodon instance takes, below the feeds: errors (fatal or worth a retry), backoff, status id
+order, the de-duplication window, and where an access token may be sent.
+
+Guarantees: :func:`token_for` hands the token only to the instance that issued it, only over https (plain http
+only to a loopback host), and for polling only when asked; :func:`fatal` is true for the errors a retry cannot fix
+(401/403/404), so they are never retried forever.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import random
+import socket
+from collections import deque
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from tootpipe.core.errors import SourceError
+
+__all__ = ["SourceError", "Backoff", "FeedSettings", "FeedStats", "status_id_key", "Seen", "fatal", "unknown_host",
+           "abort", "plain", "token_for"]
+
+
+class Backoff:
+    """Exponential backoff with "equal jitter": the n-th delay lies in [d/2, d], d = min(cap, base * 2**n)."""
+
+    def __init__(self, base_s: float, cap_s: float, rng: random.Random | None = None):
+        self.base_s, self.cap_s, self.n = base_s, cap_s, 0
+        self.rng = rng or random.Random()
+
+    def next(self) -> float:
+        d = min(self.cap_s, self.base_s * 2 ** self.n)
+        self.n += 1
+        return d / 2 + self.rng.random() * d / 2
+
+    def reset(self) -> None:
+        self.n = 0
+
+
+@dataclass
+class FeedSettings:
+    timeline: str = "public"          # public | public:local | tag:NAME
+    watchdog_s: float = 60.0
+    reconnect_base_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    poll_interval_s: float = 5.0
+    request_timeout_s: float = 30.0
+    page_size: int = 40
+
+
+@dataclass
+class FeedStats:
+    connects: int = 0
+    reconnects: int = 0
+    watchdog_fires: int = 0
+    gap_filled: int = 0
+    duplicates_dropped: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    events: int = 0
+    by_kind: dict = field(default_factory=dict)
+    resumed_from: str | None = None  # after a restart: the newest id that was already in the topic
+    recovered: int = 0               # statuses filled in over REST since it
+
+
+def status_id_key(status_id) -> tuple:
+    """Sort key of Mastodon status ids (numeric snowflakes, or opaque strings on other servers)."""
+    s = str(status_id)
+    return (0, int(s)) if s.isdigit() else (1, len(s), s)
+
+
+class Seen:
+    """The last `size` status ids: enough to drop the overlap between gap-fill and a new connection."""
+
+    def __init__(self, size: int = 20000):
+        self.order: deque = deque(maxlen=size)
+        self.ids: set = set()
+
+    def add(self, key) -> bool:
+        if key in self.ids:
+            return False
+        if len(self.order) == self.order.maxlen:
+            self.ids.discard(self.order[0])
+        self.order.append(key)
+        self.ids.add(key)
+        return True
+
+
+def fatal(exc: BaseException) -> bool:
+    """True for errors a retry cannot fix: a refused token, a forbidden or missing timeline (HTTP 401/403/404)."""
+    from mastodon import (MastodonAPIError, MastodonNetworkError, MastodonNotFoundError,  # lazy: mastodon
+                          MastodonUnauthorizedError)
+    if isinstance(exc, (SourceError, MastodonUnauthorizedError, MastodonNotFoundError)):
+        return True
+    if isinstance(exc, MastodonAPIError) and len(exc.args) > 1 and exc.args[1] in (401, 403, 404):
+        return True
+    # a refused streaming connection is reported with the reason phrase only
+    return isinstance(exc, MastodonNetworkError) and any(w in str(exc) for w in ("Unauthorized", "Forbidden"))
+
+
+def unknown_host(exc: BaseException) -> bool:
+    """A failed DNS look-up (the host name does not resolve), anywhere in the exception's chain."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, socket.gaierror) or "NameResolutionError" in type(exc).__name__ or \
+                "Name or service not known" in str(exc) or "nodename nor servname" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__ or (exc.args[0] if exc.args and isinstance(exc.args[0], BaseException)
+                                                    else None)
+        seen += 1
+    return False
+
+
+def abort(response) -> None:
+    """Wake a reader blocked on this response: shut the socket down (closing alone does not interrupt recv)."""
+    try:
+        response.raw._fp.fp.raw._sock.shutdown(socket.SHUT_RDWR)
+        return
+    except Exception:  # noqa: BLE001 - already closed or a different transport: close it instead
+        pass
+    try:
+        response.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def plain(obj):
+    """Mastodon.py's AttribAccessDict/datetime objects -> plain JSON-able values."""
+    return json.loads(json.dumps(obj, default=lambda o: o.isoformat() if hasattr(o, "isoformat") else str(o)))
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    u = urlsplit(url.rstrip("/"))
+    return (u.scheme.lower(), (u.hostname or "").lower(), u.port)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def token_for(instance: str, kind: str, token: str | None, token_instance: str | None,
+              poll_with_token: bool = False) -> str | None:
+    """The access token to send to `instance`, or None. A token goes only to the instance that issued it
+    (`token_instance`), only over https (http only to a loopback host, for tests), and for polling only when
+    `poll_with_token` (public timelines need none). Raises SourceError for a token bound to an http instance."""
+    if not token or (kind == "poll" and not poll_with_token):
+        return None
+    if not token_instance:
+        raise SourceError("a Mastodon access token is set but not the instance that issued it: set "
+                          "$MASTODON_BASE_URL (or source.token_instance), so the token is never sent elsewhere")
+    scheme, host, _ = _origin(token_instance)
+    if scheme != "https" and not (scheme == "http" and _loopback(host)):
+        raise SourceError(f"refusing to send the access token over {scheme or 'no scheme'}:// to {host}: "
+                          "use the instance's https:// address")
+    return token if _origin(instance) == _origin(token_instance) else None

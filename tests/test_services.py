@@ -1,0 +1,30 @@
+"""The embedded services: cluster ids, checkpoints of the embedded server."""
+import pytest
+
+from tootpipe.postgres import db
+
+
+def test_generated_kafka_cluster_ids_are_valid_and_never_read_as_an_option():
+    import base64
+
+    from tootpipe.services.kafka_broker import _new_cluster_id
+    ids = [_new_cluster_id() for _ in range(3000)]  # ~1 in 64 raw ids starts with "-": ~47 expected here
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids) and len(set(ids)) == len(ids)
+    assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_a_checkpoint_asked_of_the_embedded_server_happens_and_an_external_one_is_refused(fresh):
+    """services.checkpoint (benchmarks start timing after one): the server's count of requested checkpoints grows;
+    a server that is not the embedded one is never touched."""
+    import dataclasses
+
+    from tootpipe.services import embedded as services
+    _, endpoints = fresh
+    asked = "SELECT num_requested FROM pg_stat_checkpointer"
+    before = db.scalar(endpoints.database_url, asked)
+    services.checkpoint(endpoints)
+    assert db.scalar(endpoints.database_url, asked) > before
+    with pytest.raises(services.ServiceError, match="checkpoint needs the embedded PostgreSQL"):
+        services.checkpoint(dataclasses.replace(endpoints, embedded_postgres=False))
