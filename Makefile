@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PARAMS ?= params/default.yaml
 
-.PHONY: install run test test-fast services-up services-down live live-stop notebooks lab clean
+.PHONY: install run test test-fast services-up services-down live live-stop notebooks lab orchestrate clean
 
 $(VENV)/.installed: pyproject.toml jvm/pom.xml
 	bash scripts/system-deps.sh
@@ -36,6 +36,11 @@ services-down:
 # JupyterLab on notebooks/ (the .py files open as notebooks), the embedded services started first
 lab: install
 	$(VENV)/bin/tootpipe lab
+
+# Dagster's UI and daemon on 127.0.0.1:3000 (orchestration.port), the embedded services started first: the sensor
+# runs the pipeline when new toots reach the topic (`make live` in another terminal), the schedule on its clock
+orchestrate: install
+	$(VENV)/bin/tootpipe --params $(PARAMS) orchestrate
 
 notebooks: install
 	$(VENV)/bin/jupytext --to ipynb notebooks/[0-9][0-9]_*.py

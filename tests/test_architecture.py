@@ -1,8 +1,8 @@
 """The house rules of lib/tootpipe, read from the source with `ast` (docs/architecture.md):
 
 - packages import downwards only: core <- kafka, postgres <- services <- spark <- ingest, stream, batch, sentiment
-  (the stages) <- pipeline (the stage contract) <- report (the runner reads the contract) <- steps <- cli and the
-  orchestration; never upwards, never sideways between two packages of one rank;
+  (the stages) <- pipeline (the stage contract) <- report (the runner reads the contract) <- steps <- orchestration
+  <- cli; never upwards, never sideways between two packages of one rank;
 - no import cycle between modules, counting the imports inside functions;
 - an import inside a function keeps a heavy package off a light path and says which (``# lazy: pyspark``);
 - no module over 400 lines, no function over 60, at most 8 modules directly in lib/tootpipe.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 LIB = Path(__file__).resolve().parents[1] / "lib" / "tootpipe"
 RANK = {"core": 0, "kafka": 1, "postgres": 1, "services": 2, "spark": 3, "ingest": 4, "stream": 4, "batch": 4,
-        "sentiment": 4, "pipeline": 5, "report": 6, "steps": 7, "cli": 8, "orchestration": 8}
+        "sentiment": 4, "pipeline": 5, "report": 6, "steps": 7, "orchestration": 8, "cli": 9}
 HEAVY = {"pyspark", "matplotlib", "seaborn", "pandas", "numpy", "pyarrow", "nbconvert", "nbformat", "papermill",
          "jupytext", "jupyterlab", "mastodon", "vaderSentiment", "textblob", "afinn", "emosent", "IPython", "pgpq",
          "dagster"}

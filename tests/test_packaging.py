@@ -87,6 +87,6 @@ def test_the_readme_is_read_in_five_minutes_and_every_page_it_names_exists():
     assert len(readme.splitlines()) <= 180
     targets = re.findall(r"\]\(([^)#]+)[^)]*\)", readme) + re.findall(r'<img src="([^"]+)"', readme)
     assert {"docs/architecture.md", "docs/guarantees.md", "docs/performance.md", "docs/performance-log.md",
-            "docs/ingest.md", "docs/jvm.md", "docs/testing.md", "SECURITY.md"} <= set(targets)
+            "docs/ingest.md", "docs/jvm.md", "docs/testing.md", "docs/orchestration.md", "SECURITY.md"} <= set(targets)
     missing = [t for t in targets if not t.startswith("http") and not (ROOT / t).exists()]
     assert missing == []

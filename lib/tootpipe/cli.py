@@ -23,6 +23,7 @@ from tootpipe.ingest.normalize import BadPayload, normalize_event
 from tootpipe.ingest.sample import generate, write_jsonl
 from tootpipe.ingest.source import events_from_file
 from tootpipe.kafka import KafkaUnavailable, end_offsets, export
+from tootpipe.orchestration.home import command
 from tootpipe.postgres.db import DatabaseUnavailable
 from tootpipe.services import embedded as services
 from tootpipe.services.embedded import ServiceError
@@ -249,6 +250,20 @@ def cmd_lab(args) -> int:
     os.execve(sys.executable, cmd, child_env())  # this process becomes JupyterLab: a signal to it reaches the server
 
 
+def cmd_orchestrate(args) -> int:
+    """The embedded services, then `dagster dev` (webserver, daemon, code server) on 127.0.0.1: the sensor runs the
+    pipeline when new toots reach the topic, the schedule on its clock; history and logs in the state folder."""
+    params = _params(args)
+    services.up(params)
+    port = args.port or params.orchestration.port
+    cmd, env = command(args.params, port)
+    print(f"tootpipe orchestrate: Dagster on http://127.0.0.1:{port} (runs, logs and history in "
+          f"{env['DAGSTER_HOME']}); Ctrl-C stops it, `tootpipe services down` the services", file=sys.stderr,
+          flush=True)
+    os.chdir(project_root())
+    os.execve(cmd[0], cmd, env)  # this process becomes Dagster: a signal to it reaches the webserver and daemon
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tootpipe", description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params/default.yaml", help="parameter file (default: %(default)s)")
@@ -300,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("psql", help="psql on the project database (arguments go to psql)")
     s.add_argument("psql_args", nargs=argparse.REMAINDER)
     s.set_defaults(fn=cmd_psql)
+    s = sub.add_parser("orchestrate", help="the services, then Dagster's UI and daemon on 127.0.0.1")
+    s.add_argument("--port", type=int, help="the UI's port (default: orchestration.port, 3000)")
+    s.set_defaults(fn=cmd_orchestrate)
     s = sub.add_parser("lab", help="JupyterLab on the notebooks (arguments go to jupyter lab)")
     s.add_argument("lab_args", nargs=argparse.REMAINDER)
     s.set_defaults(fn=cmd_lab)

@@ -20,7 +20,7 @@ from tootpipe.spark.postgres import copy_from_tasks, read_query, split_tags, wri
 from tootpipe.spark.session import get_spark
 from tootpipe.spark.transforms import apply_filters, parse_kafka
 
-__all__ = ["backfill", "explicit_ranges", "load_raw", "clean", "BATCH_SCHEMA_SQL", "pending_ranges", "read_query",
+__all__ = ["ensure_batch_schema", "backfill", "explicit_ranges", "load_raw", "clean", "BATCH_SCHEMA_SQL", "pending_ranges", "read_query",
            "write_table"]
 
 _RAW_COLUMNS = ["cluster", "topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "event", "uri", "id",
@@ -33,7 +33,8 @@ _RECORD_FIELDS = frozenset({"event", "uri", "id", "instance", "account", "text",
 
 
 
-def _ensure(url: str) -> None:
+def ensure_batch_schema(url: str) -> None:
+    """The stream's and the backfill's tables (idempotent; concurrent first runs do not race on the DDL)."""
     ensure_schema(url)
     with transaction(url) as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (BATCH_SCHEMA_LOCK,))
@@ -71,7 +72,7 @@ def backfill(spark: SparkSession | None, params: Params, endpoints: Endpoints,
              ranges: dict[int, tuple[int, int]] | None = None) -> dict:
     """Load Kafka offset ranges into `toots_raw` (default: everything not loaded yet). `spark` None: the process's
     session, started only when there is something to load."""
-    _ensure(endpoints.database_url)
+    ensure_batch_schema(endpoints.database_url)
     cluster = cluster_of(endpoints)
     topic = params.kafka.topic
     t0 = time.monotonic()

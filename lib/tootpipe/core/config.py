@@ -123,6 +123,13 @@ class ReportParams(_Strict):
     dir: str = "reports"
 
 
+class OrchestrationParams(_Strict):
+    cron: str = Field("*/30 * * * *", pattern=r"^\S+( \S+){4}$")  # the refresh schedule (five cron fields)
+    schedule: bool = False   # the schedule starts switched on (live parameters); the sensor always is
+    port: int = Field(3000, ge=1024, le=65535)
+    retries: int = Field(1, ge=0, le=10)  # a failed stage is tried again this many times within a run
+
+
 class Params(_Strict):
     run: RunParams = RunParams()
     kafka: KafkaParams = KafkaParams()
@@ -134,6 +141,7 @@ class Params(_Strict):
     analytics: AnalyticsParams = AnalyticsParams()
     sentiment: SentimentParams = SentimentParams()
     reports: ReportParams = ReportParams()
+    orchestration: OrchestrationParams = OrchestrationParams()
 
     def path(self, relative: str) -> Path:
         """A project-relative path from the parameters, made absolute."""

@@ -71,6 +71,12 @@ def sample_expectation(url: str, expected: dict) -> dict:
     return {**out, "failures": [f"{len(missing)} expected toots are missing"] if missing else []}
 
 
+def clean_unique(url: str) -> dict:
+    """`toots_clean` holds each uri once (the batch's de-duplication)."""
+    n = int(db.scalar(url, "SELECT count(*) - count(DISTINCT uri) FROM toots_clean"))
+    return {"duplicate_uris": n, "failures": [f"{n} duplicate uris in toots_clean"] if n else []}
+
+
 def reconciliation_summary(url: str) -> dict:
     """The stream's and the batch's hourly counts (`stream_batch_reconciliation`): hours compared, totals, the
     hours where they differ, and how many rows reached the stream beyond its watermark (stored, outside the stream's

@@ -22,7 +22,7 @@ from tootpipe.postgres.db import table_counts
 from tootpipe.services import embedded as services
 from tootpipe.spark.session import shared_driver
 
-__all__ = ["run_notebooks", "notebook_paths", "NotebookFailed"]
+__all__ = ["run_notebooks", "notebook_paths", "NotebookRun", "NotebookFailed", "shown_path"]
 
 
 def notebook_paths(only: list[str] | None = None) -> list[Path]:
@@ -76,7 +76,7 @@ class _QuietConsole:
             self._saved = []
 
 
-def _shown(path: Path) -> str:
+def shown_path(path: Path) -> str:
     """A path as the rendered notebooks show it: relative to the project (the kernels' working folder) when inside
     it, so that no report holds the absolute path of the clone."""
     try:
@@ -95,7 +95,7 @@ def run_notebooks(params_file: str, only: list[str] | None = None, keep_services
     except ParamsError as exc:
         print(f"run_all: {exc}", file=sys.stderr)
         return 2, None
-    params_path = _shown(Path(params_file).resolve() if Path(params_file).exists() else project_root() / params_file)
+    params_path = shown_path(Path(params_file).resolve() if Path(params_file).exists() else project_root() / params_file)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + params.run.name
     base = params.path(reports_dir or params.reports.dir)
     out_dir = base / run_id
@@ -108,24 +108,15 @@ def run_notebooks(params_file: str, only: list[str] | None = None, keep_services
 
 
 def _run(params, params_path, run_id, base, out_dir, only, keep_services, console) -> tuple[int, Path | None]:
-    from tootpipe.pipeline import tables  # lazy: pyspark
-    endpoints = services.up(params)
-    results: list[dict] = []
+    run = NotebookRun(params, params_path, base, out_dir, console)
     failure: NotebookFailed | None = None
     try:
-        with contextlib.ExitStack() as stack:
-            release_spark = _one_driver_for_the_run(params, stack, console)
-            failure = _execute_all(params_path, out_dir, only, results, release_spark, console)
-        try:
-            counts = table_counts(endpoints.database_url, tables())
-        except Exception as exc:  # the index must still be written when the database is gone
-            counts = {"(database unavailable)": str(exc)}
-        status = f"FAILED in {failure.notebook}, cell {failure.cell}" if failure else "ok"
-        index = index_page(out_dir, run_id, params, results, counts, status)
-        latest = base / "latest"
-        if latest.is_symlink() or latest.exists():
-            latest.unlink()
-        latest.symlink_to(run_id)
+        with run:
+            for py in notebook_paths(only):
+                failure = run.execute(py)
+                if failure:
+                    break
+        index = run.finish(failure)
     finally:
         if not keep_services:
             services.down()
@@ -134,6 +125,52 @@ def _run(params, params_path, run_id, base, out_dir, only, keep_services, consol
         return 1, out_dir
     console.say(f"run_all: report {index}")
     return 0, out_dir
+
+
+class NotebookRun:
+    """One run of notebooks into `<reports>/<run-id>/`: entered, the services are up and one shared Spark driver
+    JVM serves every kernel; :meth:`execute` runs one notebook (its rendered `.ipynb`, HTML and figures beside it);
+    :meth:`finish` writes the index and points `latest` at the run. `run_notebooks` and the orchestration's
+    resource both run notebooks through it."""
+
+    def __init__(self, params: Params, params_path: str, base: Path, out_dir: Path, console) -> None:
+        self.params, self.params_path, self.base, self.out_dir, self.console = params, params_path, base, out_dir, console
+        self.results: list[dict] = []
+        self.failure: NotebookFailed | None = None
+        self.endpoints = None
+        self._stack = contextlib.ExitStack()
+        self._release = lambda: None
+
+    def __enter__(self) -> "NotebookRun":
+        self.endpoints = services.up(self.params)
+        self._release = _one_driver_for_the_run(self.params, self._stack, self.console)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def execute(self, py: Path) -> NotebookFailed | None:
+        """Execute one notebook; its result is appended to :attr:`results`; a failure is returned."""
+        result, failure = _execute(py, self.params_path, self.out_dir, self._release)
+        self.results.append(result)
+        self.failure = failure or self.failure
+        self.console.say(f"run_all: {py.stem:14} {result['status']:6} {result['seconds']:6.1f} s")
+        return failure
+
+    def finish(self, failure: NotebookFailed | None = None) -> Path:
+        """The run's index.html (row counts of every table of the contract) and `latest` pointing at the run."""
+        from tootpipe.pipeline import tables  # lazy: pyspark
+        try:
+            counts = table_counts(self.endpoints.database_url, tables())
+        except Exception as exc:  # the index must still be written when the database is gone
+            counts = {"(database unavailable)": str(exc)}
+        status = f"FAILED in {failure.notebook}, cell {failure.cell}" if failure else "ok"
+        index = index_page(self.out_dir, self.out_dir.name, self.params, self.results, counts, status)
+        latest = self.base / "latest"
+        if latest.is_symlink() or latest.exists():
+            latest.unlink()
+        latest.symlink_to(self.out_dir.name)
+        return index
 
 
 def _one_driver_for_the_run(params: Params, stack: contextlib.ExitStack, console: _QuietConsole):
@@ -148,35 +185,30 @@ def _one_driver_for_the_run(params: Params, stack: contextlib.ExitStack, console
         return lambda: None
 
 
-def _execute_all(params_path, out_dir, only, results, release_spark, console) -> NotebookFailed | None:
-    """Execute the notebooks in order until one fails (returned); append one result per notebook."""
+def _execute(py: Path, params_path: str, out_dir: Path, release_spark) -> tuple[dict, NotebookFailed | None]:
+    """Execute one notebook with papermill into `out_dir` (rendered to HTML, its figures written); (result, failure)."""
     import jupytext  # lazy: jupytext
     import papermill as pm  # lazy: papermill
-    for py in notebook_paths(only):
-        failure = None
-        nb = jupytext.read(py)
-        nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
-        nb.metadata.setdefault("language_info", {"name": "python"})
-        out = out_dir / (py.stem + ".ipynb")
-        t0 = time.monotonic()
-        result = {"name": py.stem, "html": py.stem + ".html", "status": "ok", "figures": []}
-        try:
-            pm.execute_notebook(nb, str(out), parameters={"params_file": params_path},
-                                cwd=str(project_root()), kernel_name="python3", progress_bar=False,
-                                # the JVM's and Spark workers' own stderr (JDK notices, worker shutdown
-                                # noise) goes to the console, not into the report; Python output still does
-                                extra_arguments=["--IPKernelApp.capture_fd_output=False"])
-        except pm.PapermillExecutionError as exc:
-            error = redact(f"{exc.ename}: {exc.evalue}")
-            result.update(status="failed", cell=exc.exec_count, error=error[:500])
-            failure = NotebookFailed(py.stem, exc.exec_count, error)
-        release_spark()  # a kernel that left its SparkContext running must not hold the next one back
-        result["seconds"] = time.monotonic() - t0
-        if out.exists():
-            to_html(out)
-            result["figures"] = figures(out, out_dir)
-        results.append(result)
-        console.say(f"run_all: {py.stem:14} {result['status']:6} {result['seconds']:6.1f} s")
-        if failure:
-            return failure
-    return None
+    failure = None
+    nb = jupytext.read(py)
+    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    out = out_dir / (py.stem + ".ipynb")
+    t0 = time.monotonic()
+    result = {"name": py.stem, "html": py.stem + ".html", "status": "ok", "figures": []}
+    try:
+        pm.execute_notebook(nb, str(out), parameters={"params_file": params_path},
+                            cwd=str(project_root()), kernel_name="python3", progress_bar=False,
+                            # the JVM's and Spark workers' own stderr (JDK notices, worker shutdown
+                            # noise) goes to the console, not into the report; Python output still does
+                            extra_arguments=["--IPKernelApp.capture_fd_output=False"])
+    except pm.PapermillExecutionError as exc:
+        error = redact(f"{exc.ename}: {exc.evalue}")
+        result.update(status="failed", cell=exc.exec_count, error=error[:500])
+        failure = NotebookFailed(py.stem, exc.exec_count, error)
+    release_spark()  # a kernel that left its SparkContext running must not hold the next one back
+    result["seconds"] = time.monotonic() - t0
+    if out.exists():
+        to_html(out)
+        result["figures"] = figures(out, out_dir)
+    return result, failure

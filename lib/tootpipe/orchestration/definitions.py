@@ -1,0 +1,63 @@
+"""What Dagster loads (`dagster dev -m tootpipe.orchestration.definitions`): the assets of the stage contract, their
+checks, one job over all of them with the in-process executor (one process, one shared Spark driver JVM per run),
+the `notebooks` resource that runs the notebooks, the sensor and the schedule."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+
+from tootpipe.core.config import load
+from tootpipe.core.paths import project_root
+from tootpipe.orchestration.assets import external_assets, stage_assets
+from tootpipe.orchestration.sensors import new_toots_sensor, params_file, refresh_schedule
+from tootpipe.report.runner import NotebookRun, shown_path
+
+__all__ = ["defs", "build", "notebooks_resource"]
+
+log = logging.getLogger("tootpipe.orchestration")
+
+
+class _Console:
+    """What NotebookRun says, into Dagster's log."""
+
+    def __init__(self, logger) -> None:
+        self.logger = logger
+
+    def say(self, line: str) -> None:
+        self.logger.info(line)
+
+    def detail(self, line: str) -> None:
+        self.logger.debug(line)
+
+
+@dg.resource(description="one notebook run (reports/<run-id>/) with the services up and one shared Spark driver")
+def notebooks_resource(init_context):
+    path = params_file()
+    params = load(path)
+    base = params.path(params.reports.dir)
+    out_dir = base / (datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + params.run.name + "-dagster")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    full = Path(path) if Path(path).is_absolute() else project_root() / path
+    with NotebookRun(params, shown_path(full), base, out_dir, _Console(init_context.log)) as run:
+        try:
+            yield run
+        finally:
+            if run.results:
+                run.finish(run.failure)
+
+
+def build(params_path: str | None = None) -> dg.Definitions:
+    params = load(params_path or params_file())
+    assets = stage_assets()
+    job = dg.define_asset_job("pipeline", selection=dg.AssetSelection.all(), executor_def=dg.in_process_executor,
+                              op_retry_policy=dg.RetryPolicy(max_retries=params.orchestration.retries),
+                              description="every stage in order: the notebooks, as `make run` runs them")
+    return dg.Definitions(assets=[*assets, *external_assets()], jobs=[job],
+                          sensors=[new_toots_sensor(job)], schedules=[refresh_schedule(job, params)],
+                          resources={"notebooks": notebooks_resource}, executor=dg.in_process_executor)
+
+
+defs = build()
