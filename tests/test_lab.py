@@ -2,7 +2,6 @@
 the environment's own settings overrides (never the user's settings)."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ import uuid
 import pytest
 from browser import Browser, chromium_path
 from conftest import ROOT
+
+from tootpipe.services.procs import free_port
 
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 
@@ -34,12 +35,6 @@ def test_lab_overrides_are_merged_into_the_environments_settings(tmp_path):
     assert got["@jupyterlab/apputils-extension:notification"] == {"fetchNews": "false", "checkForUpdates": False}
     lab_overrides(str(tmp_path))
     assert json.loads(path.read_text()) == got
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_http(url: str, proc, log, timeout: float = 180) -> None:
@@ -72,7 +67,7 @@ NO_NEWS = "!document.body.innerText.includes('Jupyter news')"
 def test_lab_opens_the_notebooks_py_files_as_notebooks_on_a_click(services_up, tmp_path):
     binary = chromium_path()
     assert binary, "chromium is missing: scripts/system-deps.sh installs it"
-    port, token = _free_port(), uuid.uuid4().hex
+    port, token = free_port(), uuid.uuid4().hex
     env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "user-settings"),  # never the user's own
            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")}
     log = tmp_path / "lab.log"

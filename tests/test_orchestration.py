@@ -105,10 +105,10 @@ def test_orchestrate_serves_the_ui_on_loopback_with_the_asset_graph(services_up,
 
     from browser import Browser, chromium_path
     from conftest import ROOT, wait_until
-    from test_lab import _free_port
     from tootpipe.orchestration.assets import asset_key
     from tootpipe.pipeline import STAGES
-    port = _free_port()
+    from tootpipe.services.procs import free_port
+    port = free_port()
     log = tmp_path / "dagster.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "tootpipe.cli", "--params", "params/small.yaml", "orchestrate",

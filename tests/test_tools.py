@@ -1,7 +1,5 @@
-"""The commands a user of such a pipeline reaches for: psql on the project database, JupyterLab on the
-notebooks."""
+"""The commands a user of such a pipeline reaches for: psql on the project database (JupyterLab: test_lab.py)."""
 import os
-import socket
 import subprocess
 import sys
 
@@ -30,12 +28,6 @@ def test_psql_runs_the_usual_sql_on_the_project_database_and_starts_nothing(serv
     down = tootpipe("psql", "-c", "SELECT 1", env={**ENV, "TOOTPIPE_STATE_DIR": str(STATE / "nothing-running")})
     assert down.returncode == 2 and "tootpipe services up" in down.stderr
     assert not (STATE / "nothing-running" / "services.json").exists()  # nothing was started
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cmdline(proc_dir) -> str:
