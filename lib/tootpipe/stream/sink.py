@@ -112,8 +112,7 @@ class PostgresSink:
     def already_applied(self, batch_id: int) -> bool:
         """Whether the ledger holds this batch (applied, or claimed and left for :meth:`pending`)."""
         def ledger_row(cur):
-            cur.execute("SELECT 1 FROM stream_ledger WHERE checkpoint = %s AND batch_id = %s",
-                        (self.checkpoint, batch_id))
+            cur.execute(Q.LEDGER_ROW, (self.checkpoint, batch_id))
             return cur.fetchone() is not None
         return self._db.read(ledger_row)
 
@@ -138,8 +137,7 @@ class PostgresSink:
         """The batches claimed and not applied (an overlapped apply the driver did not finish), oldest first:
         (batch_id, start offsets, end offsets, messages)."""
         def rows(cur):
-            cur.execute("SELECT batch_id, start_offsets, end_offsets, input_rows FROM stream_ledger "
-                        "WHERE checkpoint = %s AND NOT applied ORDER BY batch_id", (self.checkpoint,))
+            cur.execute(Q.CLAIMED_NOT_APPLIED, (self.checkpoint,))
             return [(int(b), _offsets(s), _offsets(e), int(n)) for b, s, e, n in cur.fetchall()]
         return self._db.read(rows)
 
@@ -212,8 +210,7 @@ class PostgresSink:
         cur.execute(Q.CLAIM, (self.checkpoint, b.batch_id, json.dumps(s.starts), json.dumps(s.ends), s.rows, prev_max,
                              s.max_event_time))
         if cur.rowcount == 0:
-            cur.execute("SELECT applied FROM stream_ledger WHERE checkpoint = %s AND batch_id = %s",
-                        (self.checkpoint, b.batch_id))
+            cur.execute(Q.IS_APPLIED, (self.checkpoint, b.batch_id))
             return False if cur.fetchone()[0] else prev_max
         cur.execute(Q.PROGRESS, {"checkpoint": self.checkpoint, "batch_id": b.batch_id,
                                 "query": self.params.stream.query_name, "input_rows": s.rows, "errors": s.errors,
@@ -228,8 +225,7 @@ class PostgresSink:
     def _cutoff(self, cur, prev_max):
         if prev_max is None:
             return None
-        cur.execute("SELECT %s::timestamptz - make_interval(mins => %s)",
-                    (prev_max, self.params.stream.watermark_minutes))
+        cur.execute(Q.WATERMARK, (prev_max, self.params.stream.watermark_minutes))
         return cur.fetchone()[0]
 
     def _apply_posts_and_deletes(self, cur, batch_id: int, cutoff) -> dict:
@@ -238,8 +234,7 @@ class PostgresSink:
         new to the table stored beyond the watermark, outside their final window)."""
         cols = ", ".join(POST_COLUMNS)
         _insert_new(cur, Q.INSERT_NEW_IDS, Q.UPSERT_IDS)
-        cur.execute("INSERT INTO toot_deletes (instance, id) SELECT DISTINCT instance, id FROM stage_posts "
-                    "WHERE event = 'delete' ON CONFLICT DO NOTHING")
+        cur.execute(Q.RECORD_DELETES)
         cur.execute(Q.STORED_VERSIONS_DDL)
         cur.execute(Q.WINDOW_DELTAS_DDL)
         cur.execute(Q.SNAPSHOT_STORED.format(only=""))
@@ -266,9 +261,7 @@ class PostgresSink:
         if s.errors:
             cur.execute(Q.ERRORS_DDL)
             copy_arrow(cur, "stage_errors", errors_part(rows))
-            cur.execute("INSERT INTO stream_errors (cluster, topic, kafka_partition, kafka_offset, raw, error, "
-                        "batch_id) SELECT %s, topic, kafka_partition, kafka_offset, raw, error, %s FROM stage_errors "
-                        "ON CONFLICT DO NOTHING", (self.cluster, batch_id))
+            cur.execute(Q.INSERT_ERRORS, (self.cluster, batch_id))
 
     def _record_progress(self, cur, b: _Batch, figures: dict, write_s: float) -> None:
         import numpy as np  # lazy: numpy
@@ -285,8 +278,7 @@ class PostgresSink:
         conn = connect(self.url, retries=2)
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT end_offsets FROM stream_ledger WHERE checkpoint = %s AND applied",
-                            (self.checkpoint,))
+                cur.execute(Q.APPLIED_ENDS, (self.checkpoint,))
                 ends: dict[int, int] = {}
                 for (value,) in cur.fetchall():
                     for p, o in _offsets(value).items():

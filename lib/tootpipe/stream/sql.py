@@ -1,6 +1,7 @@
-"""The SQL of the exactly-once stream sink (:mod:`tootpipe.stream.sink`), named by what each statement does.
+"""The SQL of the exactly-once stream sink (:mod:`tootpipe.stream.sink`), named by what each statement does: every
+statement the sink runs is here, save its savepoints.
 
-Every statement runs inside the batch's transaction, over the temporary tables `stage_posts` (the batch's usable
+The statements that apply a batch run inside the batch's transaction, over the temporary tables `stage_posts` (the batch's usable
 kept rows), `stored_versions` (the stored versions of the batch's uris, as they were before it) and
 `window_deltas` (what the batch adds to and takes from the windows: +1 and the length of each version it stores
 that is counted, -1 and the length of each counted version it replaces or deletes).
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 from tootpipe.postgres.schema import MINUTE_START, USER_WINDOW, USER_WINDOW_START
 
-__all__ = ["STAGE_DDL", "ERRORS_DDL", "CLAIM", "PREV_MAX", "MARK_APPLIED", "NOT_DELETED",
+__all__ = ["LEDGER_ROW", "CLAIMED_NOT_APPLIED", "IS_APPLIED", "APPLIED_ENDS", "WATERMARK", "RECORD_DELETES",
+           "INSERT_ERRORS", "STAGE_DDL", "ERRORS_DDL", "CLAIM", "PREV_MAX", "MARK_APPLIED", "NOT_DELETED",
            "STORED_VERSIONS_DDL", "SNAPSHOT_STORED", "WINDOW_DELTAS_DDL", "INSERT_NEW_POSTS", "UPSERT_POSTS",
            "INSERT_NEW_IDS", "UPSERT_IDS", "APPLY_DELETES", "REFRESH_COUNTS", "REFRESH_USER_AVG", "PROGRESS",
            "PROGRESS_APPLIED"]
@@ -135,3 +137,20 @@ UPDATE stream_progress SET posts_written = %(written)s, deletes = %(deletes)s, l
     committed_at = now()
 WHERE checkpoint = %(checkpoint)s AND batch_id = %(batch_id)s
 """
+
+# the ledger: is a batch recorded (a replay is skipped), the batches claimed but not applied (re-read at the next
+# start), is a claimed batch applied, the end offsets the applied batches reached (per partition)
+LEDGER_ROW = "SELECT 1 FROM stream_ledger WHERE checkpoint = %s AND batch_id = %s"
+CLAIMED_NOT_APPLIED = ("SELECT batch_id, start_offsets, end_offsets, input_rows FROM stream_ledger "
+                       "WHERE checkpoint = %s AND NOT applied ORDER BY batch_id")
+IS_APPLIED = "SELECT applied FROM stream_ledger WHERE checkpoint = %s AND batch_id = %s"
+APPLIED_ENDS = "SELECT end_offsets FROM stream_ledger WHERE checkpoint = %s AND applied"
+# the watermark: the newest event time of the batches before, less stream.watermark_minutes
+WATERMARK = "SELECT %s::timestamptz - make_interval(mins => %s)"
+# a delete is final: its (instance, id) is kept, whatever order its toot's versions arrive in
+RECORD_DELETES = ("INSERT INTO toot_deletes (instance, id) SELECT DISTINCT instance, id FROM stage_posts "
+                  "WHERE event = 'delete' ON CONFLICT DO NOTHING")
+# the batch's unusable records, once per offset (a replayed batch adds none)
+INSERT_ERRORS = ("INSERT INTO stream_errors (cluster, topic, kafka_partition, kafka_offset, raw, error, batch_id) "
+                 "SELECT %s, topic, kafka_partition, kafka_offset, raw, error, %s FROM stage_errors "
+                 "ON CONFLICT DO NOTHING")
