@@ -3,8 +3,6 @@ checks, one job over all of them with the in-process executor (one process, one 
 the `notebooks` resource that runs the notebooks, the sensor and the schedule."""
 from __future__ import annotations
 
-import logging
-from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -13,11 +11,9 @@ from tootpipe.core.config import load
 from tootpipe.core.paths import project_root
 from tootpipe.orchestration.assets import external_assets, stage_assets
 from tootpipe.orchestration.sensors import new_toots_sensor, params_file, refresh_schedule
-from tootpipe.report.runner import NotebookRun, shown_path
+from tootpipe.report.runner import NotebookRun, new_run_dir, shown_path
 
 __all__ = ["defs", "build", "notebooks_resource"]
-
-log = logging.getLogger("tootpipe.orchestration")
 
 
 class _Console:
@@ -38,8 +34,7 @@ def notebooks_resource(init_context):
     path = params_file()
     params = load(path)
     base = params.path(params.reports.dir)
-    out_dir = base / (datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + params.run.name + "-dagster")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = new_run_dir(base, params.run.name + "-dagster")
     full = Path(path) if Path(path).is_absolute() else project_root() / path
     with NotebookRun(params, shown_path(full), base, out_dir, _Console(init_context.log)) as run:
         try:

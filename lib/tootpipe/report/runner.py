@@ -22,7 +22,7 @@ from tootpipe.postgres.db import table_counts
 from tootpipe.services import embedded as services
 from tootpipe.spark.session import shared_driver
 
-__all__ = ["run_notebooks", "notebook_paths", "NotebookRun", "NotebookFailed", "shown_path"]
+__all__ = ["run_notebooks", "notebook_paths", "NotebookRun", "NotebookFailed", "shown_path", "new_run_dir"]
 
 
 def notebook_paths(only: list[str] | None = None) -> list[Path]:
@@ -96,18 +96,23 @@ def run_notebooks(params_file: str, only: list[str] | None = None, keep_services
         print(f"run_all: {exc}", file=sys.stderr)
         return 2, None
     params_path = shown_path(Path(params_file).resolve() if Path(params_file).exists() else project_root() / params_file)
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + params.run.name
     base = params.path(reports_dir or params.reports.dir)
-    out_dir = base / run_id
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log = services.state_dir() / "logs" / f"{run_id}.log"
+    out_dir = new_run_dir(base, params.run.name)
+    log = services.state_dir() / "logs" / f"{out_dir.name}.log"
     with _QuietConsole(log, quiet) as console:
         if quiet:
             console.say(f"run_all: {len(notebook_paths(only))} notebooks, details in {log}")
-        return _run(params, params_path, run_id, base, out_dir, only, keep_services, console)
+        return _run(params, params_path, base, out_dir, only, keep_services, console)
 
 
-def _run(params, params_path, run_id, base, out_dir, only, keep_services, console) -> tuple[int, Path | None]:
+def new_run_dir(base: Path, name: str) -> Path:
+    """`<base>/<UTC time>-<name>/`, created: the folder of one run's reports."""
+    out = base / (datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + name)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _run(params, params_path, base, out_dir, only, keep_services, console) -> tuple[int, Path | None]:
     run = NotebookRun(params, params_path, base, out_dir, console)
     failure: NotebookFailed | None = None
     try:
