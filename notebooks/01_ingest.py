@@ -41,8 +41,11 @@ pd.DataFrame([{k: v for k, v in stats.items() if not isinstance(v, dict)}])
 # the process):
 
 # %%
-pd.Series({**stats["filtered"], "opted out": stats["opted_out"], "dead letters": stats["dead_letters"]},
-          name="toots").to_frame()
+if "live" in stats:  # `make live` ingests into this topic now: this run published nothing
+    print(f"another process ingests into {params.kafka.topic} now: {stats['live']}")
+else:
+    display(pd.Series({**stats["filtered"], "opted out": stats["opted_out"], "dead letters": stats["dead_letters"]},
+                      name="toots").to_frame())
 
 # %% [markdown]
 # ## What is in the topic now

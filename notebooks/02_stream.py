@@ -36,7 +36,9 @@ summary
 # ## Exactly-once checks
 
 # %%
-inv = checks.stream_invariants(endpoints.database_url, endpoints.bootstrap_servers, params.kafka.topic, summary["checkpoint"])
+# while another process runs this query (`make live`), it is not started here: its progress and lag are shown
+inv = checks.stream_invariants(endpoints.database_url, endpoints.bootstrap_servers, params.kafka.topic,
+                               summary["checkpoint"], live="live" in summary)
 print(f"messages in the topic: {inv['in_topic']}; read and committed by this query's ledger: {inv['ledger_rows']}")
 # a toot that arrives beyond the watermark is stored, but its window was final already: it stays out of it
 print(f"window counts add up to {inv['sum_of_window_counts']} of {inv['posts']} stored toots "

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -112,3 +115,29 @@ def publish(params, endpoints, n=300, seed=11):
     from tootpipe import steps
     params.source.sample_n, params.source.sample_seed = n, seed
     return steps.ingest_step(params, endpoints)
+
+
+HOLD = """
+import sys
+from tootpipe.postgres.locks import acquire
+acquire(sys.argv[1], sys.argv[2], sys.argv[3])
+print("held", flush=True)
+sys.stdin.read()  # holds until its stdin closes, or it is killed
+"""
+
+
+class Holder:
+    """Another process that holds the `kind` lock of `key` until it is released or killed."""
+
+    def __init__(self, url: str, kind: str, key: str = "") -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", HOLD, url, kind, key], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "held"
+
+    def release(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=60)

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from conftest import publish
+from conftest import Holder, publish
 
 
 def test_the_definitions_load_and_the_asset_graph_is_the_stage_contract():
@@ -63,6 +63,13 @@ def test_the_sensor_requests_a_run_only_for_new_data(fresh, spark, monkeypatch):
     half = sensor(dg.build_sensor_context())
     assert isinstance(half, dg.RunRequest) and "not backfilled" in half.tags["tootpipe/reason"]
     steps.backfill_step(params, endpoints)
+    writer = Holder(endpoints.database_url, "batch")  # a batch writer runs (make run, the CLI): no run now
+    try:
+        busy = sensor(dg.build_sensor_context())
+        assert isinstance(busy, dg.SkipReason) and "a batch writer is running" in busy.skip_message
+        assert f"pid {writer.proc.pid}" in busy.skip_message
+    finally:
+        writer.release()
     done = sensor(dg.build_sensor_context())
     assert isinstance(done, dg.SkipReason) and "nothing new" in done.skip_message, getattr(done, "tags", done)
     publish(params, endpoints, n=40, seed=6)

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from tootpipe import steps
 from tootpipe.core.config import ParamsError, child_env, load, project_root
+from tootpipe.core.errors import WriterBusy
 from tootpipe.ingest.live import SourceError
 from tootpipe.ingest.normalize import BadPayload, normalize_event
 from tootpipe.ingest.sample import generate, write_jsonl
@@ -70,7 +71,8 @@ def cmd_ingest(args) -> int:
         params.source.kind, params.source.replay_path = "replay", args.replay
     if args.rate:
         params.source.rate = args.rate
-    print(json.dumps(ingest_step(params, endpoints, max_toots=args.max_toots, duration_s=args.duration), indent=2))
+    print(json.dumps(ingest_step(params, endpoints, max_toots=args.max_toots, duration_s=args.duration,
+                                 while_live="refuse"), indent=2))
     return 0
 
 
@@ -346,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except (ParamsError, ServiceError, KafkaUnavailable, DatabaseUnavailable, JavaMissing, FileNotFoundError,
-            SourceError) as exc:
+            SourceError, WriterBusy) as exc:
         print(f"tootpipe: {exc}", file=sys.stderr)
         return 2
 

@@ -15,12 +15,14 @@ from tootpipe.ingest.published import already_published, record_published, sourc
 from tootpipe.ingest.resume import newest_status_ids
 from tootpipe.ingest.source import ingest, source_events
 from tootpipe.kafka import Publisher, end_offsets, ensure_topics, start_offsets
+from tootpipe.core.errors import WriterBusy
+from tootpipe.postgres.locks import holder, writer_lock
 from tootpipe.sentiment.cache import cache_key, find_cached
 from tootpipe.services.embedded import Endpoints, cluster_of, up
 from tootpipe.spark.session import get_spark
 
 __all__ = ["context", "ingest_step", "stream_step", "backfill_step", "clean_step", "analytics_step",
-           "train_step", "train_variants_step", "baselines_step", "score_step", "problems_step", "dumps"]
+           "batch_writer", "train_step", "train_variants_step", "baselines_step", "score_step", "problems_step", "dumps"]
 
 
 
@@ -32,11 +34,27 @@ def context(params_file: str | Path | None = "params/default.yaml",
 
 
 def ingest_step(params: Params, endpoints: Endpoints, *, max_toots: int | None = None,
-                duration_s: float | None = None) -> dict:
+                duration_s: float | None = None, while_live: str = "report") -> dict:
     """Publish the source into the topic. The bundled sample or a replay already published there (same source,
     filters and topic, and the topic still holds it) is not sent again: the recorded figures come back with
-    `"reused": true` (`source.republish: true` sends it anyway; see :mod:`tootpipe.ingest.published`)."""
-    bootstrap, topic, limit = endpoints.bootstrap_servers, params.kafka.topic, max_toots or params.source.max_toots
+    `"reused": true` (`source.republish: true` sends it anyway; see :mod:`tootpipe.ingest.published`). One producer
+    per topic: while another process ingests into it (`make live`), nothing is published and the result names that
+    process (`"live"`) with the topic's offsets; `while_live="refuse"` (the CLI) raises WriterBusy instead."""
+    lock = f"{cluster_of(endpoints)}/{params.kafka.topic}"
+    try:
+        with writer_lock(endpoints.database_url, "ingest", lock):
+            out = _ingest(params, endpoints, max_toots or params.source.max_toots, duration_s)
+    except WriterBusy:
+        if while_live != "report":
+            raise
+        out = {"live": holder(endpoints.database_url, "ingest", lock) or "a producer that has just stopped",
+               "topic_end_offsets": end_offsets(endpoints.bootstrap_servers, params.kafka.topic)}
+    out["dlq_end_offsets"] = end_offsets(endpoints.bootstrap_servers, params.kafka.dlq_topic)
+    return out
+
+
+def _ingest(params: Params, endpoints: Endpoints, limit: int | None, duration_s: float | None) -> dict:
+    bootstrap, topic = endpoints.bootstrap_servers, params.kafka.topic
     ensure_topics(bootstrap, [topic, params.kafka.dlq_topic], params.kafka.partitions,
                   params.kafka.replication_factor)
     key = None if params.source.republish else source_key(params, cluster_of(endpoints), limit)
@@ -48,7 +66,6 @@ def ingest_step(params: Params, endpoints: Endpoints, *, max_toots: int | None =
     if key and not out.get("reused"):
         record_published(key, {k: v for k, v in out.items() if k != "topic_end_offsets"}, before,
                          out["topic_end_offsets"])
-    out["dlq_end_offsets"] = end_offsets(bootstrap, params.kafka.dlq_topic)
     return out
 
 
@@ -68,14 +85,25 @@ def _publish(params: Params, endpoints: Endpoints, max_toots: int | None, durati
 
 def stream_step(params: Params, endpoints: Endpoints) -> dict:
     """Stream what the topic holds into PostgreSQL and stop (an availableNow query). When the query has already
-    committed every offset the topic holds, Spark is not started: the result says `"nothing_new": true`."""
-    from tootpipe.stream.query import nothing_new, run_available_now  # lazy: pyspark
+    committed every offset the topic holds, Spark is not started: the result says `"nothing_new": true`. When
+    another process runs this query now (`make live`), none is started: the result is that query's progress and
+    lag, with `"live"` naming it."""
+    from tootpipe.stream.query import live_progress, nothing_new, run_available_now, running_elsewhere  # lazy: pyspark
+    if who := running_elsewhere(params, endpoints):
+        return live_progress(params, endpoints, who)
     return nothing_new(params, endpoints) or run_available_now(get_spark(params), params, endpoints)
+
+
+def batch_writer(params: Params, endpoints: Endpoints):
+    """The database's one batch writer (backfill, clean, analytics, scoring): waits `run.lock_wait_s` for another
+    to finish, then refuses naming it (:mod:`tootpipe.postgres.locks`)."""
+    return writer_lock(endpoints.database_url, "batch", wait_s=params.run.lock_wait_s)
 
 
 def backfill_step(params: Params, endpoints: Endpoints, ranges: dict | None = None) -> dict:
     from tootpipe.batch.backfill import backfill  # lazy: pyspark
-    return backfill(None, params, endpoints, ranges)  # Spark is started only when there is something to load
+    with batch_writer(params, endpoints):
+        return backfill(None, params, endpoints, ranges)  # Spark is started only when there is something to load
 
 
 # the library modules each reusable batch step runs (a change to one of them runs the step again: step_runs)
@@ -96,9 +124,10 @@ def clean_step(params: Params, endpoints: Endpoints, *, force: bool = False) -> 
         out = {name: write_table(url, name, df) for name, df in (("toots_clean", cleaned), ("toots_rejects", rejects))}
         return {**out, "seconds": round(time.monotonic() - t0, 2), "outputs": out}
 
-    key = step_key(url, params.filters.model_dump(), _CLEAN_CODE,
-                      "SELECT count(*) AS n, max(loaded_at) AS newest FROM toots_raw")
-    return run_once(url, "clean", key, compute, force)
+    with batch_writer(params, endpoints):
+        key = step_key(url, params.filters.model_dump(), _CLEAN_CODE,
+                       "SELECT count(*) AS n, max(loaded_at) AS newest FROM toots_raw")
+        return run_once(url, "clean", key, compute, force)
 
 
 def analytics_step(params: Params, endpoints: Endpoints, *, force: bool = False) -> dict:
@@ -121,13 +150,14 @@ def analytics_step(params: Params, endpoints: Endpoints, *, force: bool = False)
         return {"rows": counts, "seconds_per_table": timings, "seconds": round(time.monotonic() - t0, 2),
                 "outputs": dict(counts)}
 
-    key = step_key(url, params.analytics.model_dump(), _ANALYTICS_CODE,
-                      "SELECT (SELECT fingerprint || finished_at::text FROM step_runs WHERE step = 'clean') AS "
-                      "clean_run, (SELECT count(*) FROM toots_clean) AS n")
-    out = run_once(url, "analytics", key, compute, force)
-    t = time.monotonic()
-    out["rows"][RECONCILIATION] = reconcile(url)
-    out["seconds_per_table"][RECONCILIATION] = round(time.monotonic() - t, 2)
+    with batch_writer(params, endpoints):
+        key = step_key(url, params.analytics.model_dump(), _ANALYTICS_CODE,
+                       "SELECT (SELECT fingerprint || finished_at::text FROM step_runs WHERE step = 'clean') AS "
+                       "clean_run, (SELECT count(*) FROM toots_clean) AS n")
+        out = run_once(url, "analytics", key, compute, force)
+        t = time.monotonic()
+        out["rows"][RECONCILIATION] = reconcile(url)
+        out["seconds_per_table"][RECONCILIATION] = round(time.monotonic() - t, 2)
     return out
 
 
@@ -178,15 +208,16 @@ def score_step(params: Params, endpoints: Endpoints, model_path: str | None = No
     """Score the posts that are new, edited or scored by another model (the others are kept: `unchanged`)."""
     from tootpipe.sentiment.scoring import pending_posts, score_posts  # lazy: pyspark
     from tootpipe.sentiment.store import latest_model, load_models, model_version  # lazy: pyspark
-    path = model_path or latest_model(params.path(params.sentiment.model_dir))
-    version = model_version(path)
     t0 = time.monotonic()
-    posts = pending_posts(endpoints.database_url, version)
-    # the session first: loading a saved pipeline needs one, and a reused model set leaves none behind (loading
-    # eight pipelines takes seconds: only when there is something to score)
-    spark = get_spark(params) if not posts.empty else None
-    models = load_models(path)[0] if spark is not None else {}
-    out = score_posts(spark, models, version, endpoints.database_url, params.sentiment.languages, posts)
+    with batch_writer(params, endpoints):
+        path = model_path or latest_model(params.path(params.sentiment.model_dir))
+        version = model_version(path)
+        posts = pending_posts(endpoints.database_url, version)
+        # the session first: loading a saved pipeline needs one, and a reused model set leaves none behind (loading
+        # eight pipelines takes seconds: only when there is something to score)
+        spark = get_spark(params) if not posts.empty else None
+        models = load_models(path)[0] if spark is not None else {}
+        out = score_posts(spark, models, version, endpoints.database_url, params.sentiment.languages, posts)
     out.update(model_version=version, seconds=round(time.monotonic() - t0, 2))
     return out
 

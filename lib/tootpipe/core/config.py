@@ -35,6 +35,9 @@ NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
 class RunParams(_Strict):
     name: str = Field("default", pattern=NAME)
+    # a batch step (backfill, clean, analytics, scoring) waits this long for another batch writer of the same
+    # database to finish, then refuses naming it (tootpipe.postgres.locks)
+    lock_wait_s: float = Field(600, ge=0)
 
 
 class KafkaParams(_Strict):

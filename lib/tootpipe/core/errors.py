@@ -6,7 +6,8 @@ KafkaUnavailable`` works too).
 from __future__ import annotations
 
 __all__ = ["ParamsError", "ServiceError", "JarsMissing", "JavaMissing", "KafkaUnavailable", "DatabaseUnavailable",
-           "BadPayload", "RecordTooLarge", "SourceError", "CheckpointMismatch", "NotebookFailed"]
+           "BadPayload", "RecordTooLarge", "SourceError", "CheckpointMismatch", "NotebookFailed",
+           "WriterBusy"]
 
 
 class ParamsError(ValueError):
@@ -55,3 +56,7 @@ class NotebookFailed(RuntimeError):
     def __init__(self, notebook: str, cell: int | None, error: str):
         super().__init__(f"{notebook} failed in cell {cell}: {error}")
         self.notebook, self.cell, self.error = notebook, cell, error
+
+
+class WriterBusy(RuntimeError):
+    """Another process holds the writer lock of this kind (the message names it); nothing was written."""

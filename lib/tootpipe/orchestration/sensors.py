@@ -2,7 +2,8 @@
 offsets that the stream's ledger or the backfill has not taken yet, and a schedule from the parameters.
 
 Guarantees: a run is requested only for new data, and its run key is the topic's end offsets, so the same data
-never starts a second run; with the services down or nothing new the sensor skips and says why.
+never starts a second run; with the services down, a batch writer running (its lock held: `make run`, the CLI, a
+run of its own) or nothing new, the sensor skips and says why.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tootpipe.batch.backfill import ensure_batch_schema, pending_ranges
 from tootpipe.core.config import Params, load
 from tootpipe.core.errors import KafkaUnavailable, ServiceError
 from tootpipe.kafka import check_reachable, end_offsets
+from tootpipe.postgres.locks import holder
 from tootpipe.services.embedded import cluster_of, endpoints
 from tootpipe.stream.query import nothing_new
 
@@ -39,6 +41,8 @@ def new_data(params: Params) -> tuple[dict | None, str]:
         return None, f"nothing to read in {params.kafka.topic} yet: {exc}"
     if not any(ends.values()):
         return None, f"nothing to read in {params.kafka.topic} yet: it is empty"
+    if busy := holder(where.database_url, "batch"):
+        return None, f"a batch writer is running ({busy}): the next tick looks again"
     ensure_batch_schema(where.database_url)
     unstreamed = nothing_new(params, where) is None
     unloaded = pending_ranges(where.database_url, cluster_of(where), params.kafka.topic, ends)

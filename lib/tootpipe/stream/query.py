@@ -14,6 +14,8 @@ from pathlib import Path
 from tootpipe.core.config import Params
 from tootpipe.core.errors import CheckpointMismatch
 from tootpipe.kafka import end_offsets, ensure_topics, start_offsets
+from tootpipe.postgres.db import query_df
+from tootpipe.postgres.locks import acquire, held_here, holder
 from tootpipe.services.embedded import Endpoints, cluster_of
 from tootpipe.spark.kafka_source import kafka_ranges, kafka_stream
 from tootpipe.spark.transforms import parse_kafka, to_post_rows
@@ -21,6 +23,7 @@ from tootpipe.stream.progress import on_end, wait_for, watch
 from tootpipe.stream.sink import PostgresSink
 
 __all__ = ["PostgresSink", "start_stream", "run_available_now", "run_until_caught_up", "nothing_new",
+           "running_elsewhere", "live_progress",
            "checkpoint_path", "kafka_stream", "kafka_ranges", "apply_pending", "finish", "bind_checkpoint",
            "CheckpointMismatch"]
 
@@ -100,6 +103,18 @@ def start_stream(spark, params: Params, endpoints: Endpoints, *, available_now: 
                   params.kafka.replication_factor)
     ck = checkpoint_path(params, endpoints)
     bind_checkpoint(ck, cluster_of(endpoints), params.kafka.topic)
+    release = acquire(endpoints.database_url, "stream", str(ck))  # one query per checkpoint: a second refuses
+    try:
+        query, sink = _start(spark, params, endpoints, ck, available_now, sink, after_commit)
+    except BaseException:
+        release()
+        raise
+    closers = [c for c in (getattr(sink, "close", None), release) if callable(c)]
+    on_end(spark, query, lambda: [close() for close in closers])  # the sink's connection and the lock go with it
+    return query, sink
+
+
+def _start(spark, params: Params, endpoints: Endpoints, ck: Path, available_now: bool | None, sink, after_commit):
     if sink is None:
         sink = PostgresSink(params, endpoints, str(ck), overlap=params.stream.overlap_apply)
         sink.after_commit = after_commit
@@ -114,10 +129,7 @@ def start_stream(spark, params: Params, endpoints: Endpoints, *, available_now: 
         writer = writer.trigger(availableNow=True)
     else:
         writer = writer.trigger(processingTime=params.stream.processing_time)
-    query = writer.start()
-    if callable(getattr(sink, "close", None)):
-        on_end(spark, query, sink.close)  # the sink's kept connection goes with its query
-    return query, sink
+    return writer.start(), sink
 
 
 def run_until_caught_up(spark, params: Params, endpoints: Endpoints, timeout_s: float = 600,
@@ -163,6 +175,26 @@ def nothing_new(params: Params, endpoints: Endpoints) -> dict | None:
         return None
     return {"seconds": round(time.monotonic() - t0, 2), "batches": 0, "input_rows": 0, "checkpoint": str(ck),
             "nothing_new": True}
+
+
+def running_elsewhere(params: Params, endpoints: Endpoints) -> str | None:
+    """Who runs this query's checkpoint in another process (`make live`'s stream), or None."""
+    url, ck = endpoints.database_url, str(checkpoint_path(params, endpoints))
+    return None if held_here(url, "stream", ck) else holder(url, "stream", ck)
+
+
+def live_progress(params: Params, endpoints: Endpoints, who: str) -> dict:
+    """What the query another process runs on this checkpoint has done, read without Spark: its batches and rows,
+    its newest commit, and its lag (messages in the topic it has not committed yet)."""
+    t0 = time.monotonic()
+    ck = str(checkpoint_path(params, endpoints))
+    done = PostgresSink(params, endpoints, ck).committed_ends()
+    ends = end_offsets(endpoints.bootstrap_servers, params.kafka.topic)
+    row = query_df(endpoints.database_url, "SELECT count(*) AS batches, coalesce(sum(input_rows), 0) AS rows, "
+                   "max(committed_at) AS newest FROM stream_ledger WHERE checkpoint = %s", (ck,)).iloc[0]
+    return {"live": who, "checkpoint": ck, "batches": int(row.batches), "input_rows": int(row.rows),
+            "newest_batch_at": str(row.newest), "lag": sum(max(0, o - done.get(p, 0)) for p, o in ends.items()),
+            "seconds": round(time.monotonic() - t0, 2)}
 
 
 def run_available_now(spark, params: Params, endpoints: Endpoints) -> dict:
