@@ -45,19 +45,25 @@ orchestrate: install
 notebooks: install
 	$(VENV)/bin/jupytext --to ipynb notebooks/[0-9][0-9]_*.py
 
-# The live demo: services of compose.yaml, a real instance (params/live.yaml, secrets in .env). Ingest and the
-# stream run in the background (logs and pids under .tootpipe/live/); `make live-stop` stops both.
+# The live demo: a real instance into the embedded services (params/live.yaml; LIVE_PARAMS=params/live-compose.yaml
+# for the services of compose.yaml), secrets in .env. Ingest and the stream run in the background (logs and pids
+# under .tootpipe/live/); `make live-stop` stops both. `make orchestrate PARAMS=$(LIVE_PARAMS)` refreshes the rest.
+LIVE_PARAMS ?= params/live.yaml
 live: install
-	@$(PY) -c "from tootpipe.core.config import secret; import sys; pw = secret('DB_PASSWORD') or ''; \
-	  sys.exit(0 if len(pw) >= 12 and pw != 'change-me' else 'make live: set DB_PASSWORD in .env to a long random value first (see .env.example)')"
+	@$(PY) -c "from tootpipe.core.config import load, secret; import sys; p = load('$(LIVE_PARAMS)'); \
+	  pw = secret('DB_PASSWORD') or ''; sys.exit(0 if p.database.url is None or (len(pw) >= 12 and pw != 'change-me') \
+	  else 'make live: set DB_PASSWORD in .env to a long random value first (see .env.example)')"
 	mkdir -p -m 700 .tootpipe/live
-	$(VENV)/bin/tootpipe --params params/live.yaml ingest > .tootpipe/live/ingest.log 2>&1 & echo $$! > .tootpipe/live/ingest.pid
-	$(VENV)/bin/tootpipe --params params/live.yaml stream --follow > .tootpipe/live/stream.log 2>&1 & echo $$! > .tootpipe/live/stream.pid
+	$(VENV)/bin/tootpipe --params $(LIVE_PARAMS) services up > /dev/null
+	$(VENV)/bin/tootpipe --params $(LIVE_PARAMS) ingest > .tootpipe/live/ingest.log 2>&1 & echo $$! > .tootpipe/live/ingest.pid
+	$(VENV)/bin/tootpipe --params $(LIVE_PARAMS) stream --follow > .tootpipe/live/stream.log 2>&1 & echo $$! > .tootpipe/live/stream.pid
 	@echo "ingest and stream are running; logs in .tootpipe/live/; stop them with: make live-stop"
 
+# only a pid whose process is still a tootpipe command is signalled (a stale file names nobody else's process)
 live-stop:
-	-kill -TERM $$(cat .tootpipe/live/ingest.pid .tootpipe/live/stream.pid 2>/dev/null) 2>/dev/null
-	rm -f .tootpipe/live/*.pid
+	-@for f in .tootpipe/live/ingest.pid .tootpipe/live/stream.pid; do \
+	  pid=$$(cat $$f 2>/dev/null) && tr '\0' ' ' < /proc/$$pid/cmdline 2>/dev/null | grep -q 'tootpipe.*\(ingest\|stream\)' \
+	  && kill -TERM $$pid && echo "stopped $$f ($$pid)"; rm -f $$f; done; true
 
 clean:
 	-$(VENV)/bin/tootpipe services down

@@ -15,9 +15,17 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject():
     assert set(pip) - {"-e ."} == declared
 
 
+def test_the_live_demo_runs_on_the_embedded_services_in_a_topic_and_database_of_its_own():
+    from tootpipe.core import config
+    live, default = (config.load(ROOT / "params" / f"{n}.yaml", use_env=False) for n in ("live", "default"))
+    assert live.kafka.bootstrap_servers is None and live.database.url is None  # embedded: no Docker needed
+    assert live.kafka.topic != default.kafka.topic and live.database.name not in (None, "tootpipe")
+    assert live.stream.checkpoint_dir != default.stream.checkpoint_dir and live.orchestration.schedule
+
+
 def test_compose_live_params_and_env_example_agree():
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
-    live = yaml.safe_load((ROOT / "params" / "live.yaml").read_text())
+    live = yaml.safe_load((ROOT / "params" / "live-compose.yaml").read_text())
     env = (ROOT / ".env.example").read_text()
     assert "127.0.0.1:29092:29092" in compose["kafka"]["ports"] and live["kafka"]["bootstrap_servers"] == "localhost:29092"
     assert "127.0.0.1:5433:5432" in compose["postgres"]["ports"] and ":5433/" in live["database"]["url"]

@@ -28,3 +28,21 @@ def test_a_checkpoint_asked_of_the_embedded_server_happens_and_an_external_one_i
     assert db.scalar(endpoints.database_url, asked) > before
     with pytest.raises(services.ServiceError, match="checkpoint needs the embedded PostgreSQL"):
         services.checkpoint(dataclasses.replace(endpoints, embedded_postgres=False))
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_parameters_naming_a_database_of_the_embedded_server_get_it_created_and_kept_apart(services_up):
+    """params/live.yaml's `database.name`: the live demo's rows live in a database of their own on the embedded
+    server, created by `up`, never in the project's default one."""
+    from tootpipe.core import config
+    from tootpipe.services import embedded as services
+    params = config.load(None, {"database.name": "t_named_db"}, use_env=False)
+    first = services.up(params)
+    assert first.database_url.endswith("/t_named_db") and first.database_url != services_up.database_url
+    db.ensure_schema(first.database_url)
+    assert "mastodon_posts" in set(db.query_df(first.database_url, "SELECT tablename FROM pg_tables").tablename)
+    assert services.up(params) == first  # idempotent: the database and what it holds stay
+    assert db.table_counts(first.database_url, ["mastodon_posts"]) == {"mastodon_posts": 0}
+    with pytest.raises(config.ParamsError, match="database.name names a database of the embedded PostgreSQL"):
+        config.load(None, {"database.name": "x", "database.url": "postgresql://h:5432/db"}, use_env=False)

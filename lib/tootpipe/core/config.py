@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import yaml
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tootpipe.core.errors import ParamsError
 from tootpipe.core.paths import project_root
@@ -51,6 +51,16 @@ class KafkaParams(_Strict):
 class DatabaseParams(_Strict):
     url: str | None = None  # None: start the embedded PostgreSQL; password from DB_PASSWORD
     user: str | None = None
+    # the embedded PostgreSQL's database for these parameters (created when missing; None: its default `tootpipe`),
+    # so the live demo's rows never mix with the sample's; with `url`, the URL names the database
+    name: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]{0,62}$")
+
+    @model_validator(mode="after")
+    def _name_is_for_the_embedded_server(self):
+        if self.url and self.name:
+            raise ValueError("database.name names a database of the embedded PostgreSQL; with database.url, "
+                             "put the database in the URL")
+        return self
 
 
 class SourceParams(_Strict):

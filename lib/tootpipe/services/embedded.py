@@ -100,6 +100,8 @@ def up(params: Params) -> Endpoints:
     if want_pg and not is_same(state.get("postgres", {}), MARKERS["postgres"]):
         state["postgres"] = pg_server.start(folder, state.get("postgres", {}).get("port"))
     _write_state(state)
+    if want_pg and params.database.name:  # the parameters' own database on the embedded server
+        pg_server.create_database(state["postgres"]["port"], pg_server.passwords(folder), params.database.name)
     return endpoints(params)
 
 
@@ -165,7 +167,7 @@ def endpoints(params: Params) -> Endpoints:
                                "`tootpipe services down`, then `up` again")
     return Endpoints(
         bootstrap_servers=state["kafka"]["bootstrap_servers"] if want_kafka else params.kafka.bootstrap_servers,
-        database_url=_embedded_url(state["postgres"]) if want_pg else _with_password(params.database.url,
+        database_url=_embedded_url(state["postgres"], params.database.name) if want_pg else _with_password(params.database.url,
                                                                                      params.database.user),
         cluster_id=state["kafka"]["cluster_id"] if want_kafka else None,
         embedded_kafka=want_kafka, embedded_postgres=want_pg,
