@@ -1,5 +1,7 @@
-"""The papermill chain on the small parameter set: six notebooks, offline HTML, an index; reruns after new toots,
-and each notebook alone in a fresh kernel."""
+"""The notebook chain on the small parameter set, run as the orchestrator runs it (Dagster's `execute_in_process`,
+the project's papermill runner inside): every asset materialized, the asset checks, offline HTML and an index; a
+second run after new toots, a third that reuses; a corrupted table failing its check; a failing notebook failing its
+asset; each notebook alone in a fresh kernel; `run_all` itself on one notebook."""
 import contextlib
 import os
 import re
@@ -18,11 +20,12 @@ SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 pytestmark = [pytest.mark.notebooks, pytest.mark.timeout(900)]
 
 
-def small_params(tmp_path) -> str:
-    """params/small.yaml with the checkpoints and models inside the suite's state folder."""
+def small_params(tmp_path, reports: bool = False) -> str:
+    """params/small.yaml with the checkpoints and models inside the suite's state folder (and, with `reports`, the
+    reports in `tmp_path`)."""
     import yaml
     tree = yaml.safe_load((ROOT / "params" / "small.yaml").read_text())
-    for dotted, value in isolated().items():
+    for dotted, value in isolated({"reports.dir": str(tmp_path)} if reports else {}).items():
         section, key = dotted.split(".")
         tree.setdefault(section, {})[key] = value
     path = tmp_path / "small.yaml"
@@ -74,30 +77,54 @@ def console_to(path):
             os.close(f)
 
 
+def materialize(params_file: str, selection: list[str] | None = None, job: str = "pipeline"):
+    """The orchestrated pipeline (or `selection`'s assets, or another job) in this process, as a Dagster run does."""
+    import dagster as dg
+
+    from tootpipe.orchestration.definitions import build
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TOOTPIPE_PARAMS", params_file)  # what `tootpipe orchestrate` sets for its resources
+        return build(params_file).resolve_job_def(job).execute_in_process(
+            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+            asset_selection=[dg.AssetKey(k) for k in selection] if selection else None)
+
+
+def materializations(result) -> dict:
+    """asset key -> the metadata of its materialization in `result` (plain values)."""
+    return {e.asset_key.to_user_string(): {k: getattr(v, "value", v) for k, v in e.materialization.metadata.items()}
+            for e in result.get_asset_materialization_events()}
+
+
 @pytest.fixture(scope="module")
 def chain(services_up, tmp_path_factory):
-    """The chain on the small parameters, once for this module: what later tests rerun on."""
+    """The chain on the small parameters, once for this module, materialized in-process by Dagster: what later
+    tests rerun on."""
     tmp = tmp_path_factory.mktemp("chain")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MASTODON_ACCESS_TOKEN", TOKEN)  # known secrets: no artefact of the run may hold them
         mp.setenv("DB_PASSWORD", PASSWORD)
         before = user_state(mp)
-        params_file = small_params(tmp)
+        params_file = small_params(tmp, reports=True)
         with console_to(tmp / "console.txt"):
-            code, out = run_notebooks(params_file, keep_services=True, reports_dir=str(tmp))
+            result = materialize(params_file)
         after = user_state(mp)
-    return types.SimpleNamespace(code=code, out=out, tmp=tmp, params_file=params_file, before=before, after=after,
-                                 console=(tmp / "console.txt").read_text())
+    return types.SimpleNamespace(result=result, tmp=tmp, params_file=params_file, before=before, after=after,
+                                 out=(tmp / "latest").resolve(), console=(tmp / "console.txt").read_text())
 
 
-def test_chain_writes_offline_reports(chain):
-    code, out, tmp_path = chain.code, chain.out, chain.tmp
-    assert code == 0, chain.console
+def test_the_chain_materializes_every_asset_with_its_checks_and_writes_offline_reports(chain):
+    from tootpipe.orchestration.assets import owners
+    assert chain.result.success, chain.console[-3000:]
+    out, tmp_path = chain.out, chain.tmp
     assert chain.after == chain.before, "the notebook test changed the user's own state"
-    lines = chain.console.strip().splitlines()
-    assert len(lines) == 8 and all(line.startswith("run_all: ") for line in lines), lines  # one screen
-    assert "details in" in lines[0] and "report" in lines[-1]
-    assert not any(w in chain.console for w in ("Traceback", "WARN", "BrokenPipe"))
+    made = materializations(chain.result)
+    assert set(made) == set(owners()), "an asset of the contract was not materialized"
+    for key, meta in made.items():
+        assert meta["seconds"] > 0 and meta["notebook"].endswith(".html"), (key, meta)
+        assert key in ("kafka_topic", "report") or meta.get("rows") is not None, (key, meta)
+    assert made["toots_clean"]["reused"] is False and made["daily_toot_counts"]["reused"] is False
+    checks = {c.check_name: c.passed for c in chain.result.get_asset_check_evaluations()}
+    assert checks == {"windows_equal_a_recount": True, "no_duplicate_uris": True, "stream_batch_reconciliation": True}
     assert_no_secret_in(tmp_path, STATE)
     html = sorted(p.name for p in out.glob("*.html"))
     assert html == ["01_ingest.html", "02_stream.html", "03_batch.html", "04_analytics.html", "05_sentiment.html",
@@ -107,7 +134,7 @@ def test_chain_writes_offline_reports(chain):
     assert list(out.glob("*.png")), "no figures in the gallery"
     for page in out.glob("0*.html"):
         assert not re.search(r"<script[^>]+src=\"https?://", page.read_text()), f"{page.name} loads a CDN script"
-    assert (tmp_path / "latest").resolve() == out.resolve()
+    assert out.name.endswith("-dagster") and out.parent == tmp_path
     check_gallery(out)
     check_in_a_real_browser(out)
 
@@ -127,10 +154,18 @@ def check_gallery(out):
         assert f'id="{html_lib.unescape(anchor)}"' in (out / page).read_text(), href
 
 
-def test_rendered_notebooks_show_project_relative_parameter_paths(services_up, tmp_path):
-    """The injected parameters cell names params/small.yaml as the project does, never the clone's own path."""
-    code, out = run_notebooks("params/small.yaml", only=["01"], keep_services=True, reports_dir=str(tmp_path))
-    assert code == 0
+def test_run_all_prints_one_screen_and_shows_project_relative_parameter_paths(services_up, tmp_path):
+    """`run_all` (what `make run` runs), on notebook 01: its console is one line per notebook plus the first and
+    the last, nothing else; the injected parameters cell names params/small.yaml, never the clone's own path."""
+    with console_to(tmp_path / "console.txt"):
+        code, out = run_notebooks("params/small.yaml", only=["01"], keep_services=True, reports_dir=str(tmp_path))
+    console = (tmp_path / "console.txt").read_text()
+    assert code == 0, console
+    lines = console.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("run_all: ") for line in lines), lines
+    assert "details in" in lines[0] and "01_ingest" in lines[1] and "report" in lines[-1]
+    assert not any(w in console for w in ("Traceback", "WARN", "BrokenPipe"))
+    assert (tmp_path / "latest").resolve() == out.resolve()
     import nbformat
     nb = nbformat.read(out / "01_ingest.ipynb", as_version=4)
     injected = [c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
@@ -171,15 +206,67 @@ def assert_scored_exactly_the_new_posts(before: tuple, after: tuple) -> None:
     assert models_after == models_before, "the models were trained again instead of reused"
 
 
-def test_the_chain_runs_again_after_new_toots(chain):
-    """`make run`, new toots, `make run` again: the second run succeeds, reuses the models and scores exactly the
-    new posts."""
-    assert chain.code == 0
+def test_the_chain_runs_again_after_new_toots_then_reuses_what_nothing_changed(chain):
+    """The chain, new toots, the chain again: the second run succeeds, reuses the models and scores exactly the
+    new posts; a third run of the batch stages with nothing new reuses clean and the analytics."""
+    assert chain.result.success
     publish_new_toots(chain.params_file, 77, chain.tmp)
     before = scores(chain.params_file)
-    code, out = run_notebooks(chain.params_file, keep_services=True, reports_dir=str(chain.tmp / "second"))
-    assert code == 0, (out / "index.html").read_text() if out else "no run folder"
+    second = materialize(chain.params_file)
+    assert second.success, [e.message for e in second.all_events if e.is_failure][:3]
     assert_scored_exactly_the_new_posts(before, scores(chain.params_file))
+    assert materializations(second)["toots_clean"]["reused"] is False  # new raw rows: computed again
+    third = materialize(chain.params_file, selection=_stage_keys("03_batch", "04_analytics"))
+    made = materializations(third)
+    assert third.success and made["toots_clean"]["reused"] is True and made["daily_toot_counts"]["reused"] is True
+    assert set(made) == set(_stage_keys("03_batch", "04_analytics"))
+
+
+def _stage_keys(*notebooks: str) -> list[str]:
+    from tootpipe.orchestration.assets import owners
+    return [k for k, nb in owners().items() if nb in notebooks]
+
+
+def test_a_corrupted_table_fails_its_check_and_the_others_pass(chain):
+    """The `checks` job (the invariants alone, as from the UI) on a window count made wrong behind the pipeline's
+    back: its check fails, naming it; the table is put back after."""
+    from tootpipe.core import config
+    from tootpipe.postgres import db
+    from tootpipe.services import embedded as services
+    assert chain.result.success
+    url = services.endpoints(config.load(chain.params_file, use_env=False)).database_url
+    bump = "UPDATE streamed_toot_counts SET cnt = cnt + %s WHERE window_start = (SELECT min(window_start) FROM " \
+           "streamed_toot_counts WHERE cnt > 0)"
+    with db.transaction(url) as conn, conn.cursor() as cur:
+        cur.execute(bump, (1,))
+    try:
+        result = materialize(chain.params_file, job="checks")
+    finally:
+        with db.transaction(url) as conn, conn.cursor() as cur:
+            cur.execute(bump, (-1,))
+    evaluations = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert set(evaluations) == {"windows_equal_a_recount", "no_duplicate_uris", "stream_batch_reconciliation"}
+    failed = evaluations.pop("windows_equal_a_recount")
+    assert not failed.passed and "minute windows differ from a recount" in failed.metadata["failures"].value
+    assert all(c.passed for c in evaluations.values())
+
+
+def test_a_failing_notebook_fails_its_asset_with_the_cell_and_the_error_and_the_run_stops(services_up, tmp_path):
+    import yaml
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"source": {"kind": "replay", "replay_path": "does/not/exist.jsonl"},
+                                   "reports": {"dir": str(tmp_path)}, "orchestration": {"retries": 0}}))
+    result = materialize(str(bad), selection=_stage_keys("01_ingest", "02_stream"))
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [e.step_key for e in failures] == ["stage_01_ingest"]
+    data = failures[0].event_specific_data
+    assert "01_ingest failed in cell" in data.error.message and "does/not/exist.jsonl" in data.error.message
+    meta = data.user_failure_data.metadata
+    assert meta["cell"].value > 0 and "FileNotFoundError" in meta["error"].value
+    assert meta["notebook"].value.endswith("01_ingest.html")
+    assert not materializations(result), "an asset was materialized after its stage failed"
+    assert "FAILED in 01_ingest, cell" in ((tmp_path / "latest") / "index.html").read_text()
 
 
 def test_each_notebook_runs_alone_in_a_fresh_kernel(chain):
@@ -187,7 +274,7 @@ def test_each_notebook_runs_alone_in_a_fresh_kernel(chain):
     top to bottom, after the chain ran (nothing any notebook needs comes from another one's kernel)."""
     import jupytext
     import nbclient
-    assert chain.code == 0
+    assert chain.result.success
     for py in sorted((ROOT / "notebooks").glob("0*.py")):
         nb = jupytext.read(py)
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

@@ -3,12 +3,12 @@ the home keeps the UI on loopback with telemetry off."""
 import dataclasses
 
 import pytest
-
 from conftest import Holder, publish
 
 
 def test_the_definitions_load_and_the_asset_graph_is_the_stage_contract():
     import dagster as dg
+
     from tootpipe.orchestration.assets import asset_key, owners
     from tootpipe.orchestration.definitions import defs
     from tootpipe.pipeline import STAGES
@@ -46,6 +46,7 @@ def test_a_stage_whose_writes_change_changes_the_graph():
 @pytest.mark.timeout(600)
 def test_the_sensor_requests_a_run_only_for_new_data(fresh, spark, monkeypatch):
     import dagster as dg
+
     from tootpipe import steps
     from tootpipe.orchestration import sensors
     params, endpoints = fresh
@@ -87,6 +88,7 @@ def test_the_sensor_skips_when_the_services_are_down(monkeypatch):
 
 def test_the_home_keeps_the_ui_on_loopback_with_telemetry_off_and_one_run_at_a_time():
     import yaml
+
     from tootpipe.orchestration.home import command
     cmd, env = command("params/small.yaml", 3999)
     assert cmd[1:] == ["dev", "-m", "tootpipe.orchestration.definitions", "-h", "127.0.0.1", "-p", "3999"]
@@ -102,7 +104,8 @@ def test_the_home_keeps_the_ui_on_loopback_with_telemetry_off_and_one_run_at_a_t
 @pytest.mark.timeout(400)
 def test_orchestrate_serves_the_ui_on_loopback_with_the_asset_graph(services_up, tmp_path):
     """`tootpipe orchestrate` on the suite's services: the GraphQL API lists every table of the contract as an asset
-    and headless Chromium shows the asset list (screenshot)."""
+    and headless Chromium shows the asset list (screenshot); a run launched through the daemon is still in the
+    history after kill -9 of the webserver and the daemon and a new start."""
     import json
     import os
     import signal
@@ -112,15 +115,19 @@ def test_orchestrate_serves_the_ui_on_loopback_with_the_asset_graph(services_up,
 
     from browser import Browser, chromium_path
     from conftest import ROOT, wait_until
+
     from tootpipe.orchestration.assets import asset_key
     from tootpipe.pipeline import STAGES
     from tootpipe.services.procs import free_port
     port = free_port()
     log = tmp_path / "dagster.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tootpipe.cli", "--params", "params/small.yaml", "orchestrate",
-                                 "--port", str(port)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+
+    def start():
+        with open(log, "a") as out:
+            return subprocess.Popen([sys.executable, "-m", "tootpipe.cli", "--params", "params/small.yaml",
+                                     "orchestrate", "--port", str(port)], cwd=ROOT, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start()
 
     def graphql(query):
         req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
@@ -139,6 +146,14 @@ def test_orchestrate_serves_the_ui_on_loopback_with_the_asset_graph(services_up,
         keys = {"/".join(n["assetKey"]["path"]) for n in found}
         assert {asset_key(t) for s in STAGES for t in s.writes} <= keys
         assert graphql("{ version }")["version"] == "1.13.28"
+        run_id = launch(graphql, "checks")  # a run through the daemon (the invariants alone: seconds)
+        # (it fails when the suite's own database holds no pipeline tables yet: either way it is a finished run)
+        status = wait_until(lambda: _finished(graphql, run_id), 240, "the checks run to finish")
+        os.killpg(proc.pid, signal.SIGKILL)  # webserver and daemon die at once, with no chance to clean up
+        proc.wait(60)
+        proc = start()
+        runs = wait_until(lambda: _runs(graphql, proc, log), 240, "Dagster again after kill -9")
+        assert runs.get(run_id) == status, runs  # the history survived: nothing lost, no stale lock
         binary = chromium_path()
         assert binary, "chromium is missing: scripts/system-deps.sh installs it"
         with Browser(binary) as browser:
@@ -152,3 +167,28 @@ def test_orchestrate_serves_the_ui_on_loopback_with_the_asset_graph(services_up,
             proc.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def launch(graphql, job: str) -> str:
+    """Launch `job` through the webserver (queued, then started by the daemon); its run id."""
+    repos = graphql("{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }")
+    repo = repos["repositoriesOrError"]["nodes"][0]
+    out = graphql('mutation { launchRun(executionParams: {selector: {repositoryLocationName: "%s", repositoryName: '
+                  '"%s", jobName: "%s"}}) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError '
+                  '{ message } } }' % (repo["location"]["name"], repo["name"], job))["launchRun"]
+    assert out["__typename"] == "LaunchRunSuccess", out
+    return out["run"]["runId"]
+
+
+def _finished(graphql, run_id: str) -> str | None:
+    status = graphql('{ runOrError(runId: "%s") { ... on Run { status } } }' % run_id)["runOrError"]["status"]
+    return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+
+def _runs(graphql, proc, log) -> dict | None:
+    try:
+        found = graphql("{ runsOrError { ... on Runs { results { runId status } } } }")["runsOrError"]["results"]
+    except OSError:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        return None
+    return {r["runId"]: r["status"] for r in found}

@@ -2,7 +2,7 @@
 several stages write, such as `step_runs`, belongs to the first), the Kafka topic is the asset of stage 01, the
 rendered report that of stage 06; each asset depends on what its stage reads. Materializing a stage executes its
 notebook (:class:`tootpipe.report.runner.NotebookRun`), then records rows, seconds and the notebook's report for each
-of its assets, and runs the stage's checks."""
+of its assets; the invariants of :data:`CHECKS` are blocking asset checks of the assets they check."""
 from __future__ import annotations
 
 import re
@@ -15,7 +15,7 @@ from tootpipe.pipeline import STAGES, TOPIC, Stage
 from tootpipe.postgres.db import query_df, table_counts
 from tootpipe.report import checks
 
-__all__ = ["asset_key", "stage_assets", "external_assets", "owners", "CHECKS"]
+__all__ = ["asset_key", "stage_assets", "external_assets", "owners", "asset_checks", "CHECKS"]
 
 LABELS = {TOPIC: "kafka_topic", "dead-letter topic (kafka.dlq_topic)": "dlq_topic",
           "the Mastodon API, or the bundled sample": "mastodon_source"}
@@ -72,11 +72,9 @@ def _stage_asset(stage: Stage, keys: list[str]) -> dg.AssetsDefinition:
     deps = sorted({asset_key(r) for r in stage.reads} - set(keys))
     specs = [dg.AssetSpec(k, deps=deps, group_name=group, description=stage.title, kinds={"postgres"}
                           if k not in ("kafka_topic", REPORT) else None) for k in keys]
-    check_specs = [dg.AssetCheckSpec(name, asset=key, description=what) for name, key, what, _ in
-                   CHECKS.get(stage.notebook, [])]
 
-    @dg.multi_asset(name=f"stage_{stage.notebook}", specs=specs, check_specs=check_specs,
-                    required_resource_keys={"notebooks"}, description=f"notebooks/{stage.notebook}.py: {stage.title}")
+    @dg.multi_asset(name=f"stage_{stage.notebook}", specs=specs, required_resource_keys={"notebooks"},
+                    description=f"notebooks/{stage.notebook}.py: {stage.title}")
     def run_stage(context):
         run = context.resources.notebooks
         t0 = time.time()
@@ -94,12 +92,24 @@ def _stage_asset(stage: Stage, keys: list[str]) -> dg.AssetsDefinition:
             if reused is not None:
                 meta["reused"] = reused
             yield dg.MaterializeResult(asset_key=k, metadata=meta)
-        for name, key, _, fn in CHECKS.get(stage.notebook, []):
-            result = fn(context, run.params, run.endpoints)
-            figures = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k != "failures"}
-            yield dg.AssetCheckResult(asset_key=key, check_name=name, passed=not result["failures"],
-                                      metadata={**figures, "failures": "; ".join(result["failures"]) or "none"})
     return run_stage
+
+
+def asset_checks() -> list[dg.AssetChecksDefinition]:
+    """The invariants as blocking checks of the assets they check: they run after their stage (what depends on a
+    failed one does not run) and alone, from the UI or the `checks` job, on the `services` resource."""
+    return [_check(name, key, what, fn) for items in CHECKS.values() for name, key, what, fn in items]
+
+
+def _check(name: str, key: str, what: str, fn) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=key, name=name, description=what, blocking=True, required_resource_keys={"services"})
+    def check(context):
+        params, endpoints = context.resources.services
+        result = fn(context, params, endpoints)
+        figures = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k != "failures"}
+        return dg.AssetCheckResult(passed=not result["failures"],
+                                   metadata={**figures, "failures": "; ".join(result["failures"]) or "none"})
+    return check
 
 
 def _reused(url: str, notebook: str, started: float) -> bool | None:
