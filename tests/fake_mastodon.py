@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 class FakeMastodon:
     def __init__(self, store: list[dict] | None = None, connections: list[list[tuple]] | None = None,
-                 rest_errors: list[int] | None = None, good_token: str = "good-token"):
+                 rest_errors: list[int] | None = None, good_token: str = "good-token", newline: bytes = b"\n"):
         self.store = sorted(store or [], key=lambda s: int(s["id"]))
         self.connections = list(connections or [])
         self.rest_errors = list(rest_errors or [])
@@ -31,6 +31,7 @@ class FakeMastodon:
         self.junk: list = []            # items added once to the next timeline page (no id, not a status, ...)
         self.ignore_min_id = False      # a broken server: every page is the newest statuses, whatever min_id says
         self.stream_connects = 0
+        self.newline = newline          # b"\r\n": a server (or a proxy) that ends its event-stream lines as HTTP does
         self.closing = threading.Event()
         fake = self
 
@@ -144,11 +145,12 @@ class FakeMastodon:
             if kind == "event":
                 _, name, data = step
                 payload = data if isinstance(data, str) else json.dumps(data)
-                w.write(f"event: {name}\n".encode() + b"".join(
-                    b"data: " + line.encode() + b"\n" for line in payload.split("\n")) + b"\n")
+                nl = self.newline
+                w.write(f"event: {name}".encode() + nl + b"".join(
+                    b"data: " + line.encode() + nl for line in payload.split("\n")) + nl)
                 w.flush()
             elif kind == "heartbeat":
-                w.write(b":thump\n")
+                w.write(b":thump" + self.newline)
                 w.flush()
             elif kind == "sleep":
                 time.sleep(step[1])

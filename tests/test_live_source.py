@@ -331,3 +331,18 @@ def test_the_stream_reader_takes_chunked_and_plain_bodies_and_a_megabyte_event_q
         assert [n for n, _ in feed.events] == ["update", "delete"] and feed.events[1][1] == "42", chunked
         assert len(feed.events[0][1]["content"]) == 1_000_007 and feed.last_activity > t0
         assert len(reads) < 2000  # Mastodon.py's own reader makes one call per byte: over a million here
+
+
+def test_crlf_lines_and_json_nested_too_deep_neither_break_the_stream():
+    """An event stream whose lines end in CRLF is read like one in LF; an event nested 5,000 deep (RecursionError
+    in json.loads) passes on as raw text (the ingest makes it a dead letter) and the events after it still come."""
+    st = statuses()
+    deep = "[" * 5000 + "]" * 5000
+    conns = [[("heartbeat",), ("event", "update", st[0]), ("event", "update", deep), ("event", "update", st[1]),
+              ("silent",)]]
+    with FakeMastodon([], conns, newline=b"\r\n") as fake:
+        gen = live_events([fake.url], "stream", FeedSettings(watchdog_s=5, **FAST), "good-token")
+        got = collect(gen, lambda ev: len(ev) >= 3)
+    assert [e["event"] for e in got] == ["update"] * 3
+    assert isinstance(got[0]["data"], dict) and got[1]["data"] == deep and isinstance(got[2]["data"], dict)
+    assert [str(got[0]["data"]["id"]), str(got[2]["data"]["id"])] == [str(st[0]["id"]), str(st[1]["id"])]

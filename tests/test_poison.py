@@ -265,3 +265,16 @@ def test_identifier_limits_count_characters_not_bytes(spark):
                                 "topic string, partition int, offset long, timestamp timestamp, value binary")
     errors = [r.error for r in parse_kafka(raw).orderBy("kafka_offset").collect()]
     assert errors == [None, f"id longer than {LIMITS['id']} characters", None]
+
+
+def test_a_hashtag_that_looks_like_math_text_is_drawn_as_text():
+    """`$\\x$` as a label made matplotlib's math parser fail notebook 06 (ValueError: Unknown symbol)."""
+    import io
+
+    import pandas as pd
+
+    from tootpipe.report import plots
+    plots.style()
+    fig = plots.top_hashtags(pd.DataFrame({"hashtag": ["$\\x$", "a$b$c", "ok"], "cnt": [3, 2, 1]}))
+    fig.savefig(io.BytesIO(), format="png")
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["$\\x$", "a$b$c", "ok"]

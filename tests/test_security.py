@@ -5,6 +5,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -171,3 +172,37 @@ def test_the_servers_started_with_secrets_in_the_environment_do_not_inherit_them
     finally:
         services.down()
     assert not services.status()
+
+
+def test_a_state_folder_a_shell_would_interpret_is_refused_before_anything_runs(tmp_path):
+    """pg_ctl runs `sh -c` with the data folder in double quotes: `$(...)` in the path would run a command."""
+    from tootpipe.services import pg_server
+    from tootpipe.services.embedded import ServiceError
+    for name in ("$(touch PWNED)", "`touch PWNED`", 'a"b', "back\\slash"):
+        folder = tmp_path / name
+        folder.mkdir()
+        with pytest.raises(ServiceError, match="would hand to a shell"):
+            pg_server.start(folder)
+        assert not (folder / "pg").exists() and not list(tmp_path.rglob("PWNED")) and not Path("PWNED").exists()
+
+
+def test_files_runs_depend_on_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """The password file, the state file, a checkpoint's stamp: a crash mid-write leaves the old file (or none),
+    never a truncated one that locks the user out; the passwords are made once even by two processes at once."""
+    from tootpipe.core import paths
+    from tootpipe.services import pg_server
+    target = tmp_path / "state.json"
+    paths.write_atomic(target, '{"v": 1}')
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+    def crash(_fd):
+        raise OSError("disk gone (test)")
+    with monkeypatch.context() as m:
+        m.setattr(paths.os, "fsync", crash)
+        with pytest.raises(OSError, match="disk gone"):
+            paths.write_atomic(target, '{"v": 2, "and much more": "x"}')
+    assert json.loads(target.read_text()) == {"v": 1} and [p.name for p in tmp_path.iterdir()] == ["state.json"]
+    with pytest.raises(FileExistsError):
+        paths.write_atomic(target, "{}", exclusive=True)
+    first = pg_server.passwords(tmp_path)
+    assert pg_server.passwords(tmp_path) == first and stat.S_IMODE((tmp_path / "pg-passwords.json").stat().st_mode) == 0o600

@@ -11,11 +11,11 @@ from urllib.parse import urlsplit
 
 from tootpipe.batch.reuse import run_once, step_key
 from tootpipe.core.config import Params, load
+from tootpipe.core.errors import WriterBusy
 from tootpipe.ingest.published import already_published, record_published, source_key
 from tootpipe.ingest.resume import newest_status_ids
 from tootpipe.ingest.source import ingest, source_events
 from tootpipe.kafka import Publisher, end_offsets, ensure_topics, start_offsets
-from tootpipe.core.errors import WriterBusy
 from tootpipe.postgres.locks import holder, writer_lock
 from tootpipe.sentiment.cache import cache_key, find_cached
 from tootpipe.services.embedded import Endpoints, cluster_of, up

@@ -7,13 +7,15 @@
   published sources (``$TOOTPIPE_STATE_DIR`` when set, else ``.tootpipe/`` in the project; created 0700). The test
   suite points it at a temporary folder, so it never touches the user's broker or database, while the install it
   shares stays where it is.
+- :func:`write_atomic`: how a small file that runs depend on (passwords, the state file, a checkpoint's stamp) is
+  written: whole or not at all, on disk before it is named.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["project_root", "install_dir", "state_dir", "STATE_FOLDER"]
+__all__ = ["project_root", "install_dir", "state_dir", "write_atomic", "STATE_FOLDER"]
 
 STATE_FOLDER = ".tootpipe"  # the one spelling of the project's own folder
 
@@ -43,3 +45,29 @@ def state_dir() -> Path:
     if not path.exists():
         path.mkdir(parents=True, mode=0o700)
     return path
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o600, exclusive: bool = False) -> None:
+    """Write `text` to a temporary file beside `path` (created `mode`), fsync it, rename it over `path` and fsync
+    the folder: a crash leaves the old file or the new one, never a truncated one. `exclusive`: FileExistsError
+    when `path` already exists (two processes making the same file: the first one's stays)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if exclusive:
+            os.link(tmp, path)  # fails when path exists: the file another process made first stays
+            tmp.unlink()
+        else:
+            tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)

@@ -263,8 +263,8 @@ def _listener_class():
                     self.feed.last_activity = time.monotonic()
                     *lines, pending = (pending + chunk).split(b"\n")
                     for raw in lines:
-                        try:
-                            line = raw.decode("utf-8")
+                        try:  # an event-stream line ends with LF, CRLF (servers and proxies send both)
+                            line = raw.removesuffix(b"\r").decode("utf-8")
                         except UnicodeDecodeError as err:
                             raise MastodonMalformedEventError("Malformed UTF-8") from err
                         if line == "":
@@ -290,7 +290,7 @@ def _listener_class():
             elif name in ("update", "status.update"):
                 try:
                     data = json.loads(raw)
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, RecursionError):  # not JSON, or nested too deep: a dead letter
                     data = raw
                 self.feed._emit(name, data)
             # other events (notification, conversation, filters_changed, ...) are not toots

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from tootpipe.core.config import Params
 from tootpipe.core.fingerprint import fingerprint
-from tootpipe.core.paths import state_dir
+from tootpipe.core.paths import state_dir, write_atomic
 
 __all__ = ["source_key", "already_published", "record_published"]
 
@@ -56,6 +56,4 @@ def record_published(key: str, stats: dict, starts: dict[int, int], ends: dict[i
     records = _records()
     records[key] = {"stats": stats, "start_offsets": starts, "end_offsets": ends,
                     "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    tmp = _path().with_suffix(".tmp")
-    tmp.write_text(json.dumps(records, indent=1))
-    tmp.replace(_path())
+    write_atomic(_path(), json.dumps(records, indent=1))

@@ -16,8 +16,10 @@ PALETTE = {"negative": "#d1495b", "neutral": "#8d99ae", "positive": "#2a9d8f", "
 
 
 def style() -> None:
-    """The charts' seaborn theme; in a notebook kernel, also :func:`_caption_outputs`."""
+    """The charts' seaborn theme, with matplotlib's math text off; in a notebook kernel, also
+    :func:`_caption_outputs`."""
     sns.set_theme(style="whitegrid", context="notebook")
+    plt.rcParams["text.parse_math"] = False  # labels are toots' text: a hashtag like $\x$ is text, never math
     _caption_outputs()
 
 

@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from tootpipe.core.config import Params, child_env, redact, secret
 from tootpipe.core.errors import ServiceError
-from tootpipe.core.paths import state_dir
+from tootpipe.core.paths import state_dir, write_atomic
 from tootpipe.kafka import cluster_id
 from tootpipe.services import kafka_broker, pg_server
 from tootpipe.services.procs import is_same, stop
@@ -56,11 +56,7 @@ def _read_state() -> dict:
 
 
 def _write_state(state: dict) -> None:
-    tmp = state_path().with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(state, fh, indent=2)
-    tmp.replace(state_path())
+    write_atomic(state_path(), json.dumps(state, indent=2))
 
 
 def _secure(folder: Path) -> None:

@@ -5,7 +5,8 @@ password (scram-sha-256, for local sockets too); the passwords are generated onc
 (``pg-passwords.json`` in the state folder); the pipeline connects as ``tootpipe``, a role that is not a superuser
 and owns the project's database; the superuser is used only to create databases. As root, the server runs as the
 unprivileged system user ``tootpipe``; the only permission change is a traverse-only ACL entry for that user on
-the folders it could not otherwise reach.
+the folders it could not otherwise reach. A state folder whose path a shell would interpret (pg_ctl starts the
+server through one) is refused before anything runs.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import psycopg2
 
 from tootpipe.core.config import child_env, register_secret
 from tootpipe.core.errors import ServiceError
+from tootpipe.core.paths import write_atomic
 from tootpipe.services.procs import free_port, identity, is_same, port_free, stop as stop_process, wait_port
 
 __all__ = ["start", "stop", "create_database", "drop_database", "checkpoint", "passwords", "binary", "APP_ROLE",
@@ -97,15 +99,16 @@ def _run(args: list[str], user: pwd.struct_passwd | None, timeout: float = 60) -
 
 
 def passwords(state_dir: Path) -> dict[str, str]:
-    """The generated passwords ({"postgres": ..., "tootpipe": ...}), made once and kept 0600."""
+    """The generated passwords ({"postgres": ..., "tootpipe": ...}), made once (atomically) and kept 0600."""
     path = state_dir / "pg-passwords.json"
     if path.exists():
         pw = json.loads(path.read_text())
     else:
         pw = {"postgres": secrets.token_urlsafe(24), APP_ROLE: secrets.token_urlsafe(24)}
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(pw, fh)
+        try:  # whole or not at all: a truncated file would lock the user out of their own database
+            write_atomic(path, json.dumps(pw), exclusive=True)
+        except FileExistsError:  # another process made it first: its passwords are the server's
+            pw = json.loads(path.read_text())
     for value in pw.values():
         register_secret(value)
     return pw
@@ -184,10 +187,24 @@ def create_database(port: int, pw: dict[str, str], name: str) -> str:
     return url(port, APP_ROLE, pw[APP_ROLE], name)
 
 
+SHELL_SPECIAL = set('$`"\\!\n')  # what a POSIX shell still interprets inside double quotes (and a newline)
+
+
+def _shell_safe(pgdata: Path) -> None:
+    """pg_ctl starts the server through `/bin/sh -c` with the data folder and the log file inside double quotes:
+    a state path holding `$(...)`, a backtick, a quote or a backslash would run a command. Refused before anything
+    starts."""
+    bad = sorted(SHELL_SPECIAL & set(str(pgdata)))
+    if bad:
+        raise ServiceError(f"the state folder {str(pgdata.parent)!r} holds {' '.join(map(repr, bad))}, which pg_ctl "
+                           "would hand to a shell: choose a folder without them (TOOTPIPE_STATE_DIR)")
+
+
 def start(state_dir: Path, port: int | None = None) -> dict:
     """Start the embedded PostgreSQL, on `port` when given and free (a restart keeps its URL), else a free one;
     returns its state entry (no password in it: those stay in the 0600 file)."""
     pgdata = state_dir / "pg"
+    _shell_safe(pgdata)
     user = _system_user()
     if user:
         _grant_traverse(user, state_dir)

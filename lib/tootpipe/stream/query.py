@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tootpipe.core.config import Params
 from tootpipe.core.errors import CheckpointMismatch
+from tootpipe.core.paths import write_atomic
 from tootpipe.kafka import end_offsets, ensure_topics, start_offsets
 from tootpipe.postgres.db import query_df
 from tootpipe.postgres.locks import acquire, held_here, holder
@@ -55,7 +56,7 @@ def bind_checkpoint(ck: Path, cluster: str, topic: str) -> None:
                                  "belong to (written by an older tootpipe): delete it, or choose another "
                                  "stream.query_name")
     ck.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps(want))
+    write_atomic(stamp, json.dumps(want), mode=0o644)  # a torn stamp would refuse the checkpoint at every start
 
 
 def apply_pending(spark, params: Params, endpoints: Endpoints, sink: PostgresSink) -> int:
