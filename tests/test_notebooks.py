@@ -95,6 +95,17 @@ def materializations(result) -> dict:
             for e in result.get_asset_materialization_events()}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_driver(services_up):
+    """One shared Spark driver JVM for the module's runs, one after another, as in a long-lived orchestrator
+    process: each run's notebooks attach to it warm (each notebook still gets a SparkContext of its own). The
+    notebooks run alone in fresh kernels do not (:func:`test_each_notebook_runs_alone_in_a_fresh_kernel`)."""
+    from tootpipe.core import config
+    from tootpipe.spark.session import shared_driver
+    with shared_driver(config.load(ROOT / "params" / "small.yaml", use_env=False)):
+        yield
+
+
 @pytest.fixture(scope="module")
 def chain(services_up, tmp_path_factory):
     """The chain on the small parameters, once for this module, materialized in-process by Dagster: what later
@@ -269,12 +280,14 @@ def test_a_failing_notebook_fails_its_asset_with_the_cell_and_the_error_and_the_
     assert "FAILED in 01_ingest, cell" in ((tmp_path / "latest") / "index.html").read_text()
 
 
-def test_each_notebook_runs_alone_in_a_fresh_kernel(chain):
+def test_each_notebook_runs_alone_in_a_fresh_kernel(chain, monkeypatch):
     """What a JupyterLab user does with Run All: each notebook in a kernel of its own, working folder notebooks/,
     top to bottom, after the chain ran (nothing any notebook needs comes from another one's kernel)."""
     import jupytext
     import nbclient
     assert chain.result.success
+    for name in ("PYSPARK_GATEWAY_PORT", "PYSPARK_GATEWAY_SECRET"):  # each kernel starts its own JVM, as in Lab
+        monkeypatch.delenv(name, raising=False)
     for py in sorted((ROOT / "notebooks").glob("0*.py")):
         nb = jupytext.read(py)
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

@@ -143,6 +143,7 @@ def get_spark(params: Params | None = None, app_name: str = "tootpipe", *, java_
 
 
 _GATEWAY_ENV = ("PYSPARK_GATEWAY_PORT", "PYSPARK_GATEWAY_SECRET")
+_shared: list = []  # the release function of the shared_driver block this process is in, if any
 
 
 @contextlib.contextmanager
@@ -152,7 +153,11 @@ def shared_driver(params: Params, app_name: str = "tootpipe"):
     PYSPARK_GATEWAY_PORT/SECRET (py4j, authenticated, on 127.0.0.1), so each child skips the JVM start and finds
     the classes loaded and the hot code already compiled. Each child still gets a SparkContext of its own: call the
     yielded function after each child to stop the one it left. The JVM ends with the block (or with this process:
-    it exits when its stdin closes)."""
+    it exits when its stdin closes). A block inside another one of the same process uses the outer block's JVM
+    (runs one after another in one process, e.g. the orchestrator's in-process runs, skip its start and warm-up)."""
+    if _shared:  # inside another block of this process (runs one after another): its JVM, warm already
+        yield _shared[-1]
+        return
     from pyspark import SparkConf  # lazy: pyspark
     from pyspark.java_gateway import launch_gateway  # lazy: pyspark
 
@@ -172,9 +177,11 @@ def shared_driver(params: Params, app_name: str = "tootpipe"):
             except Py4JError as exc:  # the JVM is gone: the next child that needs Spark fails and says so
                 print(f"the shared Spark driver is gone: {exc}", file=sys.stderr)
 
+        _shared.append(release)
         try:
             yield release
         finally:
+            _shared.pop()
             gateway.shutdown()
             gateway.proc.stdin.close()
             try:
