@@ -54,3 +54,59 @@ def test_the_sample_is_published_once_per_topic_unless_asked_again(fresh):
                "the topic to be deleted")
     recreated = steps.ingest_step(params, endpoints)
     assert not recreated.get("reused") and sum(recreated["topic_end_offsets"].values()) == sent_first
+
+
+def test_the_resume_point_of_an_instance_is_below_every_record_still_in_flight(tmp_path):
+    """Acknowledged ids count only once nothing older of their instance is in flight (gap-fill sends older ids
+    after newer ones); a send that never reached the queue is forgotten; the figures survive a restart (file)."""
+    from tootpipe.ingest.resume import AckedThrough, load_acked_through
+    t = AckedThrough(tmp_path / "acked.json")
+    for sid in ("105", "103", "109"):
+        t.sent("a.example", sid)
+    t.sent("b.example", "7")
+    t.acked("a.example", "109")
+    assert t.through() == {}, "109 is acknowledged, but 103 and 105 are still in flight"
+    t.acked("a.example", "103")
+    assert t.through() == {"a.example": "103"}
+    t.acked("b.example", "7")
+    t.sent("a.example", "104")
+    t.failed("a.example", "104")  # refused before it was queued (too large: a dead letter instead)
+    t.acked("a.example", "105")
+    assert t.through() == {"a.example": "109", "b.example": "7"}
+    t.sent("a.example", "110")
+    t.save()
+    assert load_acked_through(tmp_path / "acked.json") == {"a.example": "109", "b.example": "7"}
+    assert AckedThrough(tmp_path / "acked.json").through() == {}  # a new run starts from what it acknowledges
+    assert load_acked_through(tmp_path / "missing.json") == {}
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_live_ingest_resumes_below_what_was_in_flight_and_a_refused_send_stops_it_at_once(fresh, tmp_path):
+    """The producer's acknowledgements decide where a restart resumes (not the newest id in the topic), and a send
+    the broker refuses for good stops the next one instead of being counted and forgotten."""
+    from tootpipe.core.errors import KafkaUnavailable
+    from tootpipe.ingest.resume import AckedThrough, resume_points
+    from tootpipe.kafka import Publisher, ensure_topics
+    params, endpoints = fresh
+    ensure_topics(endpoints.bootstrap_servers, [params.kafka.topic, params.kafka.dlq_topic], 3, 1)
+    tracker = AckedThrough(tmp_path / "acked.json")
+    pub = Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic, tracker=tracker)
+    for sid in ("5", "3", "9"):
+        pub.send_record({"event": "update", "uri": f"https://h.example/s/{sid}", "id": sid, "instance": "h.example"})
+    pub.close()
+    assert tracker.through() == {"h.example": "9"}
+    assert resume_points(endpoints.bootstrap_servers, params.kafka.topic, ["h.example"], tmp_path / "acked.json") \
+        == {"h.example": "9"}
+    (tmp_path / "acked.json").write_text('{"h.example": "3"}')  # a run that died with 5 and 9 in flight
+    assert resume_points(endpoints.bootstrap_servers, params.kafka.topic, ["h.example"],
+                         tmp_path / "acked.json") == {"h.example": "3"}, "resumed above a record that was lost"
+    assert resume_points(endpoints.bootstrap_servers, params.kafka.topic, ["h.example"],
+                         tmp_path / "none.json") == {"h.example": "9"}  # no record: the topic's newest id
+    bad = Publisher(endpoints.bootstrap_servers, "no_such_topic_" + params.kafka.topic, params.kafka.dlq_topic,
+            tracker=AckedThrough(), **{"topic.metadata.propagation.max.ms": 200})
+    bad.send_record({"event": "update", "uri": "https://h.example/s/11", "id": "11", "instance": "h.example"})
+    wait_until(lambda: bad._producer.poll(0.2) or bad._errors, 120, "the broker to refuse the send")
+    with pytest.raises(KafkaUnavailable, match="stopped at once"):
+        bad.send_record({"event": "update", "uri": "https://h.example/s/12", "id": "12", "instance": "h.example"})
+    assert bad.tracker.through() == {}

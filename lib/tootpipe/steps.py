@@ -12,8 +12,9 @@ from urllib.parse import urlsplit
 from tootpipe.batch.reuse import run_once, step_key
 from tootpipe.core.config import Params, load
 from tootpipe.core.errors import WriterBusy
+from tootpipe.core.paths import state_dir
 from tootpipe.ingest.published import already_published, record_published, source_key
-from tootpipe.ingest.resume import newest_status_ids
+from tootpipe.ingest.resume import AckedThrough, resume_points
 from tootpipe.ingest.source import ingest, source_events
 from tootpipe.kafka import Publisher, end_offsets, ensure_topics, start_offsets
 from tootpipe.postgres.locks import holder, writer_lock
@@ -70,11 +71,14 @@ def _ingest(params: Params, endpoints: Endpoints, limit: int | None, duration_s:
 
 
 def _publish(params: Params, endpoints: Endpoints, max_toots: int | None, duration_s: float | None) -> dict:
-    pub = Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic)
+    live = params.source.kind in ("poll", "stream")
+    acked = state_dir() / "ingest" / f"acked-{cluster_of(endpoints)}-{params.kafka.topic}.json"
     resume = None
-    if params.source.kind in ("poll", "stream") and params.source.resume:
+    if live and params.source.resume:
         hosts = [urlsplit(u).hostname or u for u in params.source.instances]
-        resume = newest_status_ids(endpoints.bootstrap_servers, params.kafka.topic, hosts)
+        resume = resume_points(endpoints.bootstrap_servers, params.kafka.topic, hosts, acked)
+    pub = Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic,
+                    tracker=AckedThrough(acked) if live else None)
     try:
         stats = ingest(source_events(params, resume), pub, params, max_toots=max_toots,
                        duration_s=duration_s or params.source.duration_s, source=params.source.kind)

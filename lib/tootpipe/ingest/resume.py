@@ -1,15 +1,27 @@
-"""Where live ingest resumes: per instance, the newest status id the topic already holds (the topic is the one
-source of truth for where ingest stopped)."""
+"""Where live ingest resumes: per instance, the newest status id below which every record of that instance is in
+the topic, as the producer's acknowledgements recorded it (:class:`AckedThrough`, a file in the state folder);
+for an instance without such a record, the newest id the topic holds.
+
+Guarantees: with the record, no status is skipped by a restart, whatever died in flight (kill -9, a broker outage
+that outlived the process): what was not acknowledged lies above the resume point and is fetched again over REST.
+"""
 from __future__ import annotations
 
 import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
 
 from tootpipe.core.errors import KafkaUnavailable
+from tootpipe.core.paths import write_atomic
 from tootpipe.ingest.instance import status_id_key
 from tootpipe.kafka.admin import end_offsets, start_offsets
 from tootpipe.kafka.reader import read_range
 
-__all__ = ["newest_status_ids"]
+__all__ = ["newest_status_ids", "AckedThrough", "load_acked_through", "resume_points"]
+
+log = logging.getLogger(__name__)
 
 
 def newest_status_ids(bootstrap: str, topic: str, hosts: list[str], tail: int = 2000,
@@ -42,3 +54,82 @@ def newest_status_ids(bootstrap: str, topic: str, hosts: list[str], tail: int = 
         if set(hosts) <= set(found) or tail >= max_tail or all(done[p] <= starts[p] for p in ends):
             return found
         tail *= 4
+
+
+class AckedThrough:
+    """Per instance, the newest status id below which every record of that instance sent through a
+    :class:`~tootpipe.kafka.producer.Publisher` has been acknowledged by the broker: where a restart resumes
+    without a hole. A record still in flight when the process dies (kill -9, a broker outage) lies above it, so the
+    restart fetches it again over REST (at-least-once: the stream and the backfill de-duplicate on `uri`). Ids sent
+    out of order (gap-fill publishes older statuses after newer ones) are handled: an acknowledged id counts only
+    once nothing older of its instance is in flight. :meth:`save` writes the figures to a file atomically."""
+
+    def __init__(self, path: Path | None = None, every_s: float = 5.0) -> None:
+        self.path, self.every_s = path, every_s
+        self._inflight: dict[str, Counter] = {}
+        self._acked: dict[str, list[str]] = {}
+        self._through: dict[str, str] = {}
+        self._saved = time.monotonic()
+
+    def sent(self, host: str, sid: str) -> None:
+        self._inflight.setdefault(host, Counter())[sid] += 1
+
+    def failed(self, host: str, sid: str) -> None:
+        """A send that never reached the producer's queue: it stays out of the figures, as it was never sent."""
+        self._drop(host, sid)
+
+    def acked(self, host: str, sid: str) -> None:
+        self._drop(host, sid)
+        self._acked.setdefault(host, []).append(sid)
+        if self.path is not None and time.monotonic() - self._saved >= self.every_s:
+            self.save()
+
+    def _drop(self, host: str, sid: str) -> None:
+        left = self._inflight[host]
+        left[sid] -= 1
+        if left[sid] <= 0:
+            del left[sid]
+
+    def through(self) -> dict[str, str]:
+        """instance host -> the newest id below which every sent record of that host is acknowledged."""
+        for host, acked in self._acked.items():
+            flying = self._inflight.get(host)
+            low = min(map(status_id_key, flying)) if flying else None
+            done = [a for a in acked if low is None or status_id_key(a) < low]
+            if host in self._through:
+                done.append(self._through[host])
+            if done:
+                self._through[host] = max(done, key=status_id_key)
+            self._acked[host] = [a for a in acked if low is not None and status_id_key(a) >= low]
+        return dict(self._through)
+
+    def save(self) -> None:
+        """The figures into :attr:`path` (whole or not at all), merged over what an earlier run recorded."""
+        self._saved = time.monotonic()
+        if self.path is not None:
+            merged = {**load_acked_through(self.path), **self.through()}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path, json.dumps(merged, indent=1))
+
+
+def load_acked_through(path: Path) -> dict[str, str]:
+    """What :meth:`AckedThrough.save` recorded ({} when nothing was)."""
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {h: s for h, s in data.items() if isinstance(h, str) and isinstance(s, str)}
+
+
+def resume_points(bootstrap: str, topic: str, hosts: list[str], recorded: Path) -> dict[str, str]:
+    """Per instance, where live ingest resumes: the id below which every record of it is in the topic, as the
+    last run recorded (:class:`AckedThrough`); for an instance it never recorded (another machine, an older
+    tootpipe), the newest id the topic holds (:func:`newest_status_ids`: a record lost in flight beside newer ones
+    of another partition would stay lost; logged)."""
+    safe = {h: s for h, s in load_acked_through(recorded).items() if h in hosts}
+    rest = [h for h in hosts if h not in safe]
+    scanned = newest_status_ids(bootstrap, topic, rest) if rest else {}
+    if scanned:
+        log.warning("no record of what was acknowledged for %s: resuming after the newest id in the topic",
+                    ", ".join(sorted(scanned)))
+    return {**scanned, **safe}
