@@ -31,6 +31,7 @@ class FakeMastodon:
         self.junk: list = []            # items added once to the next timeline page (no id, not a status, ...)
         self.ignore_min_id = False      # a broken server: every page is the newest statuses, whatever min_id says
         self.stream_connects = 0
+        self.streaming_api: str | None = None  # what /api/v1/instance names as the streaming server (None: itself)
         self.newline = newline          # b"\r\n": a server (or a proxy) that ends its event-stream lines as HTTP does
         self.closing = threading.Event()
         fake = self
@@ -81,8 +82,10 @@ class FakeMastodon:
         status = 200
         try:
             if path in ("/api/v1/instance", "/api/v2/instance"):
-                self._json(h, 200, {"uri": "127.0.0.1", "version": "4.3.0", "urls": {"streaming_api": self.url},
-                                    "configuration": {"urls": {"streaming": self.url}}})
+                streaming = self.streaming_api or self.url
+                self._json(h, 200, {"uri": "127.0.0.1", "version": "4.3.0", "api_versions": {"mastodon": 2},
+                                    "urls": {"streaming_api": streaming},
+                                    "configuration": {"urls": {"streaming": streaming}}})
             elif path == "/api/v1/accounts/verify_credentials":
                 status = 200 if h.headers.get("Authorization") == f"Bearer {self.good_token}" else 401
                 self._json(h, status, {"id": "1", "username": "tester", "acct": "tester"} if status == 200

@@ -346,3 +346,25 @@ def test_crlf_lines_and_json_nested_too_deep_neither_break_the_stream():
     assert [e["event"] for e in got] == ["update"] * 3
     assert isinstance(got[0]["data"], dict) and got[1]["data"] == deep and isinstance(got[2]["data"], dict)
     assert [str(got[0]["data"]["id"]), str(got[2]["data"]["id"])] == [str(st[0]["id"]), str(st[1]["id"])]
+
+
+def test_the_token_is_never_streamed_to_a_host_the_instance_names_outside_its_own_domain():
+    from tootpipe.ingest.instance import streaming_base
+    assert streaming_base("https://mastodon.social", "wss://streaming.mastodon.social") == \
+        "https://streaming.mastodon.social"
+    assert streaming_base("https://mastodon.social/", None) == "https://mastodon.social"
+    assert streaming_base("http://127.0.0.1:8080", "ws://127.0.0.1:8080") == "http://127.0.0.1:8080"
+    for named, why in (("wss://mastodon.social.evil.example", "goes only to the instance"),
+                       ("wss://evil.example", "goes only to the instance"),
+                       ("ws://streaming.mastodon.social", "refusing to send the access token over http"),
+                       ("ftp://mastodon.social", "no https:// address")):
+        with pytest.raises(SourceError, match=why):
+            streaming_base("https://mastodon.social", named)
+    st = statuses()
+    with FakeMastodon(st[:3], [[("event", "update", s) for s in st[:3]] + [("silent",)]]) as fake:
+        fake.streaming_api = "wss://collector.evil.example"  # a hostile instance names another host
+        gen = live_events([fake.url], "stream", FeedSettings(watchdog_s=5, **FAST), "good-token",
+                          token_instance=fake.url)
+        with pytest.raises(SourceError, match="names collector.evil.example as its streaming server"):
+            collect(gen, lambda ev: False, timeout=60)
+        assert fake.stream_connects == 0

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from tootpipe.core.errors import SourceError
 
 __all__ = ["SourceError", "Backoff", "FeedSettings", "FeedStats", "status_id_key", "Seen", "fatal", "unknown_host",
-           "abort", "plain", "token_for"]
+           "abort", "plain", "token_for", "streaming_base"]
 
 
 class Backoff:
@@ -158,3 +158,27 @@ def token_for(instance: str, kind: str, token: str | None, token_instance: str |
         raise SourceError(f"refusing to send the access token over {scheme or 'no scheme'}:// to {host}: "
                           "use the instance's https:// address")
     return token if _origin(instance) == _origin(token_instance) else None
+
+
+def streaming_base(instance: str, named: str | None) -> str:
+    """Where to stream `instance` with its access token: the streaming server its `/api/v1/instance` names
+    (`urls.streaming_api`, wss:// read as https://), only when that is the instance itself or a host under its
+    domain (mastodon.social streams from streaming.mastodon.social) and over https (http only on loopback, for
+    tests); SourceError for any other host, which would receive the token."""
+    scheme, host, port = _origin(instance)
+    if not named:
+        return instance.rstrip("/")
+    u = urlsplit(named.strip())
+    sch = {"wss": "https", "ws": "http"}.get(u.scheme.lower(), u.scheme.lower())
+    other = (u.hostname or "").lower()
+    if sch not in ("https", "http") or not other:
+        raise SourceError(f"{host} names {named!r} as its streaming server, which is no https:// address: the "
+                          "access token is not sent there")
+    if other != host and not other.endswith("." + host):
+        raise SourceError(f"{host} names {other} as its streaming server: the access token goes only to the "
+                          f"instance that issued it ({host}), so it is not streamed from there; poll instead "
+                          "(source.kind: poll)")
+    if sch != "https" and not _loopback(other):
+        raise SourceError(f"refusing to send the access token over {sch}:// to {other}, the streaming server of "
+                          f"{host}")
+    return f"{sch}://{u.netloc}"

@@ -29,7 +29,7 @@ from requests.exceptions import RequestException
 from urllib3.exceptions import HTTPError
 
 from tootpipe.ingest.instance import (Backoff, FeedSettings, FeedStats, Seen, SourceError, abort, fatal, plain,
-                                      status_id_key, token_for, unknown_host)
+                                      status_id_key, streaming_base, token_for, unknown_host)
 
 __all__ = ["token_for", "status_id_key", "Backoff", "FeedSettings", "InstanceFeed", "live_events", "SourceError", "TICK"]
 
@@ -65,8 +65,12 @@ class InstanceFeed:
     def api(self):
         if self._api is None:
             from mastodon import Mastodon  # lazy: mastodon
-            self._api = Mastodon(api_base_url=self.base_url, access_token=self.token, ratelimit_method="pace",
-                                 request_timeout=self.s.request_timeout_s, version_check_mode="none")
+            api = Mastodon(api_base_url=self.base_url, access_token=self.token, ratelimit_method="pace",
+                           request_timeout=self.s.request_timeout_s, version_check_mode="none")
+            if self.token:  # Mastodon.py would stream from any host the instance names, token included
+                named = (api.instance().get("urls") or {}).get("streaming_api")
+                api._Mastodon__streaming_base = streaming_base(self.base_url, named)  # checked, and never asked again
+            self._api = api
         return self._api
 
     def _emit(self, event: str, data, from_rest: bool = False) -> None:
