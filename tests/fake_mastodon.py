@@ -6,7 +6,7 @@
   (the oldest ``limit`` of them, newest first, as Mastodon does), with ``Link`` headers.
 - ``GET /api/v1/streaming/public``: one scripted connection per request from ``connections``: a list of steps
   ``("event", name, data)``, ``("heartbeat",)``, ``("sleep", s)``, ``("silent",)`` (hold the socket open and
-  send nothing), ``("close",)``; HTTP errors are scripted as ``("status", code)``.
+  send nothing), ``("raw", bytes)``, ``("drip", bytes, seconds)`` (a byte at a time), ``("close",)``; HTTP errors are scripted as ``("status", code)``.
 - ``rest_errors``: status codes returned (in order) by the timeline endpoint before it answers normally; 429
   carries ``X-RateLimit-Reset`` one second ahead.
 """
@@ -152,6 +152,16 @@ class FakeMastodon:
                 w.write(f"event: {name}".encode() + nl + b"".join(
                     b"data: " + line.encode() + nl for line in payload.split("\n")) + nl)
                 w.flush()
+            elif kind == "raw":  # bytes as they are (a hostile or broken server)
+                w.write(step[1])
+                w.flush()
+            elif kind == "drip":  # one byte at a time, every step[2] s, never ending an event
+                for b in step[1]:
+                    if self.closing.is_set():
+                        break
+                    w.write(bytes([b]))
+                    w.flush()
+                    time.sleep(step[2])
             elif kind == "heartbeat":
                 w.write(b":thump" + self.newline)
                 w.flush()

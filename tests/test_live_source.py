@@ -305,6 +305,7 @@ def test_the_stream_reader_takes_chunked_and_plain_bodies_and_a_megabyte_event_q
 
     class Feed:
         last_activity = 0.0
+        s = FeedSettings()  # the default bounds (4 MiB a line or an event: the megabyte toot passes)
 
         def __init__(self):
             self.events = []
@@ -368,3 +369,37 @@ def test_the_token_is_never_streamed_to_a_host_the_instance_names_outside_its_ow
         with pytest.raises(SourceError, match="names collector.evil.example as its streaming server"):
             collect(gen, lambda ev: False, timeout=60)
         assert fake.stream_connects == 0
+
+
+def statuses_in(events):
+    return [str(e["data"]["id"]) for e in events if isinstance(e["data"], dict)]
+
+
+def test_what_a_hostile_instance_sends_is_bounded_and_the_feed_goes_on():
+    """A line without end and an event of endless data lines are cut to their bound and dead-lettered, the events
+    after them still come; a server that drips bytes never making an event is dropped by the watchdog; a REST body
+    over its bound fails like a network error (counted, retried, its error text short) instead of being read."""
+    st = statuses()
+    bounds = dict(max_line_bytes=32768, max_event_bytes=32768)  # a real status is a few KB
+    long_line = b"data: " + b"x" * 100_000 + b"\n\n"
+    many = b"event: update\n" + b"data: y\n" * 20_000 + b"\n"
+    conns = [[("heartbeat",), ("raw", long_line), ("event", "update", st[0]), ("raw", many),
+              ("event", "update", st[1]), ("silent",)],
+             [("drip", b"event: update\ndata: " + b"z" * 400, 0.01)],
+             [("event", "update", st[2]), ("silent",)]]
+    with FakeMastodon([], conns) as fake:
+        feeds = []
+        gen = live_events([fake.url], "stream", FeedSettings(watchdog_s=1.0, **FAST, **bounds), "good-token",
+                          feeds_out=feeds)
+        got = collect(gen, lambda ev: len(statuses_in(ev)) >= 3, timeout=60)
+    assert statuses_in(got) == [str(s["id"]) for s in st[:3]]
+    cut = [e["data"] for e in got if isinstance(e["data"], str)]
+    assert len(cut) == 2 and all(len(c) <= 32768 for c in cut) and cut[0].startswith("data: xxx")
+    # the watchdog fired on the silent first connection and on the dripping one (bytes are not events)
+    assert feeds[0].stats.oversized == 2 and feeds[0].stats.watchdog_fires >= 2
+    big = [{**s, "content": "<p>" + "w" * 20_000 + "</p>"} for s in st[:8]]
+    with FakeMastodon(big) as fake:
+        feeds = []
+        gen = live_events([fake.url], "poll", FeedSettings(max_page_bytes=65536, **FAST), feeds_out=feeds)
+        got = collect(gen, lambda ev: feeds and feeds[0].stats.errors >= 2, timeout=60)
+    assert got == [] and "over 65,536 bytes" in feeds[0].stats.last_error and len(feeds[0].stats.last_error) <= 500

@@ -75,6 +75,10 @@ class SourceParams(_Strict):
     reconnect_max_s: float = Field(60.0, gt=0)
     poll_interval_s: float = Field(5.0, gt=0)
     request_timeout_s: float = Field(30.0, gt=0)
+    # bounds on what an instance sends (over one: cut to the dead letters, or the request fails and is retried)
+    max_line_bytes: int = Field(4 << 20, ge=1024)   # one line of the event stream
+    max_event_bytes: int = Field(4 << 20, ge=1024)  # one streamed event's data
+    max_page_bytes: int = Field(32 << 20, ge=1024)  # one REST response body, counted after decompression
     rate: float | None = Field(None, gt=0)         # sample/replay: events per second (None: as fast as possible)
     token_instance: str | None = None              # the instance that issued the token (default $MASTODON_BASE_URL)
     poll_with_token: bool = False                  # public timelines need no token: polling sends none unless asked

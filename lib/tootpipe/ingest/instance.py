@@ -15,10 +15,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import requests
+
 from tootpipe.core.errors import SourceError
 
 __all__ = ["SourceError", "Backoff", "FeedSettings", "FeedStats", "status_id_key", "Seen", "fatal", "unknown_host",
-           "abort", "plain", "token_for", "streaming_base"]
+           "abort", "plain", "token_for", "streaming_base", "bounded_session"]
 
 
 class Backoff:
@@ -46,6 +48,9 @@ class FeedSettings:
     poll_interval_s: float = 5.0
     request_timeout_s: float = 30.0
     page_size: int = 40
+    max_line_bytes: int = 4 << 20    # one event-stream line
+    max_event_bytes: int = 4 << 20   # one event's data (a status is tens of KB)
+    max_page_bytes: int = 32 << 20   # one REST body, after decompression (40 statuses)
 
 
 @dataclass
@@ -58,6 +63,7 @@ class FeedStats:
     errors: int = 0
     last_error: str | None = None
     events: int = 0
+    oversized: int = 0               # lines, events or REST bodies over their bound (cut, to the dead letters)
     by_kind: dict = field(default_factory=dict)
     resumed_from: str | None = None  # after a restart: the newest id that was already in the topic
     recovered: int = 0               # statuses filled in over REST since it
@@ -182,3 +188,28 @@ def streaming_base(instance: str, named: str | None) -> str:
         raise SourceError(f"refusing to send the access token over {sch}:// to {other}, the streaming server of "
                           f"{host}")
     return f"{sch}://{u.netloc}"
+
+
+def bounded_session(max_bytes: int):
+    """A requests.Session whose responses hold at most `max_bytes` of body, counted as it is read and after
+    decompression (a gzip bomb stops at the bound too); a body over it closes the connection and raises
+    BodyTooLarge (a requests ConnectionError: the feed backs off and tries again, like any network error).
+    Streamed responses (the event stream, read with its own bounds) pass as they are."""
+    class BodyTooLarge(requests.exceptions.ConnectionError):
+        pass
+
+    class BoundedSession(requests.Session):
+        def request(self, method, url, **kwargs):
+            if kwargs.get("stream"):
+                return super().request(method, url, **kwargs)
+            response = super().request(method, url, stream=True, **kwargs)
+            body = bytearray()
+            for chunk in response.iter_content(65536):  # decoded: gzip is counted as it inflates
+                body += chunk
+                if len(body) > max_bytes:
+                    response.close()
+                    raise BodyTooLarge(f"{urlsplit(url).hostname} sent a body over {max_bytes:,} bytes "
+                                       "(source.max_page_bytes): cut off")
+            response._content, response._content_consumed = bytes(body), True
+            return response
+    return BoundedSession()

@@ -4,8 +4,12 @@ One :class:`InstanceFeed` per instance pushes events ``{"event", "instance", "da
 Guarantees:
 
 * Reconnects with exponential backoff and jitter after any network error, 5xx, rate limit or closed connection.
-* A watchdog aborts a connection on which neither an event nor a heartbeat comment arrived for
-  ``source.watchdog_s`` (Mastodon.py alone does not notice a dead connection).
+* A watchdog aborts a connection on which neither a complete event nor a heartbeat comment arrived for
+  ``source.watchdog_s`` (Mastodon.py alone does not notice a dead connection; bytes that never make an event
+  do not count).
+* What an instance sends is bounded (``source.max_line_bytes``, ``max_event_bytes`` on the stream,
+  ``max_page_bytes`` for a REST body, counted after decompression): over a bound, the head of it goes to the
+  dead letters (streams) or the request fails like a network error (REST), and the feed goes on.
 * After every reconnect the gap is filled over REST (``min_id`` = newest id seen), and status ids already seen
   are dropped, so nothing in between is lost and nothing is sent twice. Deletes sent while disconnected cannot
   be recovered over REST (Mastodon has no endpoint for them).
@@ -28,8 +32,9 @@ from urllib.parse import urlsplit
 from requests.exceptions import RequestException
 from urllib3.exceptions import HTTPError
 
-from tootpipe.ingest.instance import (Backoff, FeedSettings, FeedStats, Seen, SourceError, abort, fatal, plain,
-                                      status_id_key, streaming_base, token_for, unknown_host)
+from tootpipe.ingest.instance import (Backoff, FeedSettings, FeedStats, Seen, SourceError, abort, bounded_session,
+                                      fatal, plain, status_id_key, streaming_base, token_for, unknown_host)
+from tootpipe.ingest.sse import read_events
 
 __all__ = ["token_for", "status_id_key", "Backoff", "FeedSettings", "InstanceFeed", "live_events", "SourceError", "TICK"]
 
@@ -66,7 +71,8 @@ class InstanceFeed:
         if self._api is None:
             from mastodon import Mastodon  # lazy: mastodon
             api = Mastodon(api_base_url=self.base_url, access_token=self.token, ratelimit_method="pace",
-                           request_timeout=self.s.request_timeout_s, version_check_mode="none")
+                           request_timeout=self.s.request_timeout_s, version_check_mode="none",
+                           session=bounded_session(self.s.max_page_bytes))
             if self.token:  # Mastodon.py would stream from any host the instance names, token included
                 named = (api.instance().get("urls") or {}).get("streaming_api")
                 api._Mastodon__streaming_base = streaming_base(self.base_url, named)  # checked, and never asked again
@@ -134,7 +140,7 @@ class InstanceFeed:
     def _failed(self, exc: BaseException, what: str) -> bool:
         """Record an error; True when it is fatal (the feed stops), else sleep the next backoff delay."""
         self.stats.errors += 1
-        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"[:500]  # an error may quote a whole hostile body
         if fatal(exc):
             self.fatal = SourceError(f"{self.host}: {what} refused ({exc}); check the instance address, "
                                      f"MASTODON_ACCESS_TOKEN and that the token has the read scope")
@@ -258,33 +264,26 @@ def _listener_class():
 
         def handle_stream(self, response):
             """Mastodon.py reads the stream one byte per Python call (a 1 MB toot took ~5 s and tripped the
-            watchdog); this reads whatever has arrived, up to 64 KiB at a time, and counts any byte as activity."""
+            watchdog): :func:`tootpipe.ingest.sse.read_events` reads it in chunks, with bounds."""
             from mastodon.errors import MastodonMalformedEventError, MastodonNetworkError  # lazy: mastodon
             self.feed.on_connected(response)
-            event, pending = {}, b""
             try:
-                for chunk in iter(lambda: response.raw.read1(65536), b""):
-                    self.feed.last_activity = time.monotonic()
-                    *lines, pending = (pending + chunk).split(b"\n")
-                    for raw in lines:
-                        try:  # an event-stream line ends with LF, CRLF (servers and proxies send both)
-                            line = raw.removesuffix(b"\r").decode("utf-8")
-                        except UnicodeDecodeError as err:
-                            raise MastodonMalformedEventError("Malformed UTF-8") from err
-                        if line == "":
-                            self._dispatch(event)
-                            event = {}
-                        else:
-                            event = self._parse_line(line, event)
+                read_events(self, response, MastodonMalformedEventError)
             except (HTTPError, OSError) as err:
                 raise MastodonNetworkError(f"the stream broke: {type(err).__name__}: {err}") from err
+
+        def _oversized(self, head, why: str) -> None:
+            """What an instance sent over a bound: its head, as raw text, to the dead letters."""
+            self.feed.stats.oversized += 1
+            log.warning("%s: %s on the stream: cut, to the dead letters", self.feed.host, why)
+            self.feed._emit("update", head if isinstance(head, str) else head.decode("utf-8", "replace"))
 
         def handle_heartbeat(self):
             self.active = True
             self.feed.last_activity = time.monotonic()
 
         def _dispatch(self, event):
-            if not event:
+            if not event or event.get("skip"):  # nothing, or the rest of an event cut for its size
                 return
             self.active = True
             self.feed.last_activity = time.monotonic()

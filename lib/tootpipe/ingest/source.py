@@ -101,7 +101,8 @@ def feed_settings(params: Params) -> FeedSettings:
     src = params.source
     return FeedSettings(timeline=src.timeline, watchdog_s=src.watchdog_s, reconnect_base_s=src.reconnect_base_s,
                         reconnect_max_s=src.reconnect_max_s, poll_interval_s=src.poll_interval_s,
-                        request_timeout_s=src.request_timeout_s)
+                        request_timeout_s=src.request_timeout_s, max_line_bytes=src.max_line_bytes,
+                        max_event_bytes=src.max_event_bytes, max_page_bytes=src.max_page_bytes)
 
 
 def paced(events: Iterable[dict], rate: float | None) -> Iterator[dict]:
