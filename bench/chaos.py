@@ -1,0 +1,190 @@
+"""Chaos soak: ingest and the stream run as `make live` runs them (two processes) while faults are injected at
+random, then the end state is checked against an independent expectation.
+
+    python bench/chaos.py                      # 4 minutes, a fault every ~20 s, 40,000 toots at 200/s
+    python bench/chaos.py --minutes 10 --every 30 --rate 300
+
+Faults: kill -9 of the stream's driver, kill -9 of ingest, PostgreSQL stopped without a clean shutdown, kill -9 of
+the broker; what died is started again (a supervisor, as systemd would). Everything runs in a state folder of its
+own (its own broker and PostgreSQL): the user's services are never touched. At the end: every toot of the replay
+stored once (no loss, no duplicate), the exactly-once invariants (ledger = topic, windows = recount), and per fault
+the seconds until the stream had committed everything the topic held when the fault struck. Prints a table and writes bench/results/chaos.json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ["TOOTPIPE_STATE_DIR"] = tempfile.mkdtemp(prefix="chaos-", dir=ROOT / ".tootpipe")  # before tootpipe
+
+import yaml  # noqa: E402
+from common import write  # noqa: E402
+from ingest import write_replay  # noqa: E402
+
+from tootpipe.core import config  # noqa: E402
+from tootpipe.ingest.sample import expected_posts, generate  # noqa: E402
+from tootpipe.kafka import end_offsets  # noqa: E402
+from tootpipe.postgres import db  # noqa: E402
+from tootpipe.report import checks  # noqa: E402
+from tootpipe.services import embedded as services  # noqa: E402
+from tootpipe.stream.query import checkpoint_path  # noqa: E402
+
+STATE = Path(os.environ["TOOTPIPE_STATE_DIR"])
+FAULTS = ("kill -9 stream", "kill -9 ingest", "PostgreSQL crash", "kill -9 broker")
+
+
+class Supervised:
+    """A tootpipe command started again whenever it dies, until it exits 0 (or is stopped)."""
+
+    def __init__(self, name: str, args: list[str]) -> None:
+        self.name, self.args, self.starts, self.proc, self.done = name, args, 0, None, False
+        self.log = open(STATE / f"{name}.log", "ab")
+
+    def check(self) -> None:
+        if self.done or (self.proc is not None and self.proc.poll() is None):
+            return
+        if self.proc is not None and self.proc.returncode == 0:
+            self.done = True
+            return
+        self.starts += 1
+        self.proc = subprocess.Popen([sys.executable, "-m", "tootpipe.cli", *self.args], cwd=ROOT,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def committed(url: str) -> dict[int, int] | None:
+    """The end offsets the stream's ledger committed last (None while PostgreSQL is down)."""
+    try:
+        rows = db.query_df(url, "SELECT end_offsets FROM stream_ledger ORDER BY batch_id DESC LIMIT 1")
+    except Exception:  # noqa: BLE001 - PostgreSQL may be down: that is the point
+        return None
+    return {int(p): int(o) for p, o in rows.end_offsets[0].items()} if len(rows) else {}
+
+
+def caught_up(url: str, ends: dict[int, int]) -> bool:
+    done = committed(url)
+    return done is not None and all(done.get(p, 0) >= o for p, o in ends.items())
+
+
+def topic_ends(params) -> dict[int, int]:
+    return end_offsets(services.endpoints(params).bootstrap_servers, params.kafka.topic)
+
+
+def inject(fault: str, ingest: Supervised, stream: Supervised, params) -> None:
+    if fault == "kill -9 stream":
+        stream.kill()
+    elif fault == "kill -9 ingest":
+        ingest.kill()
+    elif fault == "PostgreSQL crash":
+        services.stop_postgres(mode="immediate")
+        time.sleep(2)
+        services.up(params)
+    else:
+        old = services.endpoints(params).bootstrap_servers
+        os.kill(services.status()["kafka"]["pid"], signal.SIGKILL)
+        while services.status()["kafka"]["alive"]:
+            time.sleep(0.2)
+        time.sleep(2)
+        if services.up(params).bootstrap_servers != old:  # its port was taken meanwhile: both follow it
+            ingest.kill()
+            stream.kill()
+
+
+def soak(args, params_file: Path, params, url: str) -> list[dict]:
+    cli = ["--params", str(params_file)]
+    ingest = Supervised("ingest", [*cli, "ingest", "--source", "replay", "--replay", str(STATE / "replay.jsonl"),
+                                   "--rate", str(args.rate)])
+    stream = Supervised("stream", [*cli, "stream", "--follow"])
+    rng, faults = random.Random(args.seed), []
+    t_end, next_fault = time.monotonic() + args.minutes * 60, time.monotonic() + args.every
+    start = time.monotonic()
+    while time.monotonic() < t_end or not ingest.done or not caught_up(url, topic_ends(params)):
+        ingest.check()
+        stream.check()
+        if time.monotonic() >= next_fault and time.monotonic() < t_end:
+            fault = rng.choice(FAULTS)
+            target = {"kill -9 stream": stream, "kill -9 ingest": ingest}.get(fault)
+            ends, t0 = topic_ends(params), time.monotonic()
+            inject(fault, ingest, stream, params)
+            faults.append({"fault": fault, "at_s": round(t0 - start, 1), "ends": ends, "t0": t0,
+                           "hit": target is None or not target.done})
+            next_fault = time.monotonic() + args.every * rng.uniform(0.5, 1.5)
+        for f in faults:  # recovered: the stream has committed everything the topic held at the fault
+            if "recovered_s" not in f and caught_up(url, f["ends"]):
+                f["recovered_s"] = round(time.monotonic() - f["t0"], 1)
+        if time.monotonic() - start > args.minutes * 60 + 900:
+            raise TimeoutError("the stream did not catch up within 15 minutes of the last fault")
+        time.sleep(0.5)
+    stream.proc.send_signal(signal.SIGTERM)
+    stream.proc.wait(120)
+    for f in faults:
+        f.pop("t0"), f.pop("ends")
+    return faults, ingest.starts, stream.starts
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=4)
+    ap.add_argument("--every", type=float, default=20, help="seconds between faults (on average)")
+    ap.add_argument("--rate", type=float, default=200, help="toots per second replayed")
+    ap.add_argument("--n", type=int, default=40000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "chaos.json"))
+    args = ap.parse_args()
+    tree = {"run": {"name": "chaos"}, "kafka": {"topic": "chaos", "dlq_topic": "chaos_dlq"},
+            "stream": {"trigger": "processing_time", "processing_time": "0.5 seconds", "query_name": "chaos",
+                       "watermark_minutes": 10 ** 6, "checkpoint_dir": str(STATE / "checkpoints")},
+            "source": {"republish": True}, "spark": {"master": "local[2]", "shuffle_partitions": 2}}
+    params_file = STATE / "chaos.yaml"
+    params_file.write_text(yaml.safe_dump(tree))
+    params = config.load(params_file, use_env=False)
+    try:
+        url = services.up(params).database_url
+        db.ensure_schema(url)
+        write_replay(STATE / "replay.jsonl", args.n, args.seed)
+        t0 = time.monotonic()
+        faults, ingest_starts, stream_starts = soak(args, params_file, params, url)
+        where = services.endpoints(params)
+        expected = set(expected_posts(generate(args.n, args.seed), params.filters))
+        uris = list(db.query_df(url, "SELECT uri FROM mastodon_posts").uri)
+        inv = checks.stream_invariants(url, where.bootstrap_servers, params.kafka.topic,
+                                       str(checkpoint_path(params, where)))
+    finally:
+        services.down()
+        shutil.rmtree(STATE, ignore_errors=True)  # its broker's and PostgreSQL's data: gigabytes on a long soak
+    result = {"minutes": args.minutes, "rate": args.rate, "toots": args.n, "seconds": round(time.monotonic() - t0),
+              "faults": faults, "ingest_starts": ingest_starts, "stream_starts": stream_starts,
+              "expected_posts": len(expected), "stored_posts": len(uris), "lost": len(expected - set(uris)),
+              "duplicates": len(uris) - len(set(uris)), "unexpected": len(set(uris) - expected),
+              "messages_in_topic": inv["in_topic"], "ledger_rows": inv["ledger_rows"],
+              "invariant_failures": inv["failures"]}
+    print(f"{'fault':<18} {'at s':>6} {'caught up with the topic after s':>33}")
+    for f in faults:
+        note = "" if f["hit"] else " (it had finished)"
+        print(f"{f['fault']:<18} {f['at_s']:>6} {f.get('recovered_s', 'never'):>33}{note}")
+    print(f"{len(faults)} faults in {result['seconds']} s; ingest started {ingest_starts}x, stream {stream_starts}x; "
+          f"{len(uris)} stored of {len(expected)} expected: lost {result['lost']}, duplicates {result['duplicates']}, "
+          f"unexpected {result['unexpected']}; {inv['in_topic']} messages, ledger {inv['ledger_rows']}; "
+          f"invariants: {'; '.join(inv['failures']) or 'all hold'}")
+    write(args.out, result)
+    ok = not (result["lost"] or result["duplicates"] or result["unexpected"] or inv["failures"])
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
