@@ -206,3 +206,14 @@ def test_files_runs_depend_on_are_written_whole_or_not_at_all(tmp_path, monkeypa
         paths.write_atomic(target, "{}", exclusive=True)
     first = pg_server.passwords(tmp_path)
     assert pg_server.passwords(tmp_path) == first and stat.S_IMODE((tmp_path / "pg-passwords.json").stat().st_mode) == 0o600
+
+
+def test_the_report_index_escapes_and_redacts_what_stands_for_the_row_counts(tmp_path):
+    """When the database is gone the index shows the error instead of the counts: a hostile server's text is shown
+    as text, and a URL's password never reaches the page."""
+    from tootpipe.report.html import index_page
+    error = "<script>alert(1)</script> cannot reach postgresql://tootpipe:s3cr3t-pw@db.example:5432/x"
+    page = index_page(tmp_path, "run-1", config.load(None, use_env=False), [], {"(database unavailable)": error},
+                      "ok").read_text()
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "s3cr3t-pw" not in page and "db.example:5432" in page

@@ -73,8 +73,9 @@ def index_page(out_dir: Path, run_id: str, params: Params, results: list[dict], 
         f"{stage(r['name'])}"
         f"<td>{r['status']}{(' (cell ' + str(r['cell']) + ': ' + html.escape(r['error']) + ')') if r.get('error') else ''}"
         f"</td><td>{r['seconds']:.1f}</td></tr>" for r in results)
-    count_rows = "".join(f"<tr><td>{html.escape(t)}</td><td>{'—' if n is None else n}</td></tr>"
-                         for t, n in counts.items())
+    # a count, or the error that stood for them (escaped and redacted: it may quote a server or a URL)
+    count_rows = "".join(f"<tr><td>{html.escape(t)}</td><td>{'—' if n is None else html.escape(redact(str(n)))}"
+                         "</td></tr>" for t, n in counts.items())
     gallery = "".join(f"<figure><a href='{html.escape(f['href'])}'><img src='{html.escape(f['file'])}' "
                       f"alt='{html.escape(f['caption'])}'></a><figcaption><a href='{html.escape(f['href'])}'>"
                       f"{html.escape(f['caption'])}</a> · {html.escape(r['name'])}</figcaption></figure>"
