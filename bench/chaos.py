@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ["TOOTPIPE_STATE_DIR"] = tempfile.mkdtemp(prefix="chaos-", dir=ROOT / ".tootpipe")  # before tootpipe
 
+import psycopg2  # noqa: E402
 import yaml  # noqa: E402
 from common import write  # noqa: E402
 from ingest import write_replay  # noqa: E402
@@ -38,7 +39,8 @@ from tootpipe.kafka import end_offsets  # noqa: E402
 from tootpipe.postgres import db  # noqa: E402
 from tootpipe.report import checks  # noqa: E402
 from tootpipe.services import embedded as services  # noqa: E402
-from tootpipe.stream.query import checkpoint_path  # noqa: E402
+from tootpipe.core.errors import DatabaseUnavailable  # noqa: E402
+from tootpipe.stream.query import PostgresSink, checkpoint_path  # noqa: E402
 
 STATE = Path(os.environ["TOOTPIPE_STATE_DIR"])
 FAULTS = ("kill -9 stream", "kill -9 ingest", "PostgreSQL crash", "kill -9 broker")
@@ -67,18 +69,13 @@ class Supervised:
             self.proc.wait()
 
 
-def committed(url: str) -> dict[int, int] | None:
-    """The end offsets the stream's ledger committed last (None while PostgreSQL is down)."""
+def caught_up(sink: PostgresSink, ends: dict[int, int]) -> bool:
+    """Whether the stream's ledger has applied everything up to `ends` (False while PostgreSQL is down)."""
     try:
-        rows = db.query_df(url, "SELECT end_offsets FROM stream_ledger ORDER BY batch_id DESC LIMIT 1")
-    except Exception:  # noqa: BLE001 - PostgreSQL may be down: that is the point
-        return None
-    return {int(p): int(o) for p, o in rows.end_offsets[0].items()} if len(rows) else {}
-
-
-def caught_up(url: str, ends: dict[int, int]) -> bool:
-    done = committed(url)
-    return done is not None and all(done.get(p, 0) >= o for p, o in ends.items())
+        done = sink.committed_ends()
+    except (DatabaseUnavailable, psycopg2.Error):  # PostgreSQL may be down or going: that is the point
+        return False
+    return all(done.get(p, 0) >= o for p, o in ends.items())
 
 
 def topic_ends(params) -> dict[int, int]:
@@ -105,15 +102,17 @@ def inject(fault: str, ingest: Supervised, stream: Supervised, params) -> None:
             stream.kill()
 
 
-def soak(args, params_file: Path, params, url: str) -> list[dict]:
+def soak(args, params_file: Path, params) -> list[dict]:
     cli = ["--params", str(params_file)]
+    where = services.endpoints(params)
+    sink = PostgresSink(params, where, str(checkpoint_path(params, where)))  # only its ledger is read
     ingest = Supervised("ingest", [*cli, "ingest", "--source", "replay", "--replay", str(STATE / "replay.jsonl"),
                                    "--rate", str(args.rate)])
     stream = Supervised("stream", [*cli, "stream", "--follow"])
     rng, faults = random.Random(args.seed), []
     t_end, next_fault = time.monotonic() + args.minutes * 60, time.monotonic() + args.every
     start = time.monotonic()
-    while time.monotonic() < t_end or not ingest.done or not caught_up(url, topic_ends(params)):
+    while time.monotonic() < t_end or not ingest.done or not caught_up(sink, topic_ends(params)):
         ingest.check()
         stream.check()
         if time.monotonic() >= next_fault and time.monotonic() < t_end:
@@ -125,7 +124,7 @@ def soak(args, params_file: Path, params, url: str) -> list[dict]:
                            "hit": target is None or not target.done})
             next_fault = time.monotonic() + args.every * rng.uniform(0.5, 1.5)
         for f in faults:  # recovered: the stream has committed everything the topic held at the fault
-            if "recovered_s" not in f and caught_up(url, f["ends"]):
+            if "recovered_s" not in f and caught_up(sink, f["ends"]):
                 f["recovered_s"] = round(time.monotonic() - f["t0"], 1)
         if time.monotonic() - start > args.minutes * 60 + 900:
             raise TimeoutError("the stream did not catch up within 15 minutes of the last fault")
@@ -158,7 +157,7 @@ def main() -> int:
         db.ensure_schema(url)
         write_replay(STATE / "replay.jsonl", args.n, args.seed)
         t0 = time.monotonic()
-        faults, ingest_starts, stream_starts = soak(args, params_file, params, url)
+        faults, ingest_starts, stream_starts = soak(args, params_file, params)
         where = services.endpoints(params)
         expected = set(expected_posts(generate(args.n, args.seed), params.filters))
         uris = list(db.query_df(url, "SELECT uri FROM mastodon_posts").uri)

@@ -125,7 +125,7 @@ class Publisher:
     def flush(self, timeout: float = 60) -> None:
         """Wait for every send; raise if any failed or is still unacknowledged after `timeout` seconds."""
         left = self._producer.flush(timeout)
-        if self.tracker is not None and getattr(self.tracker, "path", None) is not None:
+        if self.tracker is not None:
             self.tracker.save()  # what was acknowledged so far, whatever comes next
         if left:
             raise KafkaUnavailable(f"{left} records not acknowledged after {timeout:.0f} s")

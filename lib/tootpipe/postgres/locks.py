@@ -46,7 +46,7 @@ def who_am_i() -> str:
 
 
 def holder(url: str, kind: str, key: str = "") -> str | None:
-    """Who holds the `kind` lock of `key` now ("tootpipe batch lock: run_all.py on host pid 123, since ..."), or
+    """Who holds the `kind` lock of `key` now ("tootpipe batch lock: pid 123 on host: run_all.py, since ..."), or
     None when nobody does."""
     rows = query_df(url, "SELECT a.application_name AS name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a "
                          "USING (pid) WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND "

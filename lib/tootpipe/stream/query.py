@@ -20,7 +20,7 @@ from tootpipe.postgres.locks import acquire, held_here, holder
 from tootpipe.services.embedded import Endpoints, cluster_of
 from tootpipe.spark.kafka_source import kafka_ranges, kafka_stream
 from tootpipe.spark.transforms import parse_kafka, to_post_rows
-from tootpipe.stream.progress import on_end, wait_for, watch
+from tootpipe.stream.progress import lag, on_end, wait_for, watch
 from tootpipe.stream.sink import PostgresSink
 
 __all__ = ["PostgresSink", "start_stream", "run_available_now", "run_until_caught_up", "nothing_new",
@@ -194,7 +194,7 @@ def live_progress(params: Params, endpoints: Endpoints, who: str) -> dict:
     row = query_df(endpoints.database_url, "SELECT count(*) AS batches, coalesce(sum(input_rows), 0) AS rows, "
                    "max(committed_at) AS newest FROM stream_ledger WHERE checkpoint = %s", (ck,)).iloc[0]
     return {"live": who, "checkpoint": ck, "batches": int(row.batches), "input_rows": int(row.rows),
-            "newest_batch_at": str(row.newest), "lag": sum(max(0, o - done.get(p, 0)) for p, o in ends.items()),
+            "newest_batch_at": str(row.newest), "lag": lag(ends, done),
             "seconds": round(time.monotonic() - t0, 2)}
 
 
