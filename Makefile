@@ -13,6 +13,7 @@ $(VENV)/.installed: pyproject.toml jvm/pom.xml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m tootpipe.services.jars
+	$(PY) -m tootpipe.sentiment.encoder
 	$(PY) -m tootpipe.spark.archive
 	touch $@
 

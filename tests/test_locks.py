@@ -1,8 +1,6 @@
 """One writer at a time, per kind: a second writer waits or refuses naming the holder, a killed holder's lock is
 taken over, a batch step refuses without writing, a second stream query on a checkpoint refuses."""
 import os
-import subprocess
-import sys
 import time
 
 import pytest

@@ -52,7 +52,7 @@ def test_cli_evaluate_and_predict(saved, capsys, monkeypatch):
     assert all(set(r["probabilities"]) == {"negative", "neutral", "positive"} for r in rows)
 
 
-def test_baselines_and_a_language_model(spark, tmp_path):
+def test_baselines_and_a_language_model(spark, tmp_path, capsys):
     dev = sentiment.load_labelled(spark, DEV, 400)
     vader = sentiment.evaluate_baseline("vader_alone", dev)
     keyword = sentiment.evaluate_baseline("keyword_autolabel", dev)
@@ -61,6 +61,17 @@ def test_baselines_and_a_language_model(spark, tmp_path):
     langs = sentiment.train_language_models(spark, "data/sentiment/xlmt", tmp_path, ["en", "fr", "xx"])
     assert list(langs) == ["fr"] and 0.34 < langs["fr"]["xlmt_val"]["macro_recall"] <= 1
     assert (tmp_path / "languages" / "fr" / "model").is_dir()
+    from tootpipe.sentiment.data import read_xlmt
+    val = tmp_path / "fr_val.tsv"  # `sentiment evaluate --language fr` reads the set's French model
+    val.write_text("text\tlabel\n" + "".join(f"{t}\t{lab}\n" for t, lab, *_ in
+                                            read_xlmt("data/sentiment/xlmt/french", "val")), encoding="utf-8")
+    assert cli.main(["--params", "params/small.yaml", "sentiment", "evaluate", "--data", str(val), "--model",
+                     str(tmp_path), "--language", "fr"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["macro_recall"] == langs["fr"]["xlmt_val"]["macro_recall"]
+    with pytest.raises(SystemExit, match="no model for 'de'"):
+        cli.main(["--params", "params/small.yaml", "sentiment", "evaluate", "--data", str(val), "--model",
+                  str(tmp_path), "--language", "de"])
 
 
 def test_bad_training_file_is_a_clear_error(spark, tmp_path):

