@@ -161,17 +161,35 @@ def test_starting_the_services_again_leaves_the_running_postgresql_its_data(serv
 
 @pytest.mark.integration
 def test_the_servers_started_with_secrets_in_the_environment_do_not_inherit_them(services_up, monkeypatch):
+    """Nor a URL with a password (`.env`'s JDBC_URL/DATABASE_URL), nor the shared Spark driver's gateway secret."""
     monkeypatch.setenv("MASTODON_ACCESS_TOKEN", "tok-inherit-5e1d")
     monkeypatch.setenv("DB_PASSWORD", "pw-inherit-9c2b")
+    monkeypatch.setenv("JDBC_URL", "jdbc:postgresql://db.example:5432/x?user=u&password=pw-url-71ad")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:pw-url-3f0e@db.example/x")
+    monkeypatch.setenv("PYSPARK_GATEWAY_SECRET", "gw-secret-a9d4")
     monkeypatch.setenv("TOOTPIPE_STATE_DIR", str(STATE / "secrets-test"))  # servers of its own, inside the suite's
     try:
         services.up(load(None, use_env=False))
         for name, svc in services.status().items():
             environ = open(f"/proc/{svc['pid']}/environ", "rb").read()
-            assert b"tok-inherit-5e1d" not in environ and b"pw-inherit-9c2b" not in environ, name
+            for leaked in (b"tok-inherit-5e1d", b"pw-inherit-9c2b", b"pw-url-71ad", b"pw-url-3f0e", b"gw-secret-a9d4"):
+                assert leaked not in environ, (name, leaked)
+            assert b"TOOTPIPE_STATE_DIR=" in environ  # the rest of the environment is passed on
     finally:
         services.down()
     assert not services.status()
+
+
+def test_a_servers_environment_keeps_what_holds_no_password(monkeypatch):
+    from tootpipe.core.config import server_env
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    monkeypatch.setenv("JDBC_URL", "jdbc:postgresql://127.0.0.1:5432/x?user=u")  # no password: kept
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:@127.0.0.1/x")  # an empty one: kept
+    monkeypatch.setenv("OTHER_URL", "https://u:s3cr3t@example.org/")
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "41234")
+    env = server_env({"EXTRA": "1"})
+    assert env["KAFKA_BOOTSTRAP"] == "127.0.0.1:9092" and env["EXTRA"] == "1" and "JDBC_URL" in env
+    assert "DATABASE_URL" in env and "OTHER_URL" not in env and "PYSPARK_GATEWAY_PORT" not in env
 
 
 def test_a_state_folder_a_shell_would_interpret_is_refused_before_anything_runs(tmp_path):

@@ -21,7 +21,7 @@ from tootpipe.core.variants import DEFAULT_VARIANT, VARIANTS
 
 __all__ = [
     "Params", "ParamsError", "load", "project_root", "secret", "redact", "register_secret", "child_env",
-    "ENV_OVERRIDES", "SECRET_NAMES", "env_file",
+    "ENV_OVERRIDES", "SECRET_NAMES", "env_file", "server_env",
 ]
 
 
@@ -264,6 +264,22 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for a process the project starts: the current one without the secrets, which none of
     them needs (the pipeline hands each what it needs explicitly)."""
     return {**{k: v for k, v in os.environ.items() if k not in _SECRETS}, **(extra or {})}
+
+
+_DRIVER_GATEWAY = ("PYSPARK_GATEWAY_PORT", "PYSPARK_GATEWAY_SECRET")  # whoever holds both drives the Spark JVM
+
+
+def _carries_password(value: str) -> bool:
+    m = _URL_CREDENTIALS.search(value)
+    return bool(m and m["pw"]) or bool(_QUERY_SECRETS.search(value))
+
+
+def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a server the project starts (Kafka, PostgreSQL and the tools that prepare them):
+    :func:`child_env` without the shared Spark driver's gateway port and secret and without any variable whose
+    value holds a password (a URL's ``user:password@`` or a ``password=`` parameter: `JDBC_URL`, `DATABASE_URL`
+    from `.env`). A server needs none of them, and its environment is readable wherever its process is."""
+    return {k: v for k, v in child_env(extra).items() if k not in _DRIVER_GATEWAY and not _carries_password(v)}
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from tootpipe.core.config import Params, child_env, redact, secret
+from tootpipe.core.config import Params, redact, secret, server_env
 from tootpipe.core.errors import ServiceError
 from tootpipe.core.paths import state_dir, write_atomic
 from tootpipe.kafka import cluster_id
@@ -92,7 +92,7 @@ def up(params: Params) -> Endpoints:
     _secure(folder)
     state = _read_state()
     if want_kafka and not is_same(state.get("kafka", {}), MARKERS["kafka"]):
-        state["kafka"] = kafka_broker.start(folder, child_env())
+        state["kafka"] = kafka_broker.start(folder, server_env())
     if want_pg and not is_same(state.get("postgres", {}), MARKERS["postgres"]):
         state["postgres"] = pg_server.start(folder, state.get("postgres", {}).get("port"))
     _write_state(state)

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import psycopg2
 
-from tootpipe.core.config import child_env, register_secret
+from tootpipe.core.config import register_secret, server_env
 from tootpipe.core.errors import ServiceError
 from tootpipe.core.paths import write_atomic
 from tootpipe.services.procs import free_port, identity, is_same, port_free, stop as stop_process, wait_port
@@ -65,14 +65,14 @@ def _system_user() -> pwd.struct_passwd | None:
         return pwd.getpwnam(SYSTEM_USER)
     except KeyError:
         subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
-                        "--shell", "/usr/sbin/nologin", SYSTEM_USER], check=True, env=child_env())
+                        "--shell", "/usr/sbin/nologin", SYSTEM_USER], check=True, env=server_env())
         return pwd.getpwnam(SYSTEM_USER)
 
 
 def _can_traverse(user: pwd.struct_passwd, path: Path) -> bool:
     """Ask the kernel, as that user, whether it can reach `path`."""
     r = subprocess.run(["runuser", "-u", user.pw_name, "--", "test", "-x", str(path)], capture_output=True,
-                       env=child_env())
+                       env=server_env())
     return r.returncode == 0
 
 
@@ -85,14 +85,14 @@ def _grant_traverse(user: pwd.struct_passwd, target: Path) -> None:
                     f"PostgreSQL runs as user {user.pw_name!r}, which cannot reach {folder}. Install the "
                     "`acl` package (apt-get install -y acl) so a traverse-only ACL can be added, or keep the "
                     "project under a world-traversable folder.")
-            subprocess.run(["setfacl", "-m", f"u:{user.pw_name}:x", str(folder)], check=True, env=child_env())
+            subprocess.run(["setfacl", "-m", f"u:{user.pw_name}:x", str(folder)], check=True, env=server_env())
 
 
 def _run(args: list[str], user: pwd.struct_passwd | None, timeout: float = 60) -> None:
     """A PostgreSQL binary, as `user` when given; arguments are passed as a list, never through a shell."""
     cmd = (["runuser", "-u", user.pw_name, "--"] if user else []) + args
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                       env=child_env())
+                       env=server_env())
     if r.returncode != 0:
         raise _error(f"{Path(args[0]).name} {args[1] if len(args) > 1 else ''} failed ({r.returncode}): "
                      f"{r.stderr.strip() or r.stdout.strip()}")
