@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tootpipe.core.fingerprint import file_digest
 from tootpipe.core.paths import install_dir, state_dir
 
 __all__ = ["Encoder", "ENCODERS", "EncoderMissing", "embed", "e5_embedding", "me5_embedding", "identity", "model_folder", "cache_path",
@@ -129,9 +130,7 @@ def identity(name: str) -> str:
     enc = _encoder(name)
     if enc.package:
         digest = hashlib.sha256()
-        with open(_package_weights(enc), "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        file_digest(_package_weights(enc), digest)
         return f"{name}@{digest.hexdigest()[:16]}"
     return f"{name}@{json.loads((_folder(name) / 'identity.json').read_text())['sha256'][:16]}"
 
