@@ -184,8 +184,10 @@ def on_end(spark, query, close) -> None:
 
 
 def wait_for(spark, query) -> bool:
-    """After a query stopped: wait (up to 10 s) until the progress of its last batch was recorded."""
-    progress = query.recentProgress
+    """After a query stopped: wait (up to 10 s) until the progress of its last executed batch was recorded. A
+    trigger that found no new data also leaves a progress in `recentProgress` (no `addBatch` in its durations) but
+    no event reaches the listeners: waiting for it would always time out."""
+    progress = [p for p in query.recentProgress if "addBatch" in p.get("durationMs", {})]
     if not progress:
         return True
     done = _recorder(spark).wait_for(query.name, progress[-1]["batchId"], 10.0)
