@@ -6,6 +6,43 @@ from conftest import publish
 from tootpipe import kafka
 
 
+def test_a_topic_the_broker_does_not_know_is_an_error_after_a_short_grace_not_after_the_whole_timeout(monkeypatch):
+    """A sensor tick, a check or a report on a topic nothing has written yet: KafkaUnavailable after the grace a
+    topic created a moment ago by another client may need; one that shows up within it is found; one that exists
+    without partitions yet is asked until the timeout."""
+    import types
+
+    from confluent_kafka import KafkaError
+
+    from tootpipe.kafka import admin
+    clock = [0.0]
+    monkeypatch.setattr(admin.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(admin.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+
+    def broker(answers):
+        calls = []
+
+        def metadata(_bootstrap, _timeout, topic):
+            calls.append(clock[0])
+            meta = answers(clock[0])
+            return types.SimpleNamespace(topics={} if meta is None else {topic: meta})
+        monkeypatch.setattr(admin, "_metadata", metadata)
+        return calls
+    unknown = types.SimpleNamespace(error=KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART), partitions={})
+    calls = broker(lambda now: unknown)
+    with pytest.raises(kafka.KafkaUnavailable, match="does it exist"):
+        admin.partitions_for("b:9092", "t", timeout=300)
+    assert admin.UNKNOWN_TOPIC_GRACE_S <= calls[-1] <= admin.UNKNOWN_TOPIC_GRACE_S + 0.5, calls[-1]
+    clock[0] = 0.0
+    broker(lambda now: None if now < 1.0 else types.SimpleNamespace(error=None, partitions={0: 0, 1: 1}))
+    assert admin.partitions_for("b:9092", "t", timeout=300) == [0, 1]
+    clock[0] = 0.0
+    calls = broker(lambda now: types.SimpleNamespace(error=None, partitions={}))  # there, no partitions yet
+    with pytest.raises(kafka.KafkaUnavailable):
+        admin.partitions_for("b:9092", "t", timeout=30)
+    assert calls[-1] >= 30
+
+
 def test_offsets_of_a_partition_without_a_leader_for_a_moment_are_asked_again_other_errors_raise(monkeypatch):
     """A topic just created or a broker restarting answers "not leader" for a moment (seen under load): asked
     again until the timeout; any other broker error is a clear KafkaUnavailable at once."""

@@ -95,6 +95,7 @@ def test_the_home_keeps_the_ui_on_loopback_with_telemetry_off_and_one_run_at_a_t
     home = env["DAGSTER_HOME"]
     conf = yaml.safe_load(open(f"{home}/dagster.yaml"))
     assert conf["telemetry"]["enabled"] is False and conf["run_coordinator"]["config"]["max_concurrent_runs"] == 1
+    assert conf["run_coordinator"]["config"]["dequeue_interval_seconds"] == 1  # a launched run starts within 1 s
     assert env["TOOTPIPE_PARAMS"] == "params/small.yaml"
     with pytest.raises(ValueError, match="loopback"):
         command("params/small.yaml", 3999, host="0.0.0.0")

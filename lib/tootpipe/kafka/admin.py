@@ -77,13 +77,21 @@ def cluster_id(bootstrap: str) -> str:
     return str(_metadata(bootstrap).cluster_id or bootstrap)
 
 
+UNKNOWN_TOPIC_GRACE_S = 3.0  # a topic another client created a moment ago may be unknown to the broker that long
+
+
 def partitions_for(bootstrap: str, topic: str, timeout: float = 15.0) -> list[int]:
-    deadline = time.monotonic() + timeout
+    """The partitions of `topic`. One that exists without partitions or leaders yet is asked again until `timeout`;
+    one the broker does not know is KafkaUnavailable after :data:`UNKNOWN_TOPIC_GRACE_S` (a sensor tick, a check
+    or a report on a topic nothing has written yet answers in seconds, not after the whole timeout)."""
+    start = time.monotonic()
     while True:
         meta = _metadata(bootstrap, timeout, topic).topics.get(topic)
         if meta is not None and meta.error is None and meta.partitions:
             return sorted(meta.partitions)
-        if time.monotonic() > deadline:
+        unknown = meta is None or (meta.error is not None and meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART)
+        waited = time.monotonic() - start
+        if waited > timeout or (unknown and waited > min(timeout, UNKNOWN_TOPIC_GRACE_S)):
             raise KafkaUnavailable(f"topic {topic!r} has no partitions at {bootstrap} (does it exist?)")
         time.sleep(0.2)
 
