@@ -33,7 +33,13 @@ def test_compose_live_params_and_env_example_agree():
     assert all(p.startswith("127.0.0.1:") for svc in compose.values() for p in svc.get("ports", []))
     assert "change-me" not in env and "\nDB_PASSWORD=  " in env  # no usable default password
     assert compose["postgres"]["environment"]["POSTGRES_DB"] == live["database"]["url"].rsplit("/", 1)[1]
-    assert compose["postgres"]["environment"]["POSTGRES_USER"] == live["database"]["user"]
+    # the pipeline's role is made by the init script, no superuser; the image's superuser is another one
+    pg = compose["postgres"]
+    init = (ROOT / "scripts" / "compose-initdb.sh").read_text()
+    assert "./scripts/compose-initdb.sh:/docker-entrypoint-initdb.d/10-tootpipe.sh:ro" in pg["volumes"]
+    assert f"CREATE ROLE {live['database']['user']} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE" in init
+    assert f"OWNER TO {live['database']['user']}" in init and pg["environment"]["POSTGRES_USER"] != live["database"]["user"]
+    assert "DB_PASSWORD" in pg["environment"]["TOOTPIPE_DB_PASSWORD"] and "DB_ADMIN_PASSWORD=" in env
     assert "DB_PASSWORD=" in env and "MASTODON_ACCESS_TOKEN=" in env
     assert "localhost:29092" in env and "localhost:5433/tootpipe" in env
 
