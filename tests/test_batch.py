@@ -52,6 +52,28 @@ def test_backfill_loads_only_new_offsets_of_the_partitions_that_grew(fresh, spar
     assert total == first["rows"] + 5
 
 
+def test_the_first_unloaded_offset_is_the_first_hole_whatever_the_order_of_the_ranges():
+    assert batch.first_unloaded([]) == 0
+    assert batch.first_unloaded([(0, 10), (10, 25)]) == 25
+    assert batch.first_unloaded([(5, 10)]) == 0  # an explicit --from 5 left 0..4
+    assert batch.first_unloaded([(10, 20), (0, 12), (30, 40)]) == 20  # overlapping, unordered; 20..29 is a hole
+    assert batch.first_unloaded([(0, 50), (0, 20), (20, 30)]) == 50
+
+
+@pytest.mark.integration
+def test_an_explicit_range_leaves_no_hole_that_the_default_backfill_never_fills(fresh, spark):
+    """`batch backfill --from 0=5 --to 0=9`, then the default backfill: every offset of the topic is in toots_raw
+    once (the hole below the explicit range too), and a further default run finds nothing to load."""
+    params, endpoints = fresh
+    ends = publish(params, endpoints, n=60, seed=8)["topic_end_offsets"]
+    explicit = batch.backfill(spark, params, endpoints, batch.explicit_ranges({0: 5}, {0: 9}, ends))
+    assert explicit["inserted"] == 4
+    default = batch.backfill(spark, params, endpoints)
+    assert default["ranges"]["0"] == [0, ends[0]] and default["inserted"] == sum(ends.values()) - 4
+    assert db.scalar(endpoints.database_url, "SELECT count(*) FROM toots_raw") == sum(ends.values())
+    assert batch.backfill(spark, params, endpoints)["ranges"] == {}
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(600)
 def test_clean_and_analytics_are_reused_only_while_nothing_they_read_changed(fresh, spark):

@@ -41,12 +41,27 @@ def ensure_batch_schema(url: str) -> None:
         cur.execute(BATCH_SCHEMA_SQL)
 
 
+def first_unloaded(loaded: list[tuple[int, int]]) -> int:
+    """The first offset from 0 that no [start, end) range of `loaded` (any order, overlapping or not) covers. Pure."""
+    offset = 0
+    for start, end in sorted(loaded):
+        if start > offset:
+            break
+        offset = max(offset, end)
+    return offset
+
+
 def pending_ranges(url: str, cluster: str, topic: str, latest: dict[int, int]) -> dict[int, tuple[int, int]]:
-    """Per partition, the offsets not backfilled yet: from the end of the last loaded range to `latest`."""
-    df = query_df(url, "SELECT kafka_partition, max(end_offset) AS e FROM backfill_ranges WHERE cluster = %s AND "
-                       "topic = %s GROUP BY 1", (cluster, topic))
-    done = {int(r.kafka_partition): int(r.e) for r in df.itertuples()}
-    return {p: (done.get(p, 0), e) for p, e in latest.items() if e > done.get(p, 0)}
+    """Per partition, the offsets not backfilled yet: from the first offset no loaded range covers to `latest`. A
+    hole an explicit `--from`/`--to` left below its range is loaded too (the offsets loaded above the hole are read
+    again and skipped: `toots_raw` takes each offset once)."""
+    df = query_df(url, "SELECT kafka_partition, start_offset, end_offset FROM backfill_ranges WHERE cluster = %s "
+                       "AND topic = %s", (cluster, topic))
+    loaded: dict[int, list[tuple[int, int]]] = {}
+    for r in df.itertuples():
+        loaded.setdefault(int(r.kafka_partition), []).append((int(r.start_offset), int(r.end_offset)))
+    starts = {p: first_unloaded(loaded.get(p, [])) for p in latest}
+    return {p: (starts[p], e) for p, e in latest.items() if e > starts[p]}
 
 
 def explicit_ranges(start: dict[int, int] | None, end: dict[int, int] | None,
@@ -92,11 +107,17 @@ def backfill(spark: SparkSession | None, params: Params, endpoints: Endpoints,
     read, inserted = copy_from_tasks(rows, endpoints.database_url, "toots_raw", unique=True, binary=True)
     with transaction(endpoints.database_url) as conn, conn.cursor() as cur:
         for p, (s, e) in ranges.items():
-            cur.execute("INSERT INTO backfill_ranges (cluster, topic, kafka_partition, start_offset, end_offset, "
-                        "rows_loaded) VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING", (cluster, topic, p, s, e, e - s))
+            cur.execute(_RECORD_RANGE, (cluster, topic, p, s, e, e - s))
     seconds = time.monotonic() - t0
     return {"rows": read, "inserted": inserted, "ranges": {str(p): list(r) for p, r in ranges.items()},
             "seconds": round(seconds, 2), "toots_per_s": round(read / seconds, 1) if seconds else None}
+
+
+# a range from the start of one loaded before (an explicit --from, then the default) widens that one's row
+_RECORD_RANGE = """INSERT INTO backfill_ranges (cluster, topic, kafka_partition, start_offset, end_offset, rows_loaded)
+    VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (cluster, topic, kafka_partition, start_offset) DO UPDATE SET
+    end_offset = greatest(backfill_ranges.end_offset, EXCLUDED.end_offset),
+    rows_loaded = greatest(backfill_ranges.rows_loaded, EXCLUDED.rows_loaded)"""
 
 
 def _task_count(spark: SparkSession, rows: int, rows_per_task: int = 100_000) -> int:
