@@ -192,6 +192,22 @@ def test_a_servers_environment_keeps_what_holds_no_password(monkeypatch):
     assert "DATABASE_URL" in env and "OTHER_URL" not in env and "PYSPARK_GATEWAY_PORT" not in env
 
 
+def test_the_spark_jvm_and_its_python_workers_start_without_secrets_or_urls_holding_a_password(monkeypatch):
+    """The driver JVM (and the Python workers it forks, which inherit its environment) is launched without the
+    secrets and without `.env`'s URLs that hold a password; this process keeps them."""
+    import os
+
+    from tootpipe.spark.session import _without_secrets
+    monkeypatch.setenv("DB_PASSWORD", "pw-5be1d0c2")
+    monkeypatch.setenv("JDBC_URL", "jdbc:postgresql://127.0.0.1:5432/x?user=u&password=pw-5be1d0c2")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:pw-5be1d0c2@127.0.0.1/x")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    seen = _without_secrets(lambda: dict(os.environ))
+    assert not {"DB_PASSWORD", "JDBC_URL", "DATABASE_URL"} & set(seen) and seen["KAFKA_BOOTSTRAP"] == "127.0.0.1:9092"
+    assert not any("pw-5be1d0c2" in v for v in seen.values())
+    assert os.environ["JDBC_URL"].endswith("password=pw-5be1d0c2") and os.environ["DB_PASSWORD"] == "pw-5be1d0c2"
+
+
 def test_a_state_folder_a_shell_would_interpret_is_refused_before_anything_runs(tmp_path):
     """pg_ctl runs `sh -c` with the data folder in double quotes: `$(...)` in the path would run a command."""
     from tootpipe.services import pg_server

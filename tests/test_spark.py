@@ -128,6 +128,13 @@ def test_the_driver_jvm_runs_with_the_class_archive_when_there_is_one(spark):
     assert bean.getVMOption("DontCompileHugeMethods").getValue() == "false"  # Spark's large generated methods JIT
 
 
+def test_sparks_own_rpc_in_local_mode_takes_only_peers_that_know_the_applications_secret(spark):
+    """Task closures carry the database URL: the driver's RPC and block manager ports authenticate their peers
+    (Spark makes a secret for the application in local mode)."""
+    security = spark.sparkContext._jsc.sc().env().securityManager()
+    assert security.isAuthenticationEnabled() and len(security.getSecretKey()) >= 16
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(600)
 def test_processes_in_a_shared_driver_block_use_its_one_jvm_one_after_another(tmp_path):

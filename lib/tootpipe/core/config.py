@@ -21,7 +21,7 @@ from tootpipe.core.variants import DEFAULT_VARIANT, VARIANTS
 
 __all__ = [
     "Params", "ParamsError", "load", "project_root", "secret", "redact", "register_secret", "child_env",
-    "ENV_OVERRIDES", "SECRET_NAMES", "env_file", "server_env",
+    "ENV_OVERRIDES", "SECRET_NAMES", "credential_names", "env_file", "server_env",
 ]
 
 
@@ -272,6 +272,12 @@ _DRIVER_GATEWAY = ("PYSPARK_GATEWAY_PORT", "PYSPARK_GATEWAY_SECRET")  # whoever 
 def _carries_password(value: str) -> bool:
     m = _URL_CREDENTIALS.search(value)
     return bool(m and m["pw"]) or bool(_QUERY_SECRETS.search(value))
+
+
+def credential_names() -> list[str]:
+    """The variables of the environment that a process needing no credential must not inherit: the secrets and any
+    whose value holds a password (a URL's ``user:password@`` or a ``password=`` parameter)."""
+    return [k for k, v in os.environ.items() if k in _SECRETS or _carries_password(v)]
 
 
 def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from py4j.protocol import Py4JError
 
-from tootpipe.core.config import SECRET_NAMES, Params, load
+from tootpipe.core.config import Params, credential_names, load
 from tootpipe.core.errors import JavaMissing
 from tootpipe.core.paths import install_dir, project_root, state_dir
 from tootpipe.services.jars import spark_jars
@@ -59,9 +59,10 @@ def _on_terminal() -> bool:
 
 
 def _without_secrets(start):
-    """Run `start` (which launches the JVM) with the secrets out of the environment: the JVM, and the Python
-    workers it forks, inherit the environment they were started with and need none of them."""
-    saved = {k: os.environ.pop(k) for k in SECRET_NAMES if k in os.environ}
+    """Run `start` (which launches the JVM) with the secrets and any variable holding a password (`.env`'s
+    `JDBC_URL`, `DATABASE_URL`) out of the environment: the JVM, and the Python workers it forks, inherit the
+    environment they were started with and need none of them (tasks get their database URL from the job)."""
+    saved = {k: os.environ.pop(k) for k in credential_names()}
     try:
         return start()
     finally:
@@ -73,6 +74,14 @@ def _without_secrets(start):
 # stayed interpreted. Compiled, the exactly-once stream drains a 177,990-message backlog in 12.3-12.7 s instead of
 # 13.5-14.3 s (measured side by side, warm session; the backfill, bound by PostgreSQL, unchanged).
 _JIT_OPTIONS = "-XX:-DontCompileHugeMethods"
+
+
+def _authentication(master: str) -> dict[str, str]:
+    """In local mode Spark's own RPC (driver, block manager; task closures carry the database URL) accepts only
+    peers that know the secret Spark makes for the application. A cluster keeps its own setting: its workers must
+    share the secret, which belongs in the cluster's `spark-defaults.conf` (a `--conf` here would show it in the
+    driver's command line); see SECURITY.md."""
+    return {"spark.authenticate": "true"} if master == "local" or master.startswith("local[") else {}
 
 
 def _prepare(params: Params, app_name: str, java_options: str | None) -> dict[str, str]:
@@ -87,7 +96,7 @@ def _prepare(params: Params, app_name: str, java_options: str | None) -> dict[st
     log4j.write_text(_LOG4J)
     if java_options is None:
         java_options = archive_options()
-    return {"spark.app.name": app_name, "spark.master": params.spark.master,
+    return {**_authentication(params.spark.master), "spark.app.name": app_name, "spark.master": params.spark.master,
             "spark.jars": ",".join(spark_jars()),
             "spark.driver.memory": params.spark.driver_memory,
             "spark.sql.shuffle.partitions": str(params.spark.shuffle_partitions),
