@@ -1,6 +1,5 @@
 """Kafka: offsets, range reads, export, an unreachable broker."""
 import pytest
-
 from conftest import publish
 
 from tootpipe import kafka

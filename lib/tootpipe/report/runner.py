@@ -17,8 +17,8 @@ from pathlib import Path
 
 from tootpipe.core.config import Params, ParamsError, load, project_root, redact
 from tootpipe.core.errors import NotebookFailed
-from tootpipe.report.html import figures, index_page, to_html
 from tootpipe.postgres.db import table_counts
+from tootpipe.report.html import figures, index_page, to_html
 from tootpipe.services import embedded as services
 from tootpipe.spark.session import shared_driver
 
