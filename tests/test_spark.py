@@ -126,6 +126,7 @@ def test_the_driver_jvm_runs_with_the_class_archive_when_there_is_one(spark):
         jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean"))
     assert bean.getVMOption("SharedArchiveFile").getValue() == expected
     assert bean.getVMOption("DontCompileHugeMethods").getValue() == "false"  # Spark's large generated methods JIT
+    assert bean.getVMOption("UseParallelGC").getValue() == "true"  # G1's concurrent threads cost CPU on 2 cores
 
 
 def test_sparks_own_rpc_in_local_mode_takes_only_peers_that_know_the_applications_secret(spark):
