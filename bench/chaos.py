@@ -2,10 +2,13 @@
 random, then the end state is checked against an independent expectation.
 
     python bench/chaos.py                      # 4 minutes, a fault every ~20 s, 40,000 toots at 200/s
-    python bench/chaos.py --minutes 10 --every 30 --rate 300
+    python bench/chaos.py --minutes 10 --every 30 --n 60000   # the soak of bench/results/chaos.json
 
-Faults: kill -9 of the stream's driver, kill -9 of ingest, PostgreSQL stopped without a clean shutdown, kill -9 of
-the broker; what died is started again (a supervisor, as systemd would). Everything runs in a state folder of its
+Faults: kill -9 of the stream's driver, of ingest, of both at once, PostgreSQL stopped without a clean shutdown
+(started again at once, or after a 20 s outage), kill -9 of the broker (started again at once, or after a 30 s
+outage: the producer keeps every record and blocks the feed meanwhile), hostile records written into the topic by
+another producer (oversized, nested 2,000 deep, invalid UTF-8, NUL, wrong types, no id), each of which must end as
+one error row; what died is started again (a supervisor, as systemd would). Everything runs in a state folder of its
 own (its own broker and PostgreSQL): the user's services are never touched. At the end: every toot of the replay
 stored once (no loss, no duplicate), the exactly-once invariants (ledger = topic, windows = recount), and per fault
 the seconds until the stream had committed everything the topic held when the fault struck. Prints a table and writes bench/results/chaos.json.
@@ -13,6 +16,7 @@ the seconds until the stream had committed everything the topic held when the fa
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -43,7 +47,19 @@ from tootpipe.core.errors import DatabaseUnavailable  # noqa: E402
 from tootpipe.stream.query import PostgresSink, checkpoint_path  # noqa: E402
 
 STATE = Path(os.environ["TOOTPIPE_STATE_DIR"])
-FAULTS = ("kill -9 stream", "kill -9 ingest", "PostgreSQL crash", "kill -9 broker")
+FAULTS = ("kill -9 stream", "kill -9 ingest", "kill -9 ingest and stream", "PostgreSQL crash",
+          "PostgreSQL outage 20 s", "kill -9 broker", "broker outage 30 s", "hostile records")
+
+
+def hostile_records(n: int) -> list[bytes]:
+    """What another producer of the topic may write: none of it is a toot the stream may store."""
+    good = {"v": 1, "event": "update", "uri": f"https://hostile.example/s/{n}", "id": str(n),
+            "instance": "hostile.example", "username": "h", "content": "x", "created_at": "2026-11-26T12:00:00Z"}
+    nested = b'{"v": 1, "event": "update", "a": ' + b"[" * 2000 + b"]" * 2000 + b"}"
+    return [json.dumps(good | {"content": "y" * 900_000, "created_at": True}).encode(),  # oversized, wrong type
+            nested, b'{"v": 1, "event": "update", "uri": "https://hostile.example/\xff", "text": "\xc3\x28"}',
+            json.dumps(good | {"id": None}).encode(),
+            json.dumps(good | {"hashtags": 5, "created_at": [1]}).encode(), b"\x00" * 64, b"not json at all"]
 
 
 class Supervised:
@@ -82,24 +98,36 @@ def topic_ends(params) -> dict[int, int]:
     return end_offsets(services.endpoints(params).bootstrap_servers, params.kafka.topic)
 
 
-def inject(fault: str, ingest: Supervised, stream: Supervised, params) -> None:
-    if fault == "kill -9 stream":
+def inject(fault: str, ingest: Supervised, stream: Supervised, params) -> int:
+    """Inject `fault`; the number of hostile records it wrote (0 for the others)."""
+    if fault in ("kill -9 stream", "kill -9 ingest and stream"):
         stream.kill()
-    elif fault == "kill -9 ingest":
+    if fault in ("kill -9 ingest", "kill -9 ingest and stream"):
         ingest.kill()
-    elif fault == "PostgreSQL crash":
+    if fault.startswith("PostgreSQL"):
         services.stop_postgres(mode="immediate")
-        time.sleep(2)
+        time.sleep(20 if "outage" in fault else 2)
         services.up(params)
-    else:
+    if fault in ("kill -9 broker", "broker outage 30 s"):
         old = services.endpoints(params).bootstrap_servers
         os.kill(services.status()["kafka"]["pid"], signal.SIGKILL)
         while services.status()["kafka"]["alive"]:
             time.sleep(0.2)
-        time.sleep(2)
+        time.sleep(30 if "outage" in fault else 2)
         if services.up(params).bootstrap_servers != old:  # its port was taken meanwhile: both follow it
             ingest.kill()
             stream.kill()
+    if fault == "hostile records":
+        from confluent_kafka import Producer
+        records = hostile_records(int(time.monotonic() * 1000))
+        prod = Producer({"bootstrap.servers": services.endpoints(params).bootstrap_servers, "acks": "all",
+                         "message.max.bytes": 8 * 1024 * 1024})
+        for value in records:
+            prod.produce(params.kafka.topic, value)
+        if prod.flush(60):
+            raise RuntimeError("the hostile records were not acknowledged within 60 s")
+        return len(records)
+    return 0
 
 
 def soak(args, params_file: Path, params) -> list[dict]:
@@ -117,12 +145,13 @@ def soak(args, params_file: Path, params) -> list[dict]:
         stream.check()
         if time.monotonic() >= next_fault and time.monotonic() < t_end:
             fault = rng.choice(FAULTS)
-            target = {"kill -9 stream": stream, "kill -9 ingest": ingest}.get(fault)
+            target = {"kill -9 stream": stream, "kill -9 ingest": ingest, "kill -9 ingest and stream": ingest}.get(fault)
             ends, t0 = topic_ends(params), time.monotonic()
-            inject(fault, ingest, stream, params)
+            hostile = inject(fault, ingest, stream, params)
             faults.append({"fault": fault, "at_s": round(t0 - start, 1), "ends": ends, "t0": t0,
-                           "hit": target is None or not target.done})
+                           "hit": target is None or not target.done, "hostile": hostile})
             next_fault = time.monotonic() + args.every * rng.uniform(0.5, 1.5)
+        sample_rss(ingest, stream)
         for f in faults:  # recovered: the stream has committed everything the topic held at the fault
             if "recovered_s" not in f and caught_up(sink, f["ends"]):
                 f["recovered_s"] = round(time.monotonic() - f["t0"], 1)
@@ -134,6 +163,53 @@ def soak(args, params_file: Path, params) -> list[dict]:
     for f in faults:
         f.pop("t0"), f.pop("ends")
     return faults, ingest.starts, stream.starts
+
+
+def recovery(faults: list[dict]) -> dict:
+    """Per kind, (median, max) of the seconds until the stream had committed what the topic held at the fault."""
+    import statistics
+    out = {}
+    for kind in FAULTS:
+        secs = [f["recovered_s"] for f in faults if f["fault"] == kind and "recovered_s" in f]
+        if secs:
+            out[kind] = [round(statistics.median(secs), 1), max(secs)]
+    return out
+
+
+PEAKS: dict[str, float] = {}
+
+
+def sample_rss(ingest: Supervised, stream: Supervised) -> None:
+    """The peak resident memory (MB) seen so far of ingest, the stream driver (Python and its JVM), the broker."""
+    pids = {"ingest": ingest.proc, "stream driver": stream.proc}
+    for name, proc in pids.items():
+        if proc is not None and proc.poll() is None:
+            _peak(name, proc.pid)
+            for child in _children(proc.pid):
+                _peak(f"{name} JVM", child)
+    broker = services.status().get("kafka", {})
+    if broker.get("alive"):
+        _peak("broker", broker["pid"])
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _peak(name: str, pid: int) -> None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                PEAKS[name] = max(PEAKS.get(name, 0.0), round(int(line.split()[1]) / 1024, 1))
+    except OSError:
+        pass
+
+
+def peak_rss() -> dict[str, float]:
+    return dict(PEAKS)
 
 
 def main() -> int:
@@ -163,6 +239,8 @@ def main() -> int:
         uris = list(db.query_df(url, "SELECT uri FROM mastodon_posts").uri)
         inv = checks.stream_invariants(url, where.bootstrap_servers, params.kafka.topic,
                                        str(checkpoint_path(params, where)))
+        error_rows = db.scalar(url, "SELECT count(*) FROM stream_errors WHERE topic = %s", (params.kafka.topic,))
+        rss = peak_rss()
     finally:
         services.down()
         shutil.rmtree(STATE, ignore_errors=True)  # its broker's and PostgreSQL's data: gigabytes on a long soak
@@ -171,7 +249,9 @@ def main() -> int:
               "expected_posts": len(expected), "stored_posts": len(uris), "lost": len(expected - set(uris)),
               "duplicates": len(uris) - len(set(uris)), "unexpected": len(set(uris) - expected),
               "messages_in_topic": inv["in_topic"], "ledger_rows": inv["ledger_rows"],
-              "invariant_failures": inv["failures"]}
+              "hostile_records": sum(f["hostile"] for f in faults), "error_rows": int(error_rows),
+              "faults_by_kind": {k: sum(f["fault"] == k for f in faults) for k in FAULTS},
+              "recovery_s": recovery(faults), "peak_rss_mb": rss, "invariant_failures": inv["failures"]}
     print(f"{'fault':<18} {'at s':>6} {'caught up with the topic after s':>33}")
     for f in faults:
         note = "" if f["hit"] else " (it had finished)"
@@ -181,7 +261,10 @@ def main() -> int:
           f"unexpected {result['unexpected']}; {inv['in_topic']} messages, ledger {inv['ledger_rows']}; "
           f"invariants: {'; '.join(inv['failures']) or 'all hold'}")
     write(args.out, result)
-    ok = not (result["lost"] or result["duplicates"] or result["unexpected"] or inv["failures"])
+    print(f"hostile records {result['hostile_records']}, error rows {result['error_rows']}; recovery s (median, "
+          f"max) {result['recovery_s']}; peak RSS MB {rss}")
+    ok = not (result["lost"] or result["duplicates"] or result["unexpected"] or inv["failures"]
+              or result["error_rows"] != result["hostile_records"])
     return 0 if ok else 1
 
 
