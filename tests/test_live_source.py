@@ -38,6 +38,26 @@ def ids(events):
     return [str(e["data"]["id"]) for e in events if e["event"] == "update"]
 
 
+def test_an_id_of_another_kind_or_type_never_moves_the_gap_fill_cursor():
+    """Found by the chaos soak: a hostile `{"id": true}` event made "True" the newest id seen (it sorts after every
+    snowflake), so every later gap-fill asked for statuses newer than it and 116 toots posted during a stall never
+    came. Now only an id of the cursor's kind that sorts after it moves it; the odd event still goes downstream
+    (to be dead-lettered)."""
+    import queue
+    import threading
+
+    from tootpipe.ingest.instance import advances
+    from tootpipe.ingest.live import InstanceFeed
+    assert advances(None, "109") and advances("109", "110") and not advances("110", "109")
+    assert not any(advances("110", bad) for bad in (True, False, "zzz", "", "  ", None, 1.5, ["111"]))
+    assert advances("abc", "abd") and not advances("abc", "12")  # opaque ids (other servers) stay among themselves
+    out = queue.Queue()
+    feed = InstanceFeed("https://a.example", out, threading.Event(), FeedSettings(**FAST))
+    for data in ({"id": "110"}, {"id": True, "created_at": 5}, {"id": "zzz"}, {"id": "111"}, {"id": "99"}):
+        feed._emit("update", data)
+    assert feed.last_id == "111" and out.qsize() == 5
+
+
 def test_backoff_grows_exponentially_with_jitter_and_resets():
     import random
     b = Backoff(1.0, 8.0, random.Random(1))

@@ -19,8 +19,8 @@ import requests
 
 from tootpipe.core.errors import SourceError
 
-__all__ = ["SourceError", "Backoff", "FeedSettings", "FeedStats", "status_id_key", "Seen", "fatal", "unknown_host",
-           "abort", "plain", "token_for", "streaming_base", "bounded_session"]
+__all__ = ["SourceError", "Backoff", "FeedSettings", "FeedStats", "status_id_key", "advances", "Seen", "fatal",
+           "unknown_host", "abort", "plain", "token_for", "streaming_base", "bounded_session"]
 
 
 class Backoff:
@@ -73,6 +73,18 @@ def status_id_key(status_id) -> tuple:
     """Sort key of Mastodon status ids (numeric snowflakes, or opaque strings on other servers)."""
     s = str(status_id)
     return (0, int(s)) if s.isdigit() else (1, len(s), s)
+
+
+def advances(cursor: str | None, status_id) -> bool:
+    """Whether a status's `status_id` moves the gap-fill cursor (the newest id seen) past `cursor`: a string or an
+    integer (not a boolean, not blank) of the cursor's kind (numeric snowflakes, or opaque strings on servers that
+    use them) that sorts after it. An id of another kind or type (`true`, `"zzz"` among snowflakes, from a broken or
+    hostile server) never does: it would sort after every snowflake and make each later gap-fill ask for statuses
+    newer than it, so that none came back."""
+    if isinstance(status_id, bool) or not isinstance(status_id, (str, int)) or not str(status_id).strip():
+        return False
+    new = status_id_key(status_id)
+    return cursor is None or (new[0] == status_id_key(cursor)[0] and new > status_id_key(cursor))
 
 
 class Seen:

@@ -32,8 +32,9 @@ from urllib.parse import urlsplit
 from requests.exceptions import RequestException
 from urllib3.exceptions import HTTPError
 
-from tootpipe.ingest.instance import (Backoff, FeedSettings, FeedStats, Seen, SourceError, abort, bounded_session,
-                                      fatal, plain, status_id_key, streaming_base, token_for, unknown_host)
+from tootpipe.ingest.instance import (Backoff, FeedSettings, FeedStats, Seen, SourceError, abort, advances,
+                                      bounded_session, fatal, plain, status_id_key, streaming_base, token_for,
+                                      unknown_host)
 from tootpipe.ingest.sse import read_events
 
 __all__ = ["token_for", "status_id_key", "Backoff", "FeedSettings", "InstanceFeed", "live_events", "SourceError", "TICK"]
@@ -86,7 +87,7 @@ class InstanceFeed:
             if not self.seen.add(key):
                 self.stats.duplicates_dropped += 1
                 return
-            if self.last_id is None or status_id_key(sid) > status_id_key(self.last_id):
+            if advances(self.last_id, data["id"]):
                 self.last_id = sid
             if from_rest:
                 self.stats.gap_filled += 1

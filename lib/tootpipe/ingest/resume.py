@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tootpipe.core.errors import KafkaUnavailable
 from tootpipe.core.paths import write_atomic
-from tootpipe.ingest.instance import status_id_key
+from tootpipe.ingest.instance import advances, status_id_key
 from tootpipe.kafka.admin import end_offsets, start_offsets
 from tootpipe.kafka.reader import read_range
 
@@ -47,8 +47,7 @@ def newest_status_ids(bootstrap: str, topic: str, hosts: list[str], tail: int = 
                 if not isinstance(rec, dict) or rec.get("event") not in ("update", "status.update"):
                     continue
                 host, sid = rec.get("instance"), rec.get("id")
-                if host in hosts and isinstance(sid, str) and (
-                        host not in found or status_id_key(sid) > status_id_key(found[host])):
+                if host in hosts and isinstance(sid, str) and advances(found.get(host), sid):
                     found[host] = sid
             done[p] = lo
         if set(hosts) <= set(found) or tail >= max_tail or all(done[p] <= starts[p] for p in ends):
