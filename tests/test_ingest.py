@@ -80,6 +80,17 @@ def test_the_resume_point_of_an_instance_is_below_every_record_still_in_flight(t
     assert load_acked_through(tmp_path / "missing.json") == {}
 
 
+def test_an_acknowledged_id_of_another_kind_never_moves_the_resume_point():
+    """A hostile instance's status with an opaque id ("zzz" sorts after every snowflake) must not become the point
+    a restart gap-fills from: every later status would lie below it and never be fetched."""
+    from tootpipe.ingest.resume import AckedThrough
+    t = AckedThrough()
+    for sid in ("100", "zzz", "101"):
+        t.sent("a.example", sid)
+        t.acked("a.example", sid)
+    assert t.through() == {"a.example": "101"}
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(600)
 def test_live_ingest_resumes_below_what_was_in_flight_and_a_refused_send_stops_it_at_once(fresh, tmp_path):

@@ -94,11 +94,9 @@ class AckedThrough:
         for host, acked in self._acked.items():
             flying = self._inflight.get(host)
             low = min(map(status_id_key, flying)) if flying else None
-            done = [a for a in acked if low is None or status_id_key(a) < low]
-            if host in self._through:
-                done.append(self._through[host])
-            if done:
-                self._through[host] = max(done, key=status_id_key)
+            for a in acked:  # an id of another kind (opaque among snowflakes) never moves it: see `advances`
+                if (low is None or status_id_key(a) < low) and advances(self._through.get(host), a):
+                    self._through[host] = a
             self._acked[host] = [a for a in acked if low is not None and status_id_key(a) >= low]
         return dict(self._through)
 
