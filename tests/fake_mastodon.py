@@ -4,7 +4,8 @@
 - ``GET /api/v1/accounts/verify_credentials``: 200, or 401 when the token is not ``good-token``.
 - ``GET /api/v1/timelines/public`` and ``/timelines/tag/NAME``: the statuses of ``store`` with id > ``min_id``
   (the oldest ``limit`` of them, newest first, as Mastodon does), with ``Link`` headers.
-- ``GET /api/v1/streaming/public``: one scripted connection per request from ``connections``: a list of steps
+- ``GET /api/v1/streaming/public``: one scripted connection per request from ``connections`` (then
+  ``default_connection``; ``("live", feed)`` serves what a bench/live_feed.py LiveFeed posts): a list of steps
   ``("event", name, data)``, ``("heartbeat",)``, ``("sleep", s)``, ``("silent",)`` (hold the socket open and
   send nothing), ``("raw", bytes)``, ``("drip", bytes, seconds)`` (a byte at a time), ``("close",)``; HTTP errors are scripted as ``("status", code)``.
 - ``rest_errors``: status codes returned (in order) by the timeline endpoint before it answers normally; 429
@@ -23,6 +24,7 @@ class FakeMastodon:
     def __init__(self, store: list[dict] | None = None, connections: list[list[tuple]] | None = None,
                  rest_errors: list[int] | None = None, good_token: str = "good-token", newline: bytes = b"\n"):
         self.store = sorted(store or [], key=lambda s: int(s["id"]))
+        self.lock = threading.Lock()    # held by whoever changes `store` while the server runs (bench/live_feed.py)
         self.connections = list(connections or [])
         self.rest_errors = list(rest_errors or [])
         self.good_token = good_token
@@ -30,9 +32,11 @@ class FakeMastodon:
         self.authorization: list[str | None] = []  # the Authorization header of every request
         self.junk: list = []            # items added once to the next timeline page (no id, not a status, ...)
         self.ignore_min_id = False      # a broken server: every page is the newest statuses, whatever min_id says
+        self.rest_delay_s = 0.0         # each timeline page takes this long (an instance pacing its clients)
         self.stream_connects = 0
         self.streaming_api: str | None = None  # what /api/v1/instance names as the streaming server (None: itself)
         self.newline = newline          # b"\r\n": a server (or a proxy) that ends its event-stream lines as HTTP does
+        self.default_connection: list[tuple] = [("silent",)]  # the script of a connection beyond `connections`
         self.closing = threading.Event()
         fake = self
 
@@ -105,6 +109,7 @@ class FakeMastodon:
         if not self._authorised(h):
             self._json(h, 401, {"error": "The access token is invalid"})
             return 401
+        time.sleep(self.rest_delay_s)
         if self.rest_errors:
             code = self.rest_errors.pop(0)
             headers = {}
@@ -114,7 +119,9 @@ class FakeMastodon:
             self._json(h, code, {"error": f"HTTP {code}"}, headers)
             return code
         limit = int(q.get("limit", 20))
-        newer = [s for s in self.store if "min_id" not in q or self.ignore_min_id or int(s["id"]) > int(q["min_id"])]
+        with self.lock:
+            newer = [s for s in self.store
+                     if "min_id" not in q or self.ignore_min_id or int(s["id"]) > int(q["min_id"])]
         page = newer[:limit] if "min_id" in q else newer[-limit:]
         page = list(reversed(page)) + self.junk
         self.junk = []
@@ -132,7 +139,7 @@ class FakeMastodon:
         if not self._authorised(h):
             self._json(h, 401, {"error": "The access token is invalid"})
             return 401
-        script = self.connections.pop(0) if self.connections else [("silent",)]
+        script = self.connections.pop(0) if self.connections else self.default_connection
         if script and script[0][0] == "status":
             self._json(h, script[0][1], {"error": "scripted"})
             return script[0][1]
@@ -145,16 +152,11 @@ class FakeMastodon:
         w = h.wfile
         for step in script:
             kind = step[0]
-            if kind == "event":
-                _, name, data = step
-                payload = data if isinstance(data, str) else json.dumps(data)
-                nl = self.newline
-                w.write(f"event: {name}".encode() + nl + b"".join(
-                    b"data: " + line.encode() + nl for line in payload.split("\n")) + nl)
+            if kind in ("event", "raw", "heartbeat"):
+                self.write_step(w, step)
                 w.flush()
-            elif kind == "raw":  # bytes as they are (a hostile or broken server)
-                w.write(step[1])
-                w.flush()
+            elif kind == "live":  # what a LiveFeed (bench/live_feed.py) publishes, until the server closes
+                step[1].serve(w, self.newline, self.closing)
             elif kind == "drip":  # one byte at a time, every step[2] s, never ending an event
                 for b in step[1]:
                     if self.closing.is_set():
@@ -162,9 +164,6 @@ class FakeMastodon:
                     w.write(bytes([b]))
                     w.flush()
                     time.sleep(step[2])
-            elif kind == "heartbeat":
-                w.write(b":thump" + self.newline)
-                w.flush()
             elif kind == "sleep":
                 time.sleep(step[1])
             elif kind == "silent":
@@ -172,3 +171,16 @@ class FakeMastodon:
             elif kind == "close":
                 break
         return 200
+
+    def write_step(self, w, step: tuple) -> None:
+        """An ("event", name, data), ("raw", bytes) or ("heartbeat",) step, unflushed."""
+        if step[0] == "event":
+            _, name, data = step
+            payload = data if isinstance(data, str) else json.dumps(data)
+            nl = self.newline
+            w.write(f"event: {name}".encode() + nl + b"".join(
+                b"data: " + line.encode() + nl for line in payload.split("\n")) + nl)
+        elif step[0] == "raw":  # bytes as they are (a hostile or broken server)
+            w.write(step[1])
+        else:
+            w.write(b":thump" + self.newline)

@@ -80,6 +80,22 @@ def test_the_resume_point_of_an_instance_is_below_every_record_still_in_flight(t
     assert load_acked_through(tmp_path / "missing.json") == {}
 
 
+def test_a_gap_being_filled_holds_the_resume_point_below_it_until_it_is_released():
+    """While the statuses after 105 are still being fetched over REST, newer ones acknowledged from the stream
+    must not move the resume point past 105: a restart then would skip what the fill had not fetched yet."""
+    from tootpipe.ingest.resume import AckedThrough
+    t = AckedThrough()
+    for sid in ("104", "105"):
+        t.sent("a.example", sid)
+        t.acked("a.example", sid)
+    t.hold("a.example", "105")
+    t.sent("a.example", "120")
+    t.acked("a.example", "120")
+    assert t.through() == {"a.example": "104"}
+    t.release("a.example", "105")
+    assert t.through() == {"a.example": "120"}
+
+
 def test_an_acknowledged_id_of_another_kind_never_moves_the_resume_point():
     """A hostile instance's status with an opaque id ("zzz" sorts after every snowflake) must not become the point
     a restart gap-fills from: every later status would lie below it and never be fetched."""

@@ -10,9 +10,10 @@ Guarantees:
 * What an instance sends is bounded (``source.max_line_bytes``, ``max_event_bytes`` on the stream,
   ``max_page_bytes`` for a REST body, counted after decompression): over a bound, the head of it goes to the
   dead letters (streams) or the request fails like a network error (REST), and the feed goes on.
-* After every reconnect the gap is filled over REST (``min_id`` = newest id seen), and status ids already seen
-  are dropped, so nothing in between is lost and nothing is sent twice. Deletes sent while disconnected cannot
-  be recovered over REST (Mastodon has no endpoint for them).
+* After every reconnect the gap is filled over REST (``min_id`` = newest id seen, up to the newest the timeline
+  held when the connection opened) by a thread of its own while the new stream is read (:mod:`.gaps`), and
+  status ids already seen are dropped, so nothing in between is lost and nothing is sent twice. Deletes and
+  edits sent while disconnected cannot be recovered over REST (Mastodon has no endpoint for them).
 * HTTP 401/403 stop the source with a clear :class:`SourceError`; they are never retried forever.
 * Raw stream payloads are passed on unparsed when they are not valid JSON, so they reach the dead-letter topic
   instead of killing the connection (Mastodon.py would abort the stream on bad JSON).
@@ -32,6 +33,7 @@ from urllib.parse import urlsplit
 from requests.exceptions import RequestException
 from urllib3.exceptions import HTTPError
 
+from tootpipe.ingest.gaps import GapFiller
 from tootpipe.ingest.instance import (Backoff, FeedSettings, FeedStats, Seen, SourceError, abort, advances,
                                       bounded_session, fatal, plain, status_id_key, streaming_base, token_for,
                                       unknown_host)
@@ -50,7 +52,7 @@ class InstanceFeed:
     MAX_DNS_FAILURES = 5  # a host that does not resolve this many times in a row is a mistake, not an outage
 
     def __init__(self, base_url: str, out: queue.Queue, stop: threading.Event, settings: FeedSettings,
-                 access_token: str | None = None, rng: random.Random | None = None):
+                 access_token: str | None = None, rng: random.Random | None = None, holds=None):
         self.base_url = base_url.rstrip("/")
         self.host = urlsplit(self.base_url).hostname or self.base_url
         self.out, self.stop, self.s = out, stop, settings
@@ -64,16 +66,28 @@ class InstanceFeed:
         self.last_activity = time.monotonic()
         self.dns_failures = 0
         self.resume_id: str | None = None
-        self._api = None
+        self._api = self._rest = None
+        self.gaps = GapFiller(self, holds)
 
     # -- shared ---------------------------------------------------------------------------------------------
+    def _client(self):
+        from mastodon import Mastodon  # lazy: mastodon
+        return Mastodon(api_base_url=self.base_url, access_token=self.token, ratelimit_method="pace",
+                        request_timeout=self.s.request_timeout_s, version_check_mode="none",
+                        session=bounded_session(self.s.max_page_bytes))
+
+    @property
+    def rest(self):
+        """The client of timeline pages (polling, gap-fill): one thread uses it, beside the stream's."""
+        if self._rest is None:
+            self._rest = self._client()
+        return self._rest
+
     @property
     def api(self):
+        """The client of the stream (and of the requests made on its thread)."""
         if self._api is None:
-            from mastodon import Mastodon  # lazy: mastodon
-            api = Mastodon(api_base_url=self.base_url, access_token=self.token, ratelimit_method="pace",
-                           request_timeout=self.s.request_timeout_s, version_check_mode="none",
-                           session=bounded_session(self.s.max_page_bytes))
+            api = self._client()
             if self.token:  # Mastodon.py would stream from any host the instance names, token included
                 named = (api.instance().get("urls") or {}).get("streaming_api")
                 api._Mastodon__streaming_base = streaming_base(self.base_url, named)  # checked, and never asked again
@@ -101,11 +115,11 @@ class InstanceFeed:
             except queue.Full:
                 continue
 
-    def _timeline_page(self, min_id: str | None):
-        tl = self.s.timeline
+    def _timeline_page(self, min_id: str | None, limit: int | None = None, api=None):
+        tl, api, limit = self.s.timeline, api or self.rest, limit or self.s.page_size
         if tl.startswith("tag:"):
-            return self.api.timeline_hashtag(tl[4:], min_id=min_id, limit=self.s.page_size)
-        return self.api.timeline_public(min_id=min_id, limit=self.s.page_size, local=tl == "public:local")
+            return api.timeline_hashtag(tl[4:], min_id=min_id, limit=limit)
+        return api.timeline_public(min_id=min_id, limit=limit, local=tl == "public:local")
 
     def _emit_page(self, page, from_rest: bool) -> str | None:
         """A REST page's statuses, oldest first; returns the newest id of the page (None when it has none). An
@@ -123,9 +137,10 @@ class InstanceFeed:
             newest = str(status["id"])
         return newest
 
-    def fetch_newer(self, min_id: str | None) -> int:
-        """REST pages newer than `min_id`, oldest first, until the timeline is exhausted or a page brings nothing
-        newer (a server that ignores `min_id` cannot keep it looping); returns statuses read."""
+    def fetch_newer(self, min_id: str | None, until: str | None = None, on_page=None) -> int:
+        """REST pages newer than `min_id`, oldest first, until a page reaches `until`, the timeline is exhausted or
+        a page brings nothing newer (a server that ignores `min_id` cannot keep it looping); `on_page(newest)`
+        after each page that moved on; returns statuses read."""
         n = 0
         while not self.stop.is_set():
             page = self._timeline_page(min_id)
@@ -134,12 +149,15 @@ class InstanceFeed:
             if newest is None or (min_id is not None and status_id_key(newest) <= status_id_key(min_id)):
                 break
             min_id = newest
-            if len(page) < self.s.page_size:
+            if on_page is not None:
+                on_page(newest)
+            if len(page) < self.s.page_size or (until is not None and status_id_key(newest) >= status_id_key(until)):
                 break
         return n
 
-    def _failed(self, exc: BaseException, what: str) -> bool:
-        """Record an error; True when it is fatal (the feed stops), else sleep the next backoff delay."""
+    def _failed(self, exc: BaseException, what: str, backoff: Backoff | None = None) -> bool:
+        """Record an error; True when it is fatal (the feed stops), else sleep the next delay of `backoff` (the
+        stream's by default)."""
         self.stats.errors += 1
         self.stats.last_error = f"{type(exc).__name__}: {exc}"[:500]  # an error may quote a whole hostile body
         if fatal(exc):
@@ -153,8 +171,8 @@ class InstanceFeed:
             return True
         # a fresh client: Mastodon.py's "pace" mode refuses every later request once a response without rate-limit
         # headers (a proxy's 502, say) leaves its reset time in the past
-        self._api = None
-        delay = self.backoff.next()
+        self._api = self._rest = None
+        delay = (backoff or self.backoff).next()
         log.warning("%s: %s failed (%s); retrying in %.1f s", self.host, what, self.stats.last_error, delay)
         self.stop.wait(delay)
         return False
@@ -224,14 +242,20 @@ class InstanceFeed:
             self.api.stream_public(listener, timeout=read_timeout)
 
     def on_connected(self, response) -> None:
-        """Called by the listener once the stream is open and before it is read: fill the gap over REST."""
+        """Called by the listener once the stream is open and before it is read: the gap since the newest status
+        seen, up to the newest the timeline holds now, goes to the gap filler (everything later is on the stream)."""
         self.response = response
         if self.last_id is not None:
-            since = self.last_id
-            n = self.fetch_newer(self.last_id)
-            if not self._resumed(n):
-                log.info("%s: reconnected; %d statuses filled in over REST since id %s", self.host, n, since)
+            head = self._timeline_page(None, limit=1, api=self.api)
+            top = head[0].get("id") if isinstance(head, list) and head and isinstance(head[0], dict) else None
+            same = advances(None, top) and status_id_key(top)[0] == status_id_key(self.last_id)[0]
+            if not same or advances(self.last_id, top):  # else nothing was posted meanwhile
+                self.gaps.open(self.last_id, str(top) if same else None)
         self.last_activity = time.monotonic()
+
+    def gap_filled(self, since: str, n: int) -> None:
+        if not self._resumed(n):
+            log.info("%s: reconnected; %d statuses filled in over REST since id %s", self.host, n, since)
 
     def _resumed(self, n: int) -> bool:
         """Log, once, how a restart resumed (True when this was that first fill)."""
@@ -304,13 +328,15 @@ def _listener_class():
 
 def live_events(instances: list[str], kind: str, settings: FeedSettings, access_token: str | None = None,
                 feeds_out: list | None = None, tick_s: float = 0.5, token_instance: str | None = None,
-                poll_with_token: bool = False, resume_from: dict[str, str] | None = None) -> Iterator[dict]:
+                poll_with_token: bool = False, resume_from: dict[str, str] | None = None,
+                holds=None) -> Iterator[dict]:
     """Events from every instance at once (`kind` is "stream" or "poll"), with :data:`TICK` while idle.
 
     `resume_from` maps an instance host to the newest status id already published: that feed starts by filling
     in, over REST, every status since (as far back as the API serves), instead of starting from "now". The token
     reaches only the instance that issued it (see :func:`token_for`). Closing the generator stops every feed. A
-    fatal error of any feed raises :class:`SourceError`.
+    fatal error of any feed raises :class:`SourceError`. `holds` (an :class:`~tootpipe.ingest.resume.AckedThrough`)
+    keeps the resume point below every gap still being filled.
     """
     if token_instance is None and access_token and len(instances) == 1:
         token_instance = instances[0]
@@ -323,7 +349,7 @@ def live_events(instances: list[str], kind: str, settings: FeedSettings, access_
                           "without one use source.kind=poll")
     out: queue.Queue = queue.Queue(maxsize=50000)
     stop = threading.Event()
-    feeds = [InstanceFeed(url, out, stop, settings, tokens[url]) for url in instances]
+    feeds = [InstanceFeed(url, out, stop, settings, tokens[url], holds=holds) for url in instances]
     for f in feeds:
         if (resume_from or {}).get(f.host):
             f.last_id = f.resume_id = resume_from[f.host]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -61,7 +62,9 @@ class AckedThrough:
     without a hole. A record still in flight when the process dies (kill -9, a broker outage) lies above it, so the
     restart fetches it again over REST (at-least-once: the stream and the backfill de-duplicate on `uri`). Ids sent
     out of order (gap-fill publishes older statuses after newer ones) are handled: an acknowledged id counts only
-    once nothing older of its instance is in flight. :meth:`save` writes the figures to a file atomically."""
+    once nothing older of its instance is in flight, and nothing at or above a held id (:meth:`hold`: a gap still
+    being filled). :meth:`save` writes the figures to a file atomically. Thread-safe (gap fillers hold from their
+    own threads)."""
 
     def __init__(self, path: Path | None = None, every_s: float = 5.0) -> None:
         self.path, self.every_s = path, every_s
@@ -69,9 +72,18 @@ class AckedThrough:
         self._acked: dict[str, list[str]] = {}
         self._through: dict[str, str] = {}
         self._saved = time.monotonic()
+        self._lock = threading.RLock()
 
     def sent(self, host: str, sid: str) -> None:
-        self._inflight.setdefault(host, Counter())[sid] += 1
+        with self._lock:
+            self._inflight.setdefault(host, Counter())[sid] += 1
+
+    def hold(self, host: str, sid: str) -> None:
+        """Keep the resume point below `sid` until :meth:`release` (a gap after it is being filled)."""
+        self.sent(host, sid)
+
+    def release(self, host: str, sid: str) -> None:
+        self._drop(host, sid)
 
     def failed(self, host: str, sid: str) -> None:
         """A send that never reached the producer's queue: it stays out of the figures, as it was never sent."""
@@ -79,26 +91,29 @@ class AckedThrough:
 
     def acked(self, host: str, sid: str) -> None:
         self._drop(host, sid)
-        self._acked.setdefault(host, []).append(sid)
+        with self._lock:
+            self._acked.setdefault(host, []).append(sid)
         if self.path is not None and time.monotonic() - self._saved >= self.every_s:
             self.save()
 
     def _drop(self, host: str, sid: str) -> None:
-        left = self._inflight[host]
-        left[sid] -= 1
-        if left[sid] <= 0:
-            del left[sid]
+        with self._lock:
+            left = self._inflight[host]
+            left[sid] -= 1
+            if left[sid] <= 0:
+                del left[sid]
 
     def through(self) -> dict[str, str]:
         """instance host -> the newest id below which every sent record of that host is acknowledged."""
-        for host, acked in self._acked.items():
-            flying = self._inflight.get(host)
-            low = min(map(status_id_key, flying)) if flying else None
-            for a in acked:  # an id of another kind (opaque among snowflakes) never moves it: see `advances`
-                if (low is None or status_id_key(a) < low) and advances(self._through.get(host), a):
-                    self._through[host] = a
-            self._acked[host] = [a for a in acked if low is not None and status_id_key(a) >= low]
-        return dict(self._through)
+        with self._lock:
+            for host, acked in self._acked.items():
+                flying = self._inflight.get(host)
+                low = min(map(status_id_key, flying)) if flying else None
+                for a in acked:  # an id of another kind (opaque among snowflakes) never moves it: see `advances`
+                    if (low is None or status_id_key(a) < low) and advances(self._through.get(host), a):
+                        self._through[host] = a
+                self._acked[host] = [a for a in acked if low is not None and status_id_key(a) >= low]
+            return dict(self._through)
 
     def save(self) -> None:
         """The figures into :attr:`path` (whole or not at all), merged over what an earlier run recorded."""

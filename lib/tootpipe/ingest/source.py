@@ -118,8 +118,9 @@ def paced(events: Iterable[dict], rate: float | None) -> Iterator[dict]:
         yield e
 
 
-def source_events(params: Params, resume_from: dict[str, str] | None = None) -> Iterable[dict]:
-    """The events of the configured source; a live source resumes each instance after `resume_from[host]`."""
+def source_events(params: Params, resume_from: dict[str, str] | None = None, holds=None) -> Iterable[dict]:
+    """The events of the configured source; a live source resumes each instance after `resume_from[host]`, its
+    open gaps held in `holds` (see :func:`~tootpipe.ingest.live.live_events`)."""
     kind = params.source.kind
     if kind == "sample":
         return paced(sample_events(params), params.source.rate)
@@ -130,7 +131,7 @@ def source_events(params: Params, resume_from: dict[str, str] | None = None) -> 
     home = params.source.token_instance or os.environ.get("MASTODON_BASE_URL") or None
     return live_events(params.source.instances, kind, feed_settings(params), secret("MASTODON_ACCESS_TOKEN"),
                        token_instance=home.split(",")[0].strip() if home else None,
-                       poll_with_token=params.source.poll_with_token, resume_from=resume_from)
+                       poll_with_token=params.source.poll_with_token, resume_from=resume_from, holds=holds)
 
 
 def ingest(events: Iterable[dict], publisher, params: Params, *, max_toots: int | None = None,
