@@ -111,6 +111,22 @@ def test_a_slow_gap_fill_runs_beside_the_new_stream_which_is_read_at_once():
     assert order.index(str(st[18]["id"])) < order.index(str(st[17]["id"])), "the stream waited for the gap-fill"
 
 
+def test_what_a_stalled_stream_dropped_before_it_went_on_is_filled_in():
+    """A server that stalls (silent, not even heartbeats) for less than the watchdog's time, drops what was posted
+    meanwhile and then goes on: no reconnect happens, so the silence itself must trigger a gap-fill (found by the
+    chaos soak: the last seconds of a stall after a reconnect were lost)."""
+    st = statuses()
+    conns = [[("heartbeat",)] + [("event", "update", s) for s in st[:3]] + [("sleep", 1.0), ("heartbeat",)]
+             + [("event", "update", s) for s in st[10:]] + [("heartbeat",), ("sleep", 0.25)] * 40]
+    with FakeMastodon(st[:10], conns) as fake:  # toots 4..10 were posted during the stall
+        feeds = []
+        gen = live_events([fake.url], "stream", FeedSettings(watchdog_s=1.6, **FAST), "good-token", feeds_out=feeds)
+        got = collect(gen, lambda ev: len(ev) >= 20, timeout=30)
+    assert sorted(ids(got), key=int) == sorted((str(s["id"]) for s in st), key=int)  # nothing lost
+    assert len(ids(got)) == 20  # nothing twice
+    assert fake.stream_connects == 1 and feeds[0].stats.watchdog_fires == 0 and feeds[0].stats.gap_filled == 7
+
+
 def test_a_silent_connection_is_noticed_by_the_watchdog_and_replaced():
     st = statuses()
     conns = [[("heartbeat",)] + [("event", "update", s) for s in st[:3]] + [("silent",)],
@@ -355,6 +371,9 @@ def test_the_stream_reader_takes_chunked_and_plain_bodies_and_a_megabyte_event_q
 
         def on_connected(self, response):
             pass
+
+        def touch(self):
+            self.last_activity = _time.monotonic()
 
         def _emit(self, name, data):
             self.events.append((name, data))

@@ -67,4 +67,5 @@ class GapFiller:
                 self.pending.pop(0)
             if self.holds is not None:
                 self.holds.release(self.feed.host, gap[0])
-            self.feed.gap_filled(gap[0], n)
+            if not self.feed._resumed(n):  # a restart's first fill is logged as such
+                log.info("%s: %d statuses filled in over REST since id %s", self.feed.host, n, gap[0])

@@ -245,17 +245,26 @@ class InstanceFeed:
         """Called by the listener once the stream is open and before it is read: the gap since the newest status
         seen, up to the newest the timeline holds now, goes to the gap filler (everything later is on the stream)."""
         self.response = response
-        if self.last_id is not None:
-            head = self._timeline_page(None, limit=1, api=self.api)
-            top = head[0].get("id") if isinstance(head, list) and head and isinstance(head[0], dict) else None
-            same = advances(None, top) and status_id_key(top)[0] == status_id_key(self.last_id)[0]
-            if not same or advances(self.last_id, top):  # else nothing was posted meanwhile
-                self.gaps.open(self.last_id, str(top) if same else None)
+        self._open_gap()
         self.last_activity = time.monotonic()
 
-    def gap_filled(self, since: str, n: int) -> None:
-        if not self._resumed(n):
-            log.info("%s: reconnected; %d statuses filled in over REST since id %s", self.host, n, since)
+    def touch(self) -> None:
+        """An event or a heartbeat arrived. After a silence of half the watchdog's time (a server that stalled
+        may have dropped what it should have sent meanwhile, then gone on) the gap is filled as after a reconnect."""
+        now = time.monotonic()
+        if now - self.last_activity >= self.s.watchdog_s / 2:
+            self._open_gap()
+        self.last_activity = now
+
+    def _open_gap(self) -> None:
+        """The statuses since the newest seen, up to the newest the timeline holds now, to the gap filler."""
+        if self.last_id is None:
+            return
+        head = self._timeline_page(None, limit=1, api=self.api)
+        top = head[0].get("id") if isinstance(head, list) and head and isinstance(head[0], dict) else None
+        same = advances(None, top) and status_id_key(top)[0] == status_id_key(self.last_id)[0]
+        if not same or advances(self.last_id, top):  # else nothing was posted meanwhile
+            self.gaps.open(self.last_id, str(top) if same else None)
 
     def _resumed(self, n: int) -> bool:
         """Log, once, how a restart resumed (True when this was that first fill)."""
@@ -305,13 +314,13 @@ def _listener_class():
 
         def handle_heartbeat(self):
             self.active = True
-            self.feed.last_activity = time.monotonic()
+            self.feed.touch()
 
         def _dispatch(self, event):
             if not event or event.get("skip"):  # nothing, or the rest of an event cut for its size
                 return
             self.active = True
-            self.feed.last_activity = time.monotonic()
+            self.feed.touch()
             name, raw = event.get("event"), event.get("data")
             if name == "delete":
                 self.feed._emit("delete", (raw or "").strip())
