@@ -42,7 +42,7 @@ def test_an_id_of_another_kind_or_type_never_moves_the_gap_fill_cursor():
     """Found by the chaos soak: a hostile `{"id": true}` event made "True" the newest id seen (it sorts after every
     snowflake), so every later gap-fill asked for statuses newer than it and 116 toots posted during a stall never
     came. Now only an id of the cursor's kind that sorts after it moves it; the odd event still goes downstream
-    (to be dead-lettered)."""
+    (to be dead-lettered), each time: a second `{"id": true}` is not dropped as a duplicate of the first."""
     import queue
     import threading
 
@@ -53,9 +53,10 @@ def test_an_id_of_another_kind_or_type_never_moves_the_gap_fill_cursor():
     assert advances("abc", "abd") and not advances("abc", "12")  # opaque ids (other servers) stay among themselves
     out = queue.Queue()
     feed = InstanceFeed("https://a.example", out, threading.Event(), FeedSettings(**FAST))
-    for data in ({"id": "110"}, {"id": True, "created_at": 5}, {"id": "zzz"}, {"id": "111"}, {"id": "99"}):
+    for data in ({"id": "110"}, {"id": True, "created_at": 5}, {"id": "zzz"}, {"id": "111"}, {"id": "99"},
+                 {"id": True, "created_at": 5}, {"id": "111"}):
         feed._emit("update", data)
-    assert feed.last_id == "111" and out.qsize() == 5
+    assert feed.last_id == "111" and out.qsize() == 6 and feed.stats.duplicates_dropped == 1  # the second 111
 
 
 def test_backoff_grows_exponentially_with_jitter_and_resets():

@@ -95,7 +95,7 @@ class InstanceFeed:
         return self._api
 
     def _emit(self, event: str, data, from_rest: bool = False) -> None:
-        if event in ("update", "status.update") and isinstance(data, dict) and data.get("id") is not None:
+        if event in ("update", "status.update") and isinstance(data, dict) and advances(None, data.get("id")):
             sid = str(data["id"])
             key = (event, sid, data.get("edited_at") if event == "status.update" else None)
             if not self.seen.add(key):
