@@ -2,16 +2,22 @@
 random, then the end state is checked against an independent expectation.
 
     python bench/chaos.py                      # 4 minutes, a fault every ~20 s, 40,000 toots at 200/s
-    python bench/chaos.py --minutes 10 --every 30 --n 60000   # the soak of bench/results/chaos.json
+    python bench/chaos.py --minutes 10 --every 30 --n 60000   # a replayed sample
+    python bench/chaos.py --source live --minutes 10 --every 30  # a live instance (bench/live_feed.py): the soak
+                                                                 # of bench/results/chaos.json
 
 Faults: kill -9 of the stream's driver, of ingest, of both at once, PostgreSQL stopped without a clean shutdown
 (started again at once, or after a 20 s outage), kill -9 of the broker (started again at once, or after a 30 s
 outage: the producer keeps every record and blocks the feed meanwhile), hostile records written into the topic by
 another producer (oversized, nested 2,000 deep, invalid UTF-8, NUL, wrong types, no id), each of which must end as
-one error row; what died is started again (a supervisor, as systemd would). Everything runs in a state folder of its
-own (its own broker and PostgreSQL): the user's services are never touched. At the end: every toot of the replay
-stored once (no loss, no duplicate), the exactly-once invariants (ledger = topic, windows = recount), and per fault
-the seconds until the stream had committed everything the topic held when the fault struck. Prints a table and writes bench/results/chaos.json.
+one error row; what died is started again (a supervisor, as systemd would). With `--source live` ingest streams
+from a fake instance posting at `--rate` (stream and REST gap-fill, edits and deletes), with two more faults: the
+instance's stream stalls (silent, no heartbeat, while its timeline grows) and hostile events on its stream (a line
+over the bound, 2,000 deep, wrong types, NULs, a cut event), none of which may be stored or stop ingest.
+Everything runs in a state folder of its own (its own broker and PostgreSQL): the user's services are never
+touched. At the end: every toot stored once (no loss, no duplicate), the exactly-once invariants (ledger = topic,
+windows = recount), and per fault the seconds until the stream had committed everything the topic held when the
+fault struck. Prints a table and writes bench/results/chaos.json.
 """
 from __future__ import annotations
 
@@ -36,17 +42,19 @@ import psycopg2  # noqa: E402
 import yaml  # noqa: E402
 from common import write  # noqa: E402
 from ingest import write_replay  # noqa: E402
+from live_feed import FIRST_ID, LiveFeed  # noqa: E402
 
 from tootpipe.core import config  # noqa: E402
+from tootpipe.core.errors import DatabaseUnavailable  # noqa: E402
 from tootpipe.ingest.sample import expected_posts, generate  # noqa: E402
 from tootpipe.kafka import end_offsets  # noqa: E402
 from tootpipe.postgres import db  # noqa: E402
 from tootpipe.report import checks  # noqa: E402
 from tootpipe.services import embedded as services  # noqa: E402
-from tootpipe.core.errors import DatabaseUnavailable  # noqa: E402
 from tootpipe.stream.query import PostgresSink, checkpoint_path  # noqa: E402
 
 STATE = Path(os.environ["TOOTPIPE_STATE_DIR"])
+LIVE_FAULTS = ("stalled instance", "hostile events")
 FAULTS = ("kill -9 stream", "kill -9 ingest", "kill -9 ingest and stream", "PostgreSQL crash",
           "PostgreSQL outage 20 s", "kill -9 broker", "broker outage 30 s", "hostile records")
 
@@ -65,8 +73,8 @@ def hostile_records(n: int) -> list[bytes]:
 class Supervised:
     """A tootpipe command started again whenever it dies, until it exits 0 (or is stopped)."""
 
-    def __init__(self, name: str, args: list[str]) -> None:
-        self.name, self.args, self.starts, self.proc, self.done = name, args, 0, None, False
+    def __init__(self, name: str, args: list[str], env: dict | None = None) -> None:
+        self.name, self.args, self.starts, self.proc, self.done, self.env = name, args, 0, None, False, env
         self.log = open(STATE / f"{name}.log", "ab")
 
     def check(self) -> None:
@@ -77,7 +85,7 @@ class Supervised:
             return
         self.starts += 1
         self.proc = subprocess.Popen([sys.executable, "-m", "tootpipe.cli", *self.args], cwd=ROOT,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -98,8 +106,13 @@ def topic_ends(params) -> dict[int, int]:
     return end_offsets(services.endpoints(params).bootstrap_servers, params.kafka.topic)
 
 
-def inject(fault: str, ingest: Supervised, stream: Supervised, params) -> int:
-    """Inject `fault`; the number of hostile records it wrote (0 for the others)."""
+def inject(fault: str, ingest: Supervised, stream: Supervised, params, feed=None) -> int:
+    """Inject `fault`; the number of hostile records or events it sent (0 for the others)."""
+    if fault == "stalled instance":
+        feed.stall(3 * params.source.watchdog_s)  # the watchdog drops the silent connection; so does the next
+        time.sleep(3 * params.source.watchdog_s)
+    if fault == "hostile events":
+        return feed.hostile()
     if fault in ("kill -9 stream", "kill -9 ingest and stream"):
         stream.kill()
     if fault in ("kill -9 ingest", "kill -9 ingest and stream"):
@@ -130,24 +143,36 @@ def inject(fault: str, ingest: Supervised, stream: Supervised, params) -> int:
     return 0
 
 
-def soak(args, params_file: Path, params) -> list[dict]:
+def soak(args, params_file: Path, params, feed=None) -> list[dict]:
     cli = ["--params", str(params_file)]
     where = services.endpoints(params)
     sink = PostgresSink(params, where, str(checkpoint_path(params, where)))  # only its ledger is read
-    ingest = Supervised("ingest", [*cli, "ingest", "--source", "replay", "--replay", str(STATE / "replay.jsonl"),
-                                   "--rate", str(args.rate)])
+    if feed is None:
+        ingest = Supervised("ingest", [*cli, "ingest", "--source", "replay", "--replay",
+                                       str(STATE / "replay.jsonl"), "--rate", str(args.rate)])
+    else:  # the token goes to the instance that issued it: the fake one, on loopback
+        ingest = Supervised("ingest", [*cli, "ingest"], env={**os.environ, "MASTODON_ACCESS_TOKEN": "good-token",
+                                                             "MASTODON_BASE_URL": feed.url})
     stream = Supervised("stream", [*cli, "stream", "--follow"])
+    if feed is not None:  # the instance posts from the moment ingest listens, as `make live` sees a real one
+        ingest.check()
+        wait_until(lambda: feed.fake.stream_connects > 0 or ingest.proc.poll() is not None, 120, "ingest to connect")
+        feed.start()
+    kinds = FAULTS + (LIVE_FAULTS if feed else ())
     rng, faults = random.Random(args.seed), []
     t_end, next_fault = time.monotonic() + args.minutes * 60, time.monotonic() + args.every
     start = time.monotonic()
     while time.monotonic() < t_end or not ingest.done or not caught_up(sink, topic_ends(params)):
         ingest.check()
         stream.check()
+        if feed is not None and time.monotonic() >= t_end:
+            finish_live(feed, ingest, where.database_url)
         if time.monotonic() >= next_fault and time.monotonic() < t_end:
-            fault = rng.choice(FAULTS)
-            target = {"kill -9 stream": stream, "kill -9 ingest": ingest, "kill -9 ingest and stream": ingest}.get(fault)
+            fault = rng.choice(kinds)
+            target = {"kill -9 stream": stream, "kill -9 ingest": ingest,
+                      "kill -9 ingest and stream": ingest}.get(fault)
             ends, t0 = topic_ends(params), time.monotonic()
-            hostile = inject(fault, ingest, stream, params)
+            hostile = inject(fault, ingest, stream, params, feed)
             faults.append({"fault": fault, "at_s": round(t0 - start, 1), "ends": ends, "t0": t0,
                            "hit": target is None or not target.done, "hostile": hostile})
             next_fault = time.monotonic() + args.every * rng.uniform(0.5, 1.5)
@@ -165,11 +190,48 @@ def soak(args, params_file: Path, params) -> list[dict]:
     return faults, ingest.starts, stream.starts
 
 
+def wait_until(cond, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
+        time.sleep(0.2)
+
+
+def lost_runs(lost: set[str], rate: float) -> list[list[float]]:
+    """The lost statuses of a live soak as runs of consecutive ids: [first, last] second of posting and count."""
+    ids = sorted(int(u.rsplit("/", 1)[1]) - FIRST_ID for u in lost if u.rsplit("/", 1)[1].isdigit())
+    runs: list[list] = []
+    for i in ids:
+        if runs and i - runs[-1][1] <= 5:
+            runs[-1][1], runs[-1][2] = i, runs[-1][2] + 1
+        else:
+            runs.append([i, i, 1])
+    return [[round(a / rate, 1), round(b / rate, 1), n] for a, b, n in runs]
+
+
+def finish_live(feed, ingest: Supervised, url: str) -> None:
+    """After the soak: the instance posts no more; once everything it posted is stored (or 5 minutes went by),
+    ingest is stopped as `make live-stop` stops it (SIGTERM: it flushes and exits 0)."""
+    if not feed.stopped:
+        feed.stop()
+        feed.stopped_at = time.monotonic()
+    if ingest.done or ingest.proc is None or ingest.proc.poll() is not None:
+        return
+    try:
+        stored = db.scalar(url, "SELECT count(*) FROM mastodon_posts")
+    except (DatabaseUnavailable, psycopg2.Error):
+        return
+    if stored >= len(feed.latest) or time.monotonic() - feed.stopped_at > 300:
+        ingest.proc.send_signal(signal.SIGTERM)
+        ingest.proc.wait(120)
+
+
 def recovery(faults: list[dict]) -> dict:
     """Per kind, (median, max) of the seconds until the stream had committed what the topic held at the fault."""
     import statistics
     out = {}
-    for kind in FAULTS:
+    for kind in FAULTS + LIVE_FAULTS:
         secs = [f["recovered_s"] for f in faults if f["fault"] == kind and "recovered_s" in f]
         if secs:
             out[kind] = [round(statistics.median(secs), 1), max(secs)]
@@ -220,51 +282,88 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=40000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "chaos.json"))
+    ap.add_argument("--source", choices=("replay", "live"), default="replay",
+                    help="a replayed sample, or a fake instance posting live (stream, REST gap-fill)")
     args = ap.parse_args()
+    feed = LiveFeed(args.rate) if args.source == "live" else None
+    source = {"republish": True} if feed is None else {
+        "kind": "stream", "instances": [feed.url], "watchdog_s": 5.0, "reconnect_base_s": 0.5,
+        "reconnect_max_s": 5.0, "request_timeout_s": 10.0}
     tree = {"run": {"name": "chaos"}, "kafka": {"topic": "chaos", "dlq_topic": "chaos_dlq"},
             "stream": {"trigger": "processing_time", "processing_time": "0.5 seconds", "query_name": "chaos",
                        "watermark_minutes": 10 ** 6, "checkpoint_dir": str(STATE / "checkpoints")},
-            "source": {"republish": True}, "spark": {"master": "local[2]", "shuffle_partitions": 2}}
+            "source": source, "spark": {"master": "local[2]", "shuffle_partitions": 2}}
     params_file = STATE / "chaos.yaml"
     params_file.write_text(yaml.safe_dump(tree))
     params = config.load(params_file, use_env=False)
     try:
         url = services.up(params).database_url
         db.ensure_schema(url)
-        write_replay(STATE / "replay.jsonl", args.n, args.seed)
+        if feed is None:
+            write_replay(STATE / "replay.jsonl", args.n, args.seed)
         t0 = time.monotonic()
-        faults, ingest_starts, stream_starts = soak(args, params_file, params)
+        faults, ingest_starts, stream_starts = soak(args, params_file, params, feed)
         where = services.endpoints(params)
-        expected = set(expected_posts(generate(args.n, args.seed), params.filters))
-        uris = list(db.query_df(url, "SELECT uri FROM mastodon_posts").uri)
+        if feed is None:
+            expected = {u: None for u in expected_posts(generate(args.n, args.seed), params.filters)}
+        else:
+            expected = dict(feed.latest)  # uri -> newest content
+        stored = db.query_df(url, "SELECT uri, content FROM mastodon_posts")
+        uris = list(stored.uri)
+        deleted = feed.deleted if feed else set()  # an edit or delete no live connection got is not recoverable
+        stale = sum(1 for u, c in zip(stored.uri, stored.content)
+                    if expected.get(u) and "(edited)" in expected[u] and "(edited)" not in c)
         inv = checks.stream_invariants(url, where.bootstrap_servers, params.kafka.topic,
                                        str(checkpoint_path(params, where)))
         error_rows = db.scalar(url, "SELECT count(*) FROM stream_errors WHERE topic = %s", (params.kafka.topic,))
+        dead_letters = sum(end_offsets(where.bootstrap_servers, params.kafka.dlq_topic).values()) if feed else 0
         rss = peak_rss()
+        lost = set(expected) - set(uris)
+        hostile_events = sum(f["hostile"] for f in faults if f["fault"] == "hostile events")
+        if lost or len(uris) != len(set(uris)) or dead_letters != hostile_events:  # keep the logs, to see why
+            kept = ROOT / ".tootpipe" / f"chaos-logs-{time.strftime('%Y%m%dT%H%M%S')}"
+            kept.mkdir(parents=True)
+            for log in STATE.glob("*.log"):
+                shutil.copy(log, kept)
+            print(f"logs kept in {kept}")
     finally:
         services.down()
+        if feed is not None:
+            feed.close()
         shutil.rmtree(STATE, ignore_errors=True)  # its broker's and PostgreSQL's data: gigabytes on a long soak
-    result = {"minutes": args.minutes, "rate": args.rate, "toots": args.n, "seconds": round(time.monotonic() - t0),
+    kills = sum(f["fault"] in ("kill -9 ingest", "kill -9 ingest and stream") and f["hit"] for f in faults)
+    result = {"source": args.source, "minutes": args.minutes, "rate": args.rate,
+              "toots": args.n if feed is None else feed.next_id - FIRST_ID, "seconds": round(time.monotonic() - t0),
+              "edits": feed.edits if feed else 0, "stale_edits": stale,
+              "hostile_events": hostile_events,
+              "dead_letters": dead_letters, "ingest_exits_not_injected": ingest_starts - 1 - kills,
               "faults": faults, "ingest_starts": ingest_starts, "stream_starts": stream_starts,
-              "expected_posts": len(expected), "stored_posts": len(uris), "lost": len(expected - set(uris)),
-              "duplicates": len(uris) - len(set(uris)), "unexpected": len(set(uris) - expected),
+              "expected_posts": len(expected), "stored_posts": len(uris), "lost": len(lost),
+              "lost_runs_s": lost_runs(lost, args.rate) if feed else [],
+              "duplicates": len(uris) - len(set(uris)), "unexpected": len(set(uris) - set(expected) - deleted),
+              "deletes_missed": len(set(uris) & deleted), "deletes": len(deleted),
               "messages_in_topic": inv["in_topic"], "ledger_rows": inv["ledger_rows"],
-              "hostile_records": sum(f["hostile"] for f in faults), "error_rows": int(error_rows),
-              "faults_by_kind": {k: sum(f["fault"] == k for f in faults) for k in FAULTS},
+              "hostile_records": sum(f["hostile"] for f in faults if f["fault"] == "hostile records"),
+              "error_rows": int(error_rows),
+              "faults_by_kind": {k: sum(f["fault"] == k for f in faults) for k in FAULTS + LIVE_FAULTS},
               "recovery_s": recovery(faults), "peak_rss_mb": rss, "invariant_failures": inv["failures"]}
-    print(f"{'fault':<18} {'at s':>6} {'caught up with the topic after s':>33}")
+    print(f"{'fault':<26} {'at s':>6} {'caught up with the topic after s':>33}")
     for f in faults:
         note = "" if f["hit"] else " (it had finished)"
-        print(f"{f['fault']:<18} {f['at_s']:>6} {f.get('recovered_s', 'never'):>33}{note}")
+        print(f"{f['fault']:<26} {f['at_s']:>6} {f.get('recovered_s', 'never'):>33}{note}")
     print(f"{len(faults)} faults in {result['seconds']} s; ingest started {ingest_starts}x, stream {stream_starts}x; "
           f"{len(uris)} stored of {len(expected)} expected: lost {result['lost']}, duplicates {result['duplicates']}, "
           f"unexpected {result['unexpected']}; {inv['in_topic']} messages, ledger {inv['ledger_rows']}; "
           f"invariants: {'; '.join(inv['failures']) or 'all hold'}")
     write(args.out, result)
-    print(f"hostile records {result['hostile_records']}, error rows {result['error_rows']}; recovery s (median, "
-          f"max) {result['recovery_s']}; peak RSS MB {rss}")
+    print(f"hostile records {result['hostile_records']}, error rows {result['error_rows']}; hostile events "
+          f"{result['hostile_events']}, dead letters {dead_letters}; edits not at their newest version {stale}, "
+          f"deletes missed {result['deletes_missed']} of {len(deleted)} (unrecoverable when no live connection got them); "
+          f"ingest exits not injected {result['ingest_exits_not_injected']}; recovery s (median, max) "
+          f"{result['recovery_s']}; peak RSS MB {rss}")
     ok = not (result["lost"] or result["duplicates"] or result["unexpected"] or inv["failures"]
-              or result["error_rows"] != result["hostile_records"])
+              or result["error_rows"] != result["hostile_records"] or dead_letters != hostile_events
+              or (feed is None and stale))
     return 0 if ok else 1
 
 
