@@ -7,7 +7,7 @@
 - ``GET /api/v1/streaming/public``: one scripted connection per request from ``connections`` (then
   ``default_connection``; ``("live", feed)`` serves what a bench/live_feed.py LiveFeed posts): a list of steps
   ``("event", name, data)``, ``("heartbeat",)``, ``("sleep", s)``, ``("silent",)`` (hold the socket open and
-  send nothing), ``("raw", bytes)``, ``("drip", bytes, seconds)`` (a byte at a time), ``("close",)``; HTTP errors are scripted as ``("status", code)``.
+  send nothing), ``("raw", bytes)``, ``("post", statuses)`` (onto the timeline only), ``("drip", bytes, seconds)`` (a byte at a time), ``("close",)``; HTTP errors are scripted as ``("status", code)``.
 - ``rest_errors``: status codes returned (in order) by the timeline endpoint before it answers normally; 429
   carries ``X-RateLimit-Reset`` one second ahead.
 """
@@ -164,6 +164,9 @@ class FakeMastodon:
                     w.write(bytes([b]))
                     w.flush()
                     time.sleep(step[2])
+            elif kind == "post":  # statuses appear on the timeline (not on this stream)
+                with self.lock:
+                    self.store = sorted(self.store + step[1], key=lambda s: int(s["id"]))
             elif kind == "sleep":
                 time.sleep(step[1])
             elif kind == "silent":

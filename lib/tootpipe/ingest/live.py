@@ -66,6 +66,7 @@ class InstanceFeed:
         self.last_activity = time.monotonic()
         self.dns_failures = 0
         self.resume_id: str | None = None
+        self.unconfirmed_since: str | None = None
         self._api = self._rest = None
         self.gaps = GapFiller(self, holds)
 
@@ -245,26 +246,28 @@ class InstanceFeed:
         """Called by the listener once the stream is open and before it is read: the gap since the newest status
         seen, up to the newest the timeline holds now, goes to the gap filler (everything later is on the stream)."""
         self.response = response
-        self._open_gap()
+        self.unconfirmed_since = self.last_id  # the gap since is bounded when the stream shows it is live
         self.last_activity = time.monotonic()
 
     def touch(self) -> None:
-        """An event or a heartbeat arrived. After a silence of half the watchdog's time (a server that stalled
-        may have dropped what it should have sent meanwhile, then gone on) the gap is filled as after a reconnect."""
+        """An event or a heartbeat arrived. The first on a new connection bounds the gap since the last one (not
+        the connect: a server may hold a new connection silent while its timeline grows); so does the first after
+        a silence of half the watchdog's time (a stalled server may have dropped what it should have sent)."""
         now = time.monotonic()
-        if now - self.last_activity >= self.s.watchdog_s / 2:
-            self._open_gap()
+        since, self.unconfirmed_since = self.unconfirmed_since, None
+        if since is None and now - self.last_activity >= self.s.watchdog_s / 2:
+            since = self.last_id
+        if since is not None:
+            self._open_gap(since)
         self.last_activity = now
 
-    def _open_gap(self) -> None:
-        """The statuses since the newest seen, up to the newest the timeline holds now, to the gap filler."""
-        if self.last_id is None:
-            return
+    def _open_gap(self, since: str) -> None:
+        """The statuses after `since`, up to the newest the timeline holds now, to the gap filler."""
         head = self._timeline_page(None, limit=1, api=self.api)
         top = head[0].get("id") if isinstance(head, list) and head and isinstance(head[0], dict) else None
-        same = advances(None, top) and status_id_key(top)[0] == status_id_key(self.last_id)[0]
-        if not same or advances(self.last_id, top):  # else nothing was posted meanwhile
-            self.gaps.open(self.last_id, str(top) if same else None)
+        same = advances(None, top) and status_id_key(top)[0] == status_id_key(since)[0]
+        if not same or advances(since, top):  # else nothing was posted meanwhile
+            self.gaps.open(since, str(top) if same else None)
 
     def _resumed(self, n: int) -> bool:
         """Log, once, how a restart resumed (True when this was that first fill)."""
