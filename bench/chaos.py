@@ -11,13 +11,14 @@ Faults: kill -9 of the stream's driver, of ingest, of both at once, PostgreSQL s
 outage: the producer keeps every record and blocks the feed meanwhile), hostile records written into the topic by
 another producer (oversized, nested 2,000 deep, invalid UTF-8, NUL, wrong types, no id), each of which must end as
 one error row; what died is started again (a supervisor, as systemd would). With `--source live` ingest streams
-from a fake instance posting at `--rate` (stream and REST gap-fill, edits and deletes), with two more faults: the
-instance's stream stalls (silent, no heartbeat, while its timeline grows) and hostile events on its stream (a line
-over the bound, 2,000 deep, wrong types, NULs, a cut event), none of which may be stored or stop ingest.
+from a fake instance posting at `--rate` (stream and REST gap-fill, edits and deletes), with one more fault: the
+instance's stream stalls (silent, no heartbeat, while its timeline grows), and every 10 s of calm a burst of
+hostile events on its stream (a line over the bound, 2,000 deep, wrong types, NULs, a cut event), each of which
+must end as a dead letter, none stored, none stopping ingest.
 Everything runs in a state folder of its own (its own broker and PostgreSQL): the user's services are never
 touched. At the end: every toot stored once (no loss, no duplicate), the exactly-once invariants (ledger = topic,
 windows = recount), and per fault the seconds until the stream had committed everything the topic held when the
-fault struck. Prints a table and writes bench/results/chaos.json.
+fault struck. Prints a table and writes bench/results/chaos.json (the live source) or chaos-replay.json.
 """
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ from tootpipe.services import embedded as services  # noqa: E402
 from tootpipe.stream.query import PostgresSink, checkpoint_path  # noqa: E402
 
 STATE = Path(os.environ["TOOTPIPE_STATE_DIR"])
-LIVE_FAULTS = ("stalled instance", "hostile events")
+LIVE_FAULTS = ("stalled instance",)
+HOSTILE_EVERY_S = 10  # a burst of hostile events on the live stream, when no fault is under way
 FAULTS = ("kill -9 stream", "kill -9 ingest", "kill -9 ingest and stream", "PostgreSQL crash",
           "PostgreSQL outage 20 s", "kill -9 broker", "broker outage 30 s", "hostile records")
 
@@ -111,8 +113,6 @@ def inject(fault: str, ingest: Supervised, stream: Supervised, params, feed=None
     if fault == "stalled instance":
         feed.stall(3 * params.source.watchdog_s)  # the watchdog drops the silent connection; so does the next
         time.sleep(3 * params.source.watchdog_s)
-    if fault == "hostile events":
-        return feed.hostile()
     if fault in ("kill -9 stream", "kill -9 ingest and stream"):
         stream.kill()
     if fault in ("kill -9 ingest", "kill -9 ingest and stream"):
@@ -156,10 +156,10 @@ def soak(args, params_file: Path, params, feed=None) -> list[dict]:
     stream = Supervised("stream", [*cli, "stream", "--follow"])
     if feed is not None:  # the instance posts from the moment ingest listens, as `make live` sees a real one
         ingest.check()
-        wait_until(lambda: feed.fake.stream_connects > 0 or ingest.proc.poll() is not None, 120, "ingest to connect")
+        wait_until(lambda: feed.opened > 0 or ingest.proc.poll() is not None, 120, "ingest to connect")
         feed.start()
     kinds = FAULTS + (LIVE_FAULTS if feed else ())
-    rng, faults = random.Random(args.seed), []
+    rng, faults, bursts = random.Random(args.seed), [], Bursts(feed)
     t_end, next_fault = time.monotonic() + args.minutes * 60, time.monotonic() + args.every
     start = time.monotonic()
     while time.monotonic() < t_end or not ingest.done or not caught_up(sink, topic_ends(params)):
@@ -176,6 +176,8 @@ def soak(args, params_file: Path, params, feed=None) -> list[dict]:
             faults.append({"fault": fault, "at_s": round(t0 - start, 1), "ends": ends, "t0": t0,
                            "hit": target is None or not target.done, "hostile": hostile})
             next_fault = time.monotonic() + args.every * rng.uniform(0.5, 1.5)
+        if feed is not None and time.monotonic() < t_end:
+            bursts.tick(ingest, faults)
         sample_rss(ingest, stream)
         for f in faults:  # recovered: the stream has committed everything the topic held at the fault
             if "recovered_s" not in f and caught_up(sink, f["ends"]):
@@ -187,7 +189,27 @@ def soak(args, params_file: Path, params, feed=None) -> list[dict]:
     stream.proc.wait(120)
     for f in faults:
         f.pop("t0"), f.pop("ends")
-    return faults, ingest.starts, stream.starts
+    return faults, ingest.starts, stream.starts, bursts.sent
+
+
+class Bursts:
+    """Hostile events on the live stream every HOSTILE_EVERY_S while nothing else is under way (ingest up on a
+    connection open for 3 s, no stall, no fault in the last 15 s): each of them must end as a dead letter. Events
+    sent with no connection open (ingest down) would reach no one, as on a real instance."""
+
+    def __init__(self, feed) -> None:
+        self.feed, self.sent, self.last = feed, [], time.monotonic()
+        self.opened, self.opened_at = -1, time.monotonic()
+
+    def tick(self, ingest: Supervised, faults: list[dict]) -> None:
+        now = time.monotonic()
+        if self.feed.opened != self.opened:
+            self.opened, self.opened_at = self.feed.opened, now
+        steady = (ingest.proc is not None and ingest.proc.poll() is None and now - self.opened_at >= 3
+                  and now > self.feed.stalled_until + 3 and (not faults or now - faults[-1]["t0"] >= 15))
+        if steady and now - self.last >= HOSTILE_EVERY_S:
+            self.sent.append(self.feed.hostile())
+            self.last = now
 
 
 def wait_until(cond, timeout: float, what: str) -> None:
@@ -281,10 +303,12 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=200, help="toots per second replayed")
     ap.add_argument("--n", type=int, default=40000)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "chaos.json"))
+    ap.add_argument("--out", help="default: bench/results/chaos.json (live) or chaos-replay.json")
     ap.add_argument("--source", choices=("replay", "live"), default="replay",
                     help="a replayed sample, or a fake instance posting live (stream, REST gap-fill)")
     args = ap.parse_args()
+    args.out = args.out or str(ROOT / "bench" / "results" / ("chaos.json" if args.source == "live" else
+                                                              "chaos-replay.json"))
     feed = LiveFeed(args.rate) if args.source == "live" else None
     source = {"republish": True} if feed is None else {
         "kind": "stream", "instances": [feed.url], "watchdog_s": 5.0, "reconnect_base_s": 0.5,
@@ -302,7 +326,7 @@ def main() -> int:
         if feed is None:
             write_replay(STATE / "replay.jsonl", args.n, args.seed)
         t0 = time.monotonic()
-        faults, ingest_starts, stream_starts = soak(args, params_file, params, feed)
+        faults, ingest_starts, stream_starts, bursts = soak(args, params_file, params, feed)
         where = services.endpoints(params)
         if feed is None:
             expected = {u: None for u in expected_posts(generate(args.n, args.seed), params.filters)}
@@ -319,7 +343,7 @@ def main() -> int:
         dead_letters = sum(end_offsets(where.bootstrap_servers, params.kafka.dlq_topic).values()) if feed else 0
         rss = peak_rss()
         lost = set(expected) - set(uris)
-        hostile_events = sum(f["hostile"] for f in faults if f["fault"] == "hostile events")
+        hostile_events = sum(bursts)
         if lost or len(uris) != len(set(uris)) or dead_letters != hostile_events:  # keep the logs, to see why
             kept = ROOT / ".tootpipe" / f"chaos-logs-{time.strftime('%Y%m%dT%H%M%S')}"
             kept.mkdir(parents=True)
@@ -335,7 +359,7 @@ def main() -> int:
     result = {"source": args.source, "minutes": args.minutes, "rate": args.rate,
               "toots": args.n if feed is None else feed.next_id - FIRST_ID, "seconds": round(time.monotonic() - t0),
               "edits": feed.edits if feed else 0, "stale_edits": stale,
-              "hostile_events": hostile_events,
+              "hostile_events": hostile_events, "hostile_bursts": len(bursts),
               "dead_letters": dead_letters, "ingest_exits_not_injected": ingest_starts - 1 - kills,
               "faults": faults, "ingest_starts": ingest_starts, "stream_starts": stream_starts,
               "expected_posts": len(expected), "stored_posts": len(uris), "lost": len(lost),

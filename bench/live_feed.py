@@ -43,6 +43,7 @@ class LiveFeed:
         self.latest: dict[str, str] = {}  # uri -> newest content of each status not deleted
         self.deleted: set[str] = set()
         self.edits = 0
+        self.opened = 0  # stream connections that have started serving (what is posted from then on, they send)
         self.by_id: dict[int, dict] = {}
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -135,7 +136,9 @@ class LiveFeed:
 
     # -- one stream connection (called by the fake server's handler thread) --------------------------------------
     def serve(self, w, newline: bytes, closing: threading.Event) -> None:
-        cursor, quiet_since = len(self.events), time.monotonic()
+        with self.cond:
+            cursor, quiet_since = len(self.events), time.monotonic()
+            self.opened += 1
         while not closing.is_set():
             if time.monotonic() < self.stalled_until:  # hold the socket, send nothing
                 closing.wait(0.2)
