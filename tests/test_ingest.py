@@ -80,6 +80,20 @@ def test_the_resume_point_of_an_instance_is_below_every_record_still_in_flight(t
     assert load_acked_through(tmp_path / "missing.json") == {}
 
 
+def test_the_first_acknowledgement_is_saved_at_once(tmp_path):
+    """Without a saved resume point a restart falls back to the newest id in the topic, which skips a record lost
+    in flight in another partition: a kill -9 in ingest's first seconds must already find the file (found by
+    tests/test_chaos.py, killing ingest 3 s after it started)."""
+    from tootpipe.ingest.resume import AckedThrough, load_acked_through
+    t = AckedThrough(tmp_path / "acked.json", every_s=3600)
+    t.sent("a.example", "100")
+    t.acked("a.example", "100")
+    assert load_acked_through(tmp_path / "acked.json") == {"a.example": "100"}
+    t.sent("a.example", "101")
+    t.acked("a.example", "101")
+    assert load_acked_through(tmp_path / "acked.json") == {"a.example": "100"}  # then every `every_s`
+
+
 def test_a_gap_being_filled_holds_the_resume_point_below_it_until_it_is_released():
     """While the statuses after 105 are still being fetched over REST, newer ones acknowledged from the stream
     must not move the resume point past 105: a restart then would skip what the fill had not fetched yet."""

@@ -17,7 +17,7 @@ import threading
 from requests.exceptions import RequestException
 from urllib3.exceptions import HTTPError
 
-from tootpipe.ingest.instance import Backoff
+from tootpipe.ingest.instance import Backoff, SourceError
 
 __all__ = ["GapFiller"]
 
@@ -50,6 +50,15 @@ class GapFiller:
             return len(self.pending)
 
     def _run(self) -> None:
+        """:meth:`_fill`, never dying silently: an unexpected error is the feed's fatal error (ingest stops, and a
+        restart resumes below every gap still open)."""
+        try:
+            self._fill()
+        except Exception as exc:  # noqa: BLE001 - reported, not swallowed
+            log.exception("%s: the gap-fill failed", self.feed.host)
+            self.feed.fatal = SourceError(f"{self.feed.host}: the gap-fill failed: {type(exc).__name__}: {exc}")
+
+    def _fill(self) -> None:
         from mastodon import MastodonError  # lazy: mastodon
         while not self.feed.stop.is_set():
             with self.cond:

@@ -150,15 +150,13 @@ class InstanceFeed:
             if newest is None or (min_id is not None and status_id_key(newest) <= status_id_key(min_id)):
                 break
             min_id = newest
-            if on_page is not None:
-                on_page(newest)
+            on_page and on_page(newest)
             if len(page) < self.s.page_size or (until is not None and status_id_key(newest) >= status_id_key(until)):
                 break
         return n
 
     def _failed(self, exc: BaseException, what: str, backoff: Backoff | None = None) -> bool:
-        """Record an error; True when it is fatal (the feed stops), else sleep the next delay of `backoff` (the
-        stream's by default)."""
+        """Record an error; True when fatal (the feed stops), else sleep the next delay of `backoff` (the stream's)."""
         self.stats.errors += 1
         self.stats.last_error = f"{type(exc).__name__}: {exc}"[:500]  # an error may quote a whole hostile body
         if fatal(exc):
@@ -381,16 +379,15 @@ def live_events(instances: list[str], kind: str, settings: FeedSettings, access_
     try:
         while True:
             try:
-                yield out.get(timeout=tick_s)
-                continue
+                item = out.get(timeout=tick_s)
             except queue.Empty:
-                pass
-            failed = [f.fatal for f in feeds if f.fatal is not None]
+                item = None
+            failed = [f.fatal for f in feeds if f.fatal is not None]  # also while events flow (a gap filler's)
             if failed:
                 raise failed[0]
-            if not any(t.is_alive() for t in threads):
+            if item is None and not any(t.is_alive() for t in threads):
                 return
-            yield TICK
+            yield TICK if item is None else item
     finally:
         stop.set()
         for f in feeds:
