@@ -13,6 +13,7 @@ import json
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -20,6 +21,11 @@ from fake_mastodon import FakeMastodon  # noqa: E402
 
 FIRST_ID = 110_000_000_000_000_000
 EDIT_EVERY, DELETE_EVERY = 50, 97  # every 50th status edits an earlier one, every 97th deletes one
+
+
+def stamp() -> str:
+    """Now, as Mastodon writes it: to the millisecond (an edit 0.1 s after its status is newer, as the sink asks)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def hostile_events(n: int) -> list[tuple]:
@@ -77,7 +83,7 @@ class LiveFeed:
     # -- the publisher -------------------------------------------------------------------------------------------
     def _status(self, i: int) -> dict:
         user = f"user{i % 50}"
-        now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        now = stamp()
         return {"id": str(i), "created_at": now, "in_reply_to_id": None, "in_reply_to_account_id": None,
                 "sensitive": False, "spoiler_text": "", "visibility": "public", "language": "en",
                 "uri": f"{self.url}/users/{user}/statuses/{i}", "url": f"{self.url}/@{user}/{i}",
@@ -111,7 +117,7 @@ class LiveFeed:
         if old is None:
             return ("heartbeat",)
         edited = {**old, "content": old["content"].replace("</p>", " (edited)</p>"),
-                  "edited_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())}
+                  "edited_at": stamp()}
         self.by_id[i] = edited
         self.edits += 1
         with self.fake.lock:
