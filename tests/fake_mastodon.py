@@ -33,6 +33,7 @@ class FakeMastodon:
         self.junk: list = []            # items added once to the next timeline page (no id, not a status, ...)
         self.ignore_min_id = False      # a broken server: every page is the newest statuses, whatever min_id says
         self.rest_delay_s = 0.0         # each timeline page takes this long (an instance pacing its clients)
+        self.rate_window_s = 300.0      # the rate limit's window: 300 requests per 5 minutes, as Mastodon's
         self.stream_connects = 0
         self.streaming_api: str | None = None  # what /api/v1/instance names as the streaming server (None: itself)
         self.newline = newline          # b"\r\n": a server (or a proxy) that ends its event-stream lines as HTTP does
@@ -126,7 +127,8 @@ class FakeMastodon:
         page = list(reversed(page)) + self.junk
         self.junk = []
         headers = {"X-RateLimit-Limit": "300", "X-RateLimit-Remaining": "299",
-                   "X-RateLimit-Reset": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() + 300))}
+                   "X-RateLimit-Reset": time.strftime("%Y-%m-%dT%H:%M:%S.000Z",
+                                                        time.gmtime(time.time() + self.rate_window_s))}
         if page:
             base = f"{self.url}/api/v1/timelines/public"
             headers["Link"] = (f'<{base}?max_id={page[-1]["id"]}>; rel="next", '

@@ -65,9 +65,10 @@ def test_the_resume_point_of_an_instance_is_below_every_record_still_in_flight(t
         t.sent("a.example", sid)
     t.sent("b.example", "7")
     t.acked("a.example", "109")
-    assert t.through() == {}, "109 is acknowledged, but 103 and 105 are still in flight"
+    assert t.through() == {"a.example": "102", "b.example": "6"}, \
+        "109 is acknowledged, but 103 and 105 are still in flight: just below the lowest id sent"
     t.acked("a.example", "103")
-    assert t.through() == {"a.example": "103"}
+    assert t.through() == {"a.example": "103", "b.example": "6"}
     t.acked("b.example", "7")
     t.sent("a.example", "104")
     t.failed("a.example", "104")  # refused before it was queued (too large: a dead letter instead)
@@ -80,18 +81,21 @@ def test_the_resume_point_of_an_instance_is_below_every_record_still_in_flight(t
     assert load_acked_through(tmp_path / "missing.json") == {}
 
 
-def test_the_first_acknowledgement_is_saved_at_once(tmp_path):
+def test_an_instance_has_a_resume_point_from_its_first_send_and_a_resumed_run_from_its_start(tmp_path):
     """Without a saved resume point a restart falls back to the newest id in the topic, which skips a record lost
-    in flight in another partition: a kill -9 in ingest's first seconds must already find the file (found by
-    tests/test_chaos.py, killing ingest 3 s after it started)."""
+    in flight in another partition: a kill -9 in ingest's first seconds, or before anything of a resumed run was
+    acknowledged below a gap it is filling, must already find the file (found by tests/test_chaos.py: 498 lost)."""
     from tootpipe.ingest.resume import AckedThrough, load_acked_through
     t = AckedThrough(tmp_path / "acked.json", every_s=3600)
     t.sent("a.example", "100")
+    assert load_acked_through(tmp_path / "acked.json") == {"a.example": "99"}  # at once, before any ack
+    t.sent("a.example", "98")  # an older one after it: lower, saved again
+    assert load_acked_through(tmp_path / "acked.json") == {"a.example": "97"}
     t.acked("a.example", "100")
-    assert load_acked_through(tmp_path / "acked.json") == {"a.example": "100"}
-    t.sent("a.example", "101")
-    t.acked("a.example", "101")
-    assert load_acked_through(tmp_path / "acked.json") == {"a.example": "100"}  # then every `every_s`
+    t.acked("a.example", "98")
+    assert t.through() == {"a.example": "100"}
+    AckedThrough(tmp_path / "resumed.json", start={"a.example": "50"})
+    assert load_acked_through(tmp_path / "resumed.json") == {"a.example": "50"}
 
 
 def test_a_gap_being_filled_holds_the_resume_point_below_it_until_it_is_released():
@@ -150,4 +154,4 @@ def test_live_ingest_resumes_below_what_was_in_flight_and_a_refused_send_stops_i
     wait_until(lambda: bad._producer.poll(0.2) or bad._errors, 120, "the broker to refuse the send")
     with pytest.raises(KafkaUnavailable, match="stopped at once"):
         bad.send_record({"event": "update", "uri": "https://h.example/s/12", "id": "12", "instance": "h.example"})
-    assert bad.tracker.through() == {}
+    assert bad.tracker.through() == {"h.example": "10"}  # below the refused 11: a restart fetches it again

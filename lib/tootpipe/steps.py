@@ -77,7 +77,7 @@ def _publish(params: Params, endpoints: Endpoints, max_toots: int | None, durati
     if live and params.source.resume:
         hosts = [urlsplit(u).hostname or u for u in params.source.instances]
         resume = resume_points(endpoints.bootstrap_servers, params.kafka.topic, hosts, acked)
-    tracker = AckedThrough(acked) if live else None
+    tracker = AckedThrough(acked, start=resume) if live else None
     pub = Publisher(endpoints.bootstrap_servers, params.kafka.topic, params.kafka.dlq_topic, tracker=tracker)
     try:
         stats = ingest(source_events(params, resume, holds=tracker), pub, params, max_toots=max_toots,

@@ -66,17 +66,31 @@ class AckedThrough:
     being filled). :meth:`save` writes the figures to a file atomically. Thread-safe (gap fillers hold from their
     own threads)."""
 
-    def __init__(self, path: Path | None = None, every_s: float = 5.0) -> None:
+    def __init__(self, path: Path | None = None, every_s: float = 5.0, start: dict[str, str] | None = None) -> None:
+        """`start`: where this run resumed, per instance (it starts there, and says so in the file at once)."""
         self.path, self.every_s = path, every_s
         self._inflight: dict[str, Counter] = {}
         self._acked: dict[str, list[str]] = {}
-        self._through: dict[str, str] = {}
-        self._saved = float("-inf")  # the first acknowledgement is saved at once: a kill -9 in the first seconds
-        self._lock = threading.RLock()  # must not leave a restart only the topic's newest id (a hole, see below)
+        self._through: dict[str, str] = dict(start or {})
+        self._floor: dict[str, str] = {}  # per instance without a point yet: just below the lowest id sent
+        self._saved = float("-inf")  # the first acknowledgement is saved at once
+        self._lock = threading.RLock()
+        if start:
+            self.save()
 
     def sent(self, host: str, sid: str) -> None:
+        """A record of `host` with status id `sid` goes out. Until an instance has a point, one just below the
+        lowest id sent is its point (numeric ids), saved at once: a kill -9 before any acknowledgement must not
+        leave a restart only the topic's newest id, which skips what was lost in flight in another partition."""
+        floor = None
         with self._lock:
             self._inflight.setdefault(host, Counter())[sid] += 1
+            if host not in self._through and sid.isdigit() and int(sid) > 0:
+                below = str(int(sid) - 1)
+                if host not in self._floor or status_id_key(below) < status_id_key(self._floor[host]):
+                    self._floor[host] = floor = below
+        if floor is not None and self.path is not None:
+            self.save()
 
     def hold(self, host: str, sid: str) -> None:
         """Keep the resume point below `sid` until :meth:`release` (a gap after it is being filled)."""
@@ -113,7 +127,7 @@ class AckedThrough:
                     if (low is None or status_id_key(a) < low) and advances(self._through.get(host), a):
                         self._through[host] = a
                 self._acked[host] = [a for a in acked if low is not None and status_id_key(a) >= low]
-            return dict(self._through)
+            return {**self._floor, **self._through}
 
     def save(self) -> None:
         """The figures into :attr:`path` (whole or not at all), merged over what an earlier run recorded."""
