@@ -1,8 +1,8 @@
 """Gap-fill over REST beside the live stream: what an instance posted while a feed was not connected.
 
-Guarantees: a gap is (since, until]: from the newest status id seen before the connection was lost to the newest id
-the timeline held when the new connection opened; everything posted after that comes on the new stream, which is
-read meanwhile. A fill slower than the instance's traffic (Mastodon.py paces REST calls to the rate limit, about
+Guarantees: a gap is (since, until]: from the newest status id seen before the connection was lost (or a silence
+began) to the newest id the timeline held when the new connection showed it was live (its first event or
+heartbeat); everything posted after that comes on the new stream, which is read meanwhile. A fill slower than the instance's traffic (Mastodon.py paces REST calls to the rate limit, about
 one page of 40 a second) therefore never holds up the stream nor trips its watchdog. Gaps are filled oldest first,
 each to its end whatever happens to the connection meanwhile, from where the last page left off; a failed
 request is retried with backoff, and only a fatal error (401/403) or stop ends the filler. While a gap is open its
@@ -44,10 +44,6 @@ class GapFiller:
             if self.thread is None:
                 self.thread = threading.Thread(target=self._run, daemon=True, name=f"gap-fill-{self.feed.host}")
                 self.thread.start()
-
-    def open_gaps(self) -> int:
-        with self.cond:
-            return len(self.pending)
 
     def _run(self) -> None:
         """:meth:`_fill`, never dying silently: an unexpected error is the feed's fatal error (ingest stops, and a
