@@ -151,8 +151,7 @@ def soak(args, params_file: Path, params, feed=None) -> list[dict]:
         ingest = Supervised("ingest", [*cli, "ingest", "--source", "replay", "--replay",
                                        str(STATE / "replay.jsonl"), "--rate", str(args.rate)])
     else:  # the token goes to the instance that issued it: the fake one, on loopback
-        ingest = Supervised("ingest", [*cli, "ingest"], env={**os.environ, "MASTODON_ACCESS_TOKEN": "good-token",
-                                                             "MASTODON_BASE_URL": feed.url})
+        ingest = Supervised("ingest", [*cli, "ingest"], env=feed.ingest_env())
     stream = Supervised("stream", [*cli, "stream", "--follow"])
     if feed is not None:  # the instance posts from the moment ingest listens, as `make live` sees a real one
         ingest.check()

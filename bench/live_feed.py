@@ -10,6 +10,7 @@ stalled, or to an ingest killed before it acknowledged) cannot come back by gap-
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -56,6 +57,10 @@ class LiveFeed:
     @property
     def url(self) -> str:
         return self.fake.url
+
+    def ingest_env(self) -> dict:
+        """The environment of a `tootpipe ingest` that streams from this instance: its token, sent only to it."""
+        return {**os.environ, "MASTODON_ACCESS_TOKEN": self.fake.good_token, "MASTODON_BASE_URL": self.url}
 
     def start(self) -> None:
         self.thread.start()

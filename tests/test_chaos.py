@@ -2,7 +2,6 @@
 a fake instance posting 100 statuses a second on its stream and its timeline, with edits, deletes, a stall and
 hostile events, into `tootpipe ingest` (source stream), killed with SIGKILL twice and started again as a
 supervisor would. Every status posted must reach the topic, and every hostile event the dead letters."""
-import os
 import signal
 import subprocess
 import sys
@@ -34,7 +33,7 @@ def test_live_ingest_killed_stalled_and_fed_hostile_events_loses_no_status(fresh
     pfile = tmp_path / "live.yaml"
     pfile.write_text(yaml.safe_dump({"kafka": {"topic": params.kafka.topic, "dlq_topic": params.kafka.dlq_topic},
                                      "source": source}))
-    env = {**os.environ, "MASTODON_ACCESS_TOKEN": "good-token", "MASTODON_BASE_URL": feed.url}
+    env = feed.ingest_env()
     log = open(tmp_path / "ingest.log", "ab")
 
     def start():
