@@ -141,3 +141,9 @@ class Holder:
     def kill(self) -> None:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=60)
+
+
+def pytest_collection_modifyitems(items):
+    """The notebook chain's module first: under `make test`'s two workers (pytest-xdist, one module per worker at a
+    time) it is the longest module by far, so it starts at once and the other worker takes everything else."""
+    items.sort(key=lambda item: item.get_closest_marker("notebooks") is None)
