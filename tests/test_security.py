@@ -251,3 +251,31 @@ def test_the_report_index_escapes_and_redacts_what_stands_for_the_row_counts(tmp
                       "ok").read_text()
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "s3cr3t-pw" not in page and "db.example:5432" in page
+
+
+def test_processes_starting_postgresql_at_once_on_a_fresh_machine_get_its_one_system_user():
+    """`make test`'s two workers start PostgreSQL at the same moment: on a machine where its system user does not
+    exist yet, both create it; the one that loses the race gets the user the other created, not an error."""
+    import threading
+    import uuid
+
+    from tootpipe.services import pg_server
+    if os.geteuid() != 0:
+        pytest.skip("only root creates the system user")
+    name, start, results = f"tpt{uuid.uuid4().hex[:8]}", threading.Barrier(8), []
+
+    def create():
+        start.wait()
+        try:
+            results.append(pg_server._system_user(name).pw_uid)
+        except Exception as exc:  # noqa: BLE001 - what the losing process would have raised
+            results.append(exc)
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+    assert len(results) == 8 and len(set(results)) == 1 and isinstance(results[0], int), results

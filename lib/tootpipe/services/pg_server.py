@@ -10,6 +10,7 @@ server through one) is refused before anything runs.
 """
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
@@ -18,6 +19,7 @@ import secrets
 import shlex
 import shutil
 import subprocess
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -58,15 +60,34 @@ def _bin(name: str) -> str:
 binary = _bin
 
 
-def _system_user() -> pwd.struct_passwd | None:
+def _system_user(name: str = SYSTEM_USER) -> pwd.struct_passwd | None:
+    """As root, the system user PostgreSQL runs as, created when missing. Several processes may start PostgreSQL
+    at once on a fresh machine (`make test`'s workers), and `useradd` does not always lock against itself (in a
+    container here six at once all exited 0, and two users of the same name with two uids appeared): the project's
+    processes create it one at a time, each holding an flock on /etc/passwd (read-only; `useradd` ignores it)."""
     if os.geteuid() != 0:
         return None
-    try:
-        return pwd.getpwnam(SYSTEM_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
-                        "--shell", "/usr/sbin/nologin", SYSTEM_USER], check=True, env=server_env())
-        return pwd.getpwnam(SYSTEM_USER)
+    with open("/etc/passwd", "rb") as users:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise _error("another process has held a lock on /etc/passwd for 60 s: the system user "
+                                 f"{name!r} for PostgreSQL cannot be created now") from None
+                time.sleep(0.05)
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            r = subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell",
+                                "/usr/sbin/nologin", name], capture_output=True, text=True, env=server_env())
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            raise _error(f"could not create the system user {name!r} for PostgreSQL: useradd exited "
+                         f"{r.returncode}: {r.stderr.strip()[:300]}") from None
 
 
 def _can_traverse(user: pwd.struct_passwd, path: Path) -> bool:
