@@ -20,7 +20,7 @@ import shlex
 import shutil
 import subprocess
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote
@@ -67,27 +67,33 @@ def _system_user(name: str = SYSTEM_USER) -> pwd.struct_passwd | None:
     processes create it one at a time, each holding an flock on /etc/passwd (read-only; `useradd` ignores it)."""
     if os.geteuid() != 0:
         return None
+    with suppress(KeyError):
+        return pwd.getpwnam(name)
     with open("/etc/passwd", "rb") as users:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise _error("another process has held a lock on /etc/passwd for 60 s: the system user "
-                                 f"{name!r} for PostgreSQL cannot be created now") from None
-                time.sleep(0.05)
-        try:
-            return pwd.getpwnam(name)
-        except KeyError:
-            r = subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell",
-                                "/usr/sbin/nologin", name], capture_output=True, text=True, env=server_env())
+        _flock(users, 60, f"the system user {name!r} for PostgreSQL cannot be created now")
+        with suppress(KeyError):
+            return pwd.getpwnam(name)  # another process created it meanwhile
+        r = subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell",
+                            "/usr/sbin/nologin", name], capture_output=True, text=True, env=server_env())
         try:
             return pwd.getpwnam(name)
         except KeyError:
             raise _error(f"could not create the system user {name!r} for PostgreSQL: useradd exited "
                          f"{r.returncode}: {r.stderr.strip()[:300]}") from None
+
+
+def _flock(file, seconds: float, consequence: str) -> None:
+    """An exclusive flock on `file`, waited for at most `seconds` (released when the file is closed)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise _error(f"another process has held a lock on {file.name} for {seconds:.0f} s: "
+                             f"{consequence}") from None
+            time.sleep(0.05)
 
 
 def _can_traverse(user: pwd.struct_passwd, path: Path) -> bool:
