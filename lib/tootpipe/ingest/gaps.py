@@ -2,12 +2,12 @@
 
 Guarantees: a gap is (since, until]: from the newest status id seen before the connection was lost (or a silence
 began) to the newest id the timeline held when the new connection showed it was live (its first event or
-heartbeat); everything posted after that comes on the new stream, which is read meanwhile. A fill slower than the instance's traffic (Mastodon.py paces REST calls to the rate limit, about
-one page of 40 a second) therefore never holds up the stream nor trips its watchdog. Gaps are filled oldest first,
-each to its end whatever happens to the connection meanwhile, from where the last page left off; a failed
-request is retried with backoff, and only a fatal error (401/403) or stop ends the filler. While a gap is open its
-start is held in the resume tracker (`holds`, :class:`tootpipe.ingest.resume.AckedThrough`), so that a restart
-resumes at or before it.
+heartbeat); everything posted after that comes on the new stream, which is read meanwhile. A fill slower than
+the instance's traffic (Mastodon.py paces REST calls to the rate limit, about one page of 40 a second) therefore
+never holds up the stream nor trips its watchdog. Gaps are filled oldest first, each to its end whatever happens
+to the connection meanwhile, from where the last page left off; a failed request is retried with backoff, and only
+a fatal error (401/403) or stop ends the filler. While a gap is open its start is held in the resume tracker
+(`holds`, :class:`tootpipe.ingest.resume.AckedThrough`), so that a restart resumes at or before it.
 """
 from __future__ import annotations
 

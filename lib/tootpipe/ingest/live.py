@@ -11,9 +11,10 @@ Guarantees:
   ``max_page_bytes`` for a REST body, counted after decompression): over a bound, the head of it goes to the
   dead letters (streams) or the request fails like a network error (REST), and the feed goes on.
 * After every reconnect the gap is filled over REST (``min_id`` = newest id seen, up to the newest the timeline
-  held when the new connection brought its first event or heartbeat) by a thread of its own while the new stream is read (:mod:`.gaps`), and
-  status ids already seen are dropped, so nothing in between is lost and nothing is sent twice. Deletes and
-  edits sent while disconnected cannot be recovered over REST (Mastodon has no endpoint for them).
+  held when the new connection brought its first event or heartbeat) by a thread of its own while the new stream
+  is read (:mod:`.gaps`), and status ids already seen are dropped, so nothing in between is lost and nothing is
+  sent twice. Deletes and edits sent while disconnected cannot be recovered over REST (Mastodon has no endpoint
+  for them).
 * HTTP 401/403 stop the source with a clear :class:`SourceError`; they are never retried forever.
 * Raw stream payloads are passed on unparsed when they are not valid JSON, so they reach the dead-letter topic
   instead of killing the connection (Mastodon.py would abort the stream on bad JSON).
