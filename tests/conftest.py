@@ -35,6 +35,10 @@ def hermetic(environ) -> None:
 
 
 hermetic(os.environ)  # before anything starts: every process of the suite inherits it
+# Every JVM of the suite (Spark drivers and executors, the brokers) compiles with C1 only: short jobs on small data
+# never pay C2's compile work back, and on 2 cores it competes with the other worker (tootpipe.core.jvm; to compare:
+# TOOTPIPE_JIT=tiered make test)
+os.environ.setdefault("TOOTPIPE_JIT", "c1")
 
 
 def isolated(overrides: dict | None = None) -> dict:

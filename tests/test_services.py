@@ -13,6 +13,27 @@ def test_generated_kafka_cluster_ids_are_valid_and_never_read_as_an_option():
     assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
 
 
+def test_the_jit_of_the_projects_jvms_is_tootpipe_jit_and_a_wrong_value_is_named(monkeypatch):
+    from tootpipe.core.jvm import jit_options
+    monkeypatch.delenv("TOOTPIPE_JIT", raising=False)
+    assert jit_options() == []  # HotSpot's default: tiered
+    monkeypatch.setenv("TOOTPIPE_JIT", "c1")
+    assert jit_options() == ["-XX:TieredStopAtLevel=1"]
+    monkeypatch.setenv("TOOTPIPE_JIT", "c2-only")
+    with pytest.raises(ValueError, match="TOOTPIPE_JIT='c2-only'.*tiered, c1"):
+        jit_options()
+
+
+@pytest.mark.integration
+def test_the_broker_compiles_as_tootpipe_jit_says(services_up):
+    """The suite sets TOOTPIPE_JIT=c1 (conftest) unless the shell set it: its broker's command line carries it."""
+    from tootpipe.core.jvm import jit_options
+    from tootpipe.services import embedded as services
+    pid = services.status()["kafka"]["pid"]
+    args = open(f"/proc/{pid}/cmdline").read().split("\0")
+    assert [a for a in args if a.startswith("-XX:TieredStopAtLevel")] == jit_options()
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(600)
 def test_a_checkpoint_asked_of_the_embedded_server_happens_and_an_external_one_is_refused(fresh):

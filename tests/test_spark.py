@@ -119,6 +119,7 @@ def test_a_failed_table_write_leaves_the_previous_table_intact(fresh, spark):
 @pytest.mark.integration
 @pytest.mark.timeout(600)
 def test_the_driver_jvm_runs_with_the_class_archive_when_there_is_one(spark):
+    from tootpipe.core.jvm import jit_options
     from tootpipe.spark.archive import archive_path
     expected = str(archive_path()) if archive_path().exists() else ""  # make install builds it; without: none
     jvm = spark.sparkContext._jvm
@@ -127,6 +128,8 @@ def test_the_driver_jvm_runs_with_the_class_archive_when_there_is_one(spark):
     assert bean.getVMOption("SharedArchiveFile").getValue() == expected
     assert bean.getVMOption("DontCompileHugeMethods").getValue() == "false"  # Spark's large generated methods JIT
     assert bean.getVMOption("UseParallelGC").getValue() == "true"  # G1's concurrent threads cost CPU on 2 cores
+    c1 = "-XX:TieredStopAtLevel=1" in jit_options()  # the suite's TOOTPIPE_JIT=c1 (conftest) unless set otherwise
+    assert bean.getVMOption("TieredStopAtLevel").getValue() == ("1" if c1 else "4")
 
 
 def test_sparks_own_rpc_in_local_mode_takes_only_peers_that_know_the_applications_secret(spark):

@@ -19,6 +19,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from tootpipe.core.errors import ServiceError
+from tootpipe.core.jvm import jit_options
 from tootpipe.services.jars import broker_classpath, pom_version
 from tootpipe.services.procs import free_port, identity, port_free
 
@@ -117,7 +118,7 @@ def cluster_id_of(data: Path) -> str | None:
 def _java(cls: str, *args: str, heap: str, log4j: Path) -> list[str]:
     return ["java", f"-Xmx{heap}", f"-Xms{min(128, int(heap.rstrip('m')))}m", "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile=file:{log4j}", "-cp", broker_classpath(), cls, *args]
+            f"-Dlog4j2.configurationFile=file:{log4j}", *jit_options(), "-cp", broker_classpath(), cls, *args]
 
 
 def _wait_free(ports: list[int], wait_s: float) -> bool:

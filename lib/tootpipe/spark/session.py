@@ -18,6 +18,7 @@ from py4j.protocol import Py4JError
 
 from tootpipe.core.config import Params, credential_names, load
 from tootpipe.core.errors import JavaMissing
+from tootpipe.core.jvm import jit_options
 from tootpipe.core.paths import install_dir, project_root, state_dir
 from tootpipe.services.jars import spark_jars
 from tootpipe.spark.java import java_options as archive_options, java_version
@@ -74,6 +75,13 @@ def _without_secrets(start):
 # stayed interpreted. Compiled, the exactly-once stream drains a 177,990-message backlog in 12.3-12.7 s instead of
 # 13.5-14.3 s (measured side by side, warm session; the backfill, bound by PostgreSQL, unchanged).
 _JIT_OPTIONS = "-XX:-DontCompileHugeMethods"
+
+
+def _jit() -> str:
+    """The huge methods compiled, and the JIT of ``$TOOTPIPE_JIT`` (:mod:`tootpipe.core.jvm`)."""
+    return " ".join([_JIT_OPTIONS, *jit_options()])
+
+
 # The driver (in local mode also the executor) on the parallel collector instead of G1: on 2 cores G1's concurrent
 # threads cost CPU on every small job of a run (backfill +9%, clean +6%, the suite's Spark tests -10% CPU;
 # docs/performance-log.md, 2026-12-07). A cluster's executors keep the JVM's default.
@@ -111,8 +119,8 @@ def _prepare(params: Params, app_name: str, java_options: str | None) -> dict[st
             "spark.sql.warehouse.dir": str(state / "spark-warehouse"),
             "spark.local.dir": str(state / "spark-tmp"),
             "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{log4j} "
-                                             f"-Dderby.system.home={state} {_JIT_OPTIONS} {_DRIVER_GC} {java_options}".strip(),
-            "spark.executor.extraJavaOptions": _JIT_OPTIONS,  # on a cluster the generated code runs there
+                                             f"-Dderby.system.home={state} {_jit()} {_DRIVER_GC} {java_options}".strip(),
+            "spark.executor.extraJavaOptions": _jit(),  # on a cluster the generated code runs there
             "spark.executorEnv.PYSPARK_PYTHON": sys.executable,
             "spark.sql.execution.arrow.pyspark.enabled": "true",
             # Arrow batches to Python workers (mapInArrow: every COPY from the tasks) cut at maxRecordsPerBatch
