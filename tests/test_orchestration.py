@@ -133,11 +133,12 @@ def test_orchestrate_serves_the_ui_on_loopback_with_the_asset_graph(fresh, tmp_p
     port = free_port()
     log = tmp_path / "dagster.log"
 
-    def start():
+    def start(sigint=signal.SIG_DFL):
         with open(log, "a") as out:
             return subprocess.Popen([sys.executable, "-m", "tootpipe.cli", "--params", str(own),
                                      "orchestrate", "--port", str(port)], cwd=ROOT, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
     proc = start()
 
     def graphql(query):
@@ -162,7 +163,7 @@ def test_orchestrate_serves_the_ui_on_loopback_with_the_asset_graph(fresh, tmp_p
         status = wait_until(lambda: _finished(graphql, run_id), 240, "the checks run to finish")
         os.killpg(proc.pid, signal.SIGKILL)  # webserver and daemon die at once, with no chance to clean up
         proc.wait(60)
-        proc = start()
+        proc = start(signal.SIG_IGN)  # as from a script (`make orchestrate &`): SIGINT ignored
         runs = wait_until(lambda: _runs(graphql, proc, log), 240, "Dagster again after kill -9")
         assert runs == {run_id: status}, runs  # the history survived (no stale lock); the sensor started nothing
         binary = chromium_path()
@@ -172,12 +173,18 @@ def test_orchestrate_serves_the_ui_on_loopback_with_the_asset_graph(fresh, tmp_p
                              "dagster_assets.png", timeout=120,
                              steps=(("", "document.body.innerText.includes('mastodon_posts')"),))
         assert r.screenshot.stat().st_size > 10_000
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)  # what `kill` sends: it stops even with SIGINT ignored
         try:
-            proc.wait(60)
+            proc.wait(120)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("tootpipe orchestrate ignored SIGTERM (started with SIGINT ignored)")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def launch(graphql, job: str) -> str:

@@ -270,6 +270,9 @@ def cmd_orchestrate(args) -> int:
           f"{env['DAGSTER_HOME']}); Ctrl-C stops it, `tootpipe services down` the services", file=sys.stderr,
           flush=True)
     os.chdir(project_root())
+    # Started from a script (`make orchestrate &`), SIGINT arrives ignored, and Dagster maps SIGTERM to SIGINT's
+    # handler: both would be ignored by Dagster and its children, and only kill -9 would stop them
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.execve(cmd[0], cmd, env)  # this process becomes Dagster: a signal to it reaches the webserver and daemon
 
 
