@@ -9,6 +9,7 @@ import pytest
 from tootpipe.sentiment import encoder
 
 E5 = "e5-small-v2-q"
+ME5 = "multilingual-e5-small-q4"
 ROOT_XLMT = Path(__file__).resolve().parents[1] / "data" / "sentiment" / "xlmt" / "french"
 
 
@@ -21,6 +22,17 @@ def test_one_unit_row_per_text_in_order_for_any_text():
     assert out[0] @ out[1] < out[0] @ encoder.embed(E5, ["I really love this!"])[0]  # it reads meaning
     alone = np.stack([encoder.embed(E5, [t])[0] for t in texts[:2]])
     assert np.allclose(out[:2], alone, atol=1e-5)  # batching and length sorting change nothing
+
+
+def test_the_multilingual_engine_gives_each_text_its_own_row_across_length_sorted_batches(monkeypatch):
+    """Its calls are cut into length-sorted batches (it pads a call to its longest text): each row is the text's
+    own, the same as the text embedded alone."""
+    from tootpipe.sentiment.data import read_xlmt
+    texts = [r[0] for r in read_xlmt(ROOT_XLMT, "val")][:11] + ["", "ok " * 300]  # unsorted lengths, one cut
+    monkeypatch.setattr(encoder, "BATCH", 4)  # four calls
+    rows = encoder._run(ME5, texts)
+    alone = np.stack([encoder._run(ME5, [t])[0] for t in texts])
+    assert rows.shape == (13, 384) and np.allclose(rows, alone, atol=1e-6)
 
 
 def test_a_long_text_is_cut_to_the_encoders_token_budget():

