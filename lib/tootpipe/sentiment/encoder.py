@@ -169,30 +169,34 @@ def _session(name: str):
 
 
 def _run(name: str, texts: list[str]) -> np.ndarray:
-    """Embed `texts` (no cache), in length-sorted batches."""
+    """Embed `texts` (no cache), in length-sorted batches of `BATCH`: both engines pad a batch to its longest text
+    (the multilingual one gives the same rows 19-25 % faster than with all texts in one call; performance-log)."""
     enc = _encoder(name)
+    rows = _package_rows if enc.package else _onnx_rows
     out = np.zeros((len(texts), enc.dim), dtype=np.float32)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    if enc.package:  # its engine cuts nothing: a text is cut to ~8 characters per token it may read
-        # it pads a call's texts to the longest: length-sorted batches give the same rows 30 % faster (43 vs 33
-        # texts/s, XLM-T French, max difference 0.0)
-        model = _package_model(name)
-        for start in range(0, len(order), BATCH):
-            idx = order[start:start + BATCH]
-            cut = [texts[i][:enc.max_tokens * 8].encode("utf-8", "replace").decode("utf-8") for i in idx]
-            out[idx] = np.asarray(model.query(cut), dtype=np.float32).reshape(len(idx), enc.dim)
-        return out
-    session, tok = _session(name)
     for start in range(0, len(order), BATCH):
         idx = order[start:start + BATCH]
-        encoded = tok.encode_batch([enc.prefix + texts[i] for i in idx])
-        ids = np.array([e.ids for e in encoded], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
-        hidden = session.run(None, {"input_ids": ids, "attention_mask": mask,
-                                    "token_type_ids": np.zeros_like(ids)})[0]
-        pooled = (hidden * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
-        out[idx] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        out[idx] = rows(enc, [texts[i] for i in idx])
     return out
+
+
+def _package_rows(enc: Encoder, texts: list[str]) -> np.ndarray:
+    """A batch through the package's engine, which cuts nothing: a text is cut to ~8 characters per token it may
+    read."""
+    cut = [t[:enc.max_tokens * 8].encode("utf-8", "replace").decode("utf-8") for t in texts]
+    return np.asarray(_package_model(enc.name).query(cut), dtype=np.float32).reshape(len(texts), enc.dim)
+
+
+def _onnx_rows(enc: Encoder, texts: list[str]) -> np.ndarray:
+    """A batch through the ONNX session: "query: " prefix, mean pooling over the attention mask, L2 norm."""
+    session, tok = _session(enc.name)
+    encoded = tok.encode_batch([enc.prefix + t for t in texts])
+    ids = np.array([e.ids for e in encoded], dtype=np.int64)
+    mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+    hidden = session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
+    pooled = (hidden * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
+    return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
 
 def cache_path(name: str) -> Path:
