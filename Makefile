@@ -15,12 +15,13 @@ $(VENV)/.installed: pyproject.toml jvm/pom.xml scripts/install.sh
 install: $(VENV)/.installed
 
 # Spark's driver starts ~3.5 s sooner with its class archive (tootpipe.spark.archive; ~28 s to build, once per java
-# and pyspark): the suite waits for it, the other commands build it in the background and go on
+# and pyspark): the suite waits for it; the other commands build it in the background at the lowest CPU priority
+# (`make run` once its notebooks are done: the first run's CPU goes to the notebooks)
 ARCHIVE := $(PY) -m tootpipe.spark.archive
 
 run: install
-	@$(ARCHIVE) --background
 	$(PY) run_all.py --params $(PARAMS)
+	@$(ARCHIVE) --background
 
 # two workers (pytest-xdist), each with its own services, one test module at a time: the suite waits on processes
 # starting as much as it computes, so two keep the 2 cores busy (554 -> 456 s on 2 cores)

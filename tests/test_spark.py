@@ -110,7 +110,8 @@ def test_the_background_class_archive_build_starts_only_when_missing_and_detache
     monkeypatch.setattr(jvm_archive.subprocess, "Popen", lambda argv, **kw: started.append((argv, kw)))
     assert jvm_archive.main(["--background"]) == 0
     (argv, kw), = started
-    assert argv[1:] == ["-m", "tootpipe.spark.archive"] and kw["start_new_session"] and kw["cwd"] == tmp_path
+    assert argv[1:] == ["-m", "tootpipe.spark.archive", "--low-priority"] and kw["start_new_session"]
+    assert kw["cwd"] == tmp_path
     assert "building in the background" in capsys.readouterr().out
     final.write_bytes(b"archive")
     assert jvm_archive.main(["--background"]) == 0 and len(started) == 1

@@ -5,8 +5,9 @@ of Spark classes before its first query. `python -m tootpipe.spark.archive` (run
 with `-XX:ArchiveClassesAtExit`, runs a small workload (SQL, Arrow) and keeps the classes the JVM loaded, already
 parsed and verified, in `.tootpipe/cds/`; :func:`java_options` then hands the archive to every driver JVM.
 Measured on 2 cores: the session is up in ~5.0 s instead of ~8.7 s; building the archive takes ~28 s, once.
-`make test` builds it before the suite; `make run`, `lab` and `orchestrate` start the build in the background
-(``--background``) and go on: their first Spark driver may start without it, the next ones use it.
+`make test` builds it before the suite; `make lab` and `orchestrate` start the build in the background
+(``--background``) and go on, `make run` once its notebooks are done: a driver started before it is written runs
+without it, the next ones use it.
 Guarantees: the archive is named after the `java` binary, its version and pyspark's version, so
 an upgrade of either makes it unused (never wrong: the JVM also checks it and ignores one that does not match);
 it is written to a temporary name and renamed once the JVM has finished writing it, so a reader never sees half an
@@ -71,12 +72,14 @@ def _build(final: Path) -> Path | None:
 
 
 def in_background() -> bool:
-    """Start a build in a process of its own, detached from this one, unless the archive is there; returns whether
-    one started (its output goes to the log, as with :func:`main`)."""
+    """Start a build in a process of its own, detached from this one and at the lowest CPU priority (it takes the
+    cores the user's work leaves idle: notebooks 01-04 took 3-4 s longer beside it, 9-10 s at normal priority),
+    unless the archive is there; returns whether one started (its output goes to the log, as with :func:`main`)."""
     if archive_path().exists():
         return False
-    subprocess.Popen([sys.executable, "-m", "tootpipe.spark.archive"], cwd=project_root(), start_new_session=True,
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.Popen([sys.executable, "-m", "tootpipe.spark.archive", "--low-priority"], cwd=project_root(),
+                     start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
     return True
 
 
@@ -88,6 +91,8 @@ def main(argv: list[str]) -> int:
         if in_background():
             print(f"Spark driver class archive: building in the background (log: {log.relative_to(project_root())})")
         return 0
+    if "--low-priority" in argv:
+        os.nice(19)  # the JVM and its Python workers inherit it
     log.parent.mkdir(parents=True, exist_ok=True)
     saved = os.dup(1), os.dup(2)
     with open(log, "w") as fh:
