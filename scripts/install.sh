@@ -9,19 +9,10 @@
 # settings, so the index, extra index, find-links and certificate pip is configured with are passed on; when uv
 # cannot install (or cannot be installed), pip installs instead, as before. Maven fetches the jars meanwhile (the
 # module needs only the standard library). Spark's class archive is not built here: see the Makefile.
-set -euo pipefail
-python=${1:-python3}
-venv=${2:-.venv}
-py=$venv/bin/python
 UV_VERSION=0.13.8
 
-"$python" -m venv "$venv"
-
-PYTHONPATH=lib "$py" -m tootpipe.services.jars &
-jars=$!
-
 # pip's own settings (pip.conf, PIP_* variables) as uv's: `pip config list` prints them as section.key='value'
-pip_setting() { "$py" -m pip config list 2>/dev/null | sed -n "s/^[^=]*\.$1='\(.*\)'\$/\1/p" | tail -n 1; }
+pip_setting() { "$py" -m pip config list 2>/dev/null | sed -n "s/^[^=]*\.$1='\(.*\)'\$/\1/p" | tail -n 1 || true; }
 with_pip_settings() {
   local index extra links cert
   index=$(pip_setting index-url); extra=$(pip_setting extra-index-url)
@@ -30,14 +21,29 @@ with_pip_settings() {
     ${cert:+SSL_CERT_FILE="$cert"} "$@"
 }
 
-if "$py" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION" \
-   && with_pip_settings "$venv/bin/uv" pip install --quiet --compile-bytecode --python "$py" -e '.[test]'; then
-  :
-else
-  echo "install: uv could not install the packages (above); pip installs them instead" >&2
-  "$py" -m pip install --quiet --upgrade pip
-  "$py" -m pip install --quiet -e '.[test]'
-fi
+main() {
+  local python=${1:-python3} venv=${2:-.venv} jars
+  py=$venv/bin/python
+  "$python" -m venv "$venv"
 
-wait "$jars"
-"$py" -m tootpipe.sentiment.encoder
+  PYTHONPATH=lib "$py" -m tootpipe.services.jars &
+  jars=$!
+
+  if "$py" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION" \
+     && with_pip_settings "$venv/bin/uv" pip install --quiet --compile-bytecode --python "$py" -e '.[test]'; then
+    :
+  else
+    echo "install: uv could not install the packages (above); pip installs them instead" >&2
+    "$py" -m pip install --quiet --upgrade pip
+    "$py" -m pip install --quiet -e '.[test]'
+  fi
+
+  wait "$jars"
+  "$py" -m tootpipe.sentiment.encoder
+}
+
+# sourced (tests/test_packaging.py), it only defines the functions
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  set -euo pipefail
+  main "$@"
+fi

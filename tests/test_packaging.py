@@ -1,10 +1,13 @@
-"""The declared environments agree with each other and with the live demo's files."""
+"""The declared environments agree with each other and with the live demo's files; the install script."""
+import os
+import subprocess
 import tomllib
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+ENV = {"PATH": os.environ["PATH"]}  # none of this machine's PIP_* settings
 
 
 def test_environment_yml_lists_the_same_dependencies_as_pyproject():
@@ -104,3 +107,21 @@ def test_the_readme_is_read_in_five_minutes_and_every_page_it_names_exists():
             "docs/ingest.md", "docs/jvm.md", "docs/testing.md", "docs/orchestration.md", "SECURITY.md"} <= set(targets)
     missing = [t for t in targets if not t.startswith("http") and not (ROOT / t).exists()]
     assert missing == []
+
+
+def test_the_install_hands_pips_index_find_links_and_certificate_to_uv(tmp_path):
+    fake = tmp_path / "python"  # a venv's python whose pip is configured (pip.conf and PIP_* variables)
+    fake.write_text("#!/bin/sh\ncat <<'EOF'\nglobal.index-url='https://mirror.example/simple'\n"
+                    "global.extra-index-url='https://extra.example/simple'\n:env:.find-links='/opt/a /opt/b'\n"
+                    "global.cert='/etc/ssl/corp.pem'\nEOF\n")
+    fake.chmod(0o755)
+    script = f'source {ROOT / "scripts" / "install.sh"}; py={fake}; with_pip_settings env'
+    seen = dict(line.split("=", 1) for line in subprocess.run(["bash", "-c", script], capture_output=True,
+                                                               text=True, check=True, env=ENV).stdout.splitlines())
+    assert seen["UV_DEFAULT_INDEX"] == "https://mirror.example/simple"
+    assert seen["UV_INDEX"] == "https://extra.example/simple"
+    assert seen["UV_FIND_LINKS"] == "/opt/a,/opt/b" and seen["SSL_CERT_FILE"] == "/etc/ssl/corp.pem"
+    fake.write_text("#!/bin/sh\nexit 1\n")  # nothing configured, or no `pip config`: uv's own defaults
+    script = f'set -euo pipefail; source {ROOT / "scripts" / "install.sh"}; py={fake}; with_pip_settings env'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True, env=ENV).stdout
+    assert "UV_" not in out and "SSL_CERT_FILE" not in out
