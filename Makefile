@@ -15,8 +15,8 @@ $(VENV)/.installed: pyproject.toml jvm/pom.xml scripts/install.sh
 install: $(VENV)/.installed
 
 # Spark's driver starts ~3.5 s sooner with its class archive (tootpipe.spark.archive; ~28 s to build, once per java
-# and pyspark): the suite waits for it; the other commands build it in the background at the lowest CPU priority
-# (`make run` once its notebooks are done: the first run's CPU goes to the notebooks)
+# and pyspark): the suite waits for it; lab, orchestrate and live build it in the background at the lowest CPU
+# priority, `make run` once its notebooks are done (the first run's CPU goes to the notebooks)
 ARCHIVE := $(PY) -m tootpipe.spark.archive
 
 run: install
@@ -62,6 +62,7 @@ live: install
 	  pw = secret('DB_PASSWORD') or ''; sys.exit(0 if p.database.url is None or (len(pw) >= 12 and pw != 'change-me') \
 	  else 'make live: set DB_PASSWORD in .env to a long random value first (see .env.example)')"
 	mkdir -p -m 700 .tootpipe/live
+	@$(ARCHIVE) --background
 	$(VENV)/bin/tootpipe --params $(LIVE_PARAMS) services up > /dev/null
 	$(VENV)/bin/tootpipe --params $(LIVE_PARAMS) ingest > .tootpipe/live/ingest.log 2>&1 & echo $$! > .tootpipe/live/ingest.pid
 	$(VENV)/bin/tootpipe --params $(LIVE_PARAMS) stream --follow > .tootpipe/live/stream.log 2>&1 & echo $$! > .tootpipe/live/stream.pid

@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -104,6 +105,31 @@ def caught_up(sink: PostgresSink, ends: dict[int, int]) -> bool:
     return all(done.get(p, 0) >= o for p, o in ends.items())
 
 
+class RecoveryWatch(threading.Thread):
+    """Whether the stream has committed what the topic held at each fault, sampled every 0.5 s apart from the
+    soak's loop: an injection blocks that loop (a stalled instance for three watchdog periods, an outage for its
+    length), and a fault before it would otherwise be seen recovered only when the injection returns."""
+
+    def __init__(self, sink: PostgresSink, faults: list[dict]) -> None:
+        super().__init__(daemon=True)
+        self.sink, self.faults, self.done = sink, faults, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.check()
+            self.done.wait(0.5)
+
+    def check(self) -> None:
+        for f in [f for f in list(self.faults) if "recovered_s" not in f]:
+            if caught_up(self.sink, f["ends"]):
+                f["recovered_s"] = round(time.monotonic() - f["t0"], 1)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(60)
+        self.check()  # the soak ends caught up with the topic: a fault not sampled since is recovered now
+
+
 def topic_ends(params) -> dict[int, int]:
     return end_offsets(services.endpoints(params).bootstrap_servers, params.kafka.topic)
 
@@ -161,6 +187,8 @@ def soak(args, params_file: Path, params, feed=None) -> list[dict]:
     rng, faults, bursts = random.Random(args.seed), [], Bursts(feed)
     t_end, next_fault = time.monotonic() + args.minutes * 60, time.monotonic() + args.every
     start = time.monotonic()
+    watch = RecoveryWatch(sink, faults)
+    watch.start()
     while time.monotonic() < t_end or not ingest.done or not caught_up(sink, topic_ends(params)):
         ingest.check()
         stream.check()
@@ -178,12 +206,10 @@ def soak(args, params_file: Path, params, feed=None) -> list[dict]:
         if feed is not None and time.monotonic() < t_end:
             bursts.tick(ingest, faults)
         sample_rss(ingest, stream)
-        for f in faults:  # recovered: the stream has committed everything the topic held at the fault
-            if "recovered_s" not in f and caught_up(sink, f["ends"]):
-                f["recovered_s"] = round(time.monotonic() - f["t0"], 1)
         if time.monotonic() - start > args.minutes * 60 + 900:
             raise TimeoutError("the stream did not catch up within 15 minutes of the last fault")
         time.sleep(0.5)
+    watch.stop()  # the loop ended caught up with the topic: every fault before has recovered
     stream.proc.send_signal(signal.SIGTERM)
     stream.proc.wait(120)
     for f in faults:
