@@ -1,8 +1,8 @@
 """A class-data sharing (CDS) archive of the Spark driver JVM: Spark starts about 2 s sooner with it.
 
 Every notebook kernel, CLI command and test session starts its own JVM, which loads, parses and verifies thousands
-of Spark classes before its first query. `python -m tootpipe.spark.archive` (see below for who runs it) starts Spark once
-with `-XX:ArchiveClassesAtExit`, runs a small workload (SQL, Arrow) and keeps the classes the JVM loaded, already
+of Spark classes before its first query. `python -m tootpipe.spark.archive` (who runs it: below) starts Spark
+once with `-XX:ArchiveClassesAtExit`, runs a small workload (SQL, Arrow) and keeps the classes the JVM loaded, already
 parsed and verified, in `.tootpipe/cds/`; :func:`java_options` then hands the archive to every driver JVM.
 Measured on 2 cores: the session is up in ~5.0 s instead of ~8.7 s; building the archive takes ~28 s, once.
 `make test` builds it before the suite; `make lab`, `orchestrate` and `live` start the build in the background
