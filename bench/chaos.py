@@ -31,7 +31,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -45,6 +44,7 @@ import yaml  # noqa: E402
 from common import write  # noqa: E402
 from ingest import write_replay  # noqa: E402
 from live_feed import FIRST_ID, LiveFeed  # noqa: E402
+from recovery import RecoveryWatch, caught_up  # noqa: E402
 
 from tootpipe.core import config  # noqa: E402
 from tootpipe.core.errors import DatabaseUnavailable  # noqa: E402
@@ -94,40 +94,6 @@ class Supervised:
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-
-
-def caught_up(sink: PostgresSink, ends: dict[int, int]) -> bool:
-    """Whether the stream's ledger has applied everything up to `ends` (False while PostgreSQL is down)."""
-    try:
-        done = sink.committed_ends()
-    except (DatabaseUnavailable, psycopg2.Error):  # PostgreSQL may be down or going: that is the point
-        return False
-    return all(done.get(p, 0) >= o for p, o in ends.items())
-
-
-class RecoveryWatch(threading.Thread):
-    """Whether the stream has committed what the topic held at each fault, sampled every 0.5 s apart from the
-    soak's loop: an injection blocks that loop (a stalled instance for three watchdog periods, an outage for its
-    length), and a fault before it would otherwise be seen recovered only when the injection returns."""
-
-    def __init__(self, sink: PostgresSink, faults: list[dict]) -> None:
-        super().__init__(daemon=True)
-        self.sink, self.faults, self.done = sink, faults, threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            self.check()
-            self.done.wait(0.5)
-
-    def check(self) -> None:
-        for f in [f for f in list(self.faults) if "recovered_s" not in f]:
-            if caught_up(self.sink, f["ends"]):
-                f["recovered_s"] = round(time.monotonic() - f["t0"], 1)
-
-    def stop(self) -> None:
-        self.done.set()
-        self.join(60)
-        self.check()  # the soak ends caught up with the topic: a fault not sampled since is recovered now
 
 
 def topic_ends(params) -> dict[int, int]:

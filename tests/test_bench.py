@@ -38,7 +38,9 @@ def test_the_chaos_soak_times_a_recovery_while_its_loop_is_blocked_in_an_injecti
 
     from conftest import wait_until
     sys.path.insert(0, str(ROOT / "bench"))
-    import chaos
+    state = os.environ.get("TOOTPIPE_STATE_DIR")
+    import recovery
+    assert os.environ.get("TOOTPIPE_STATE_DIR") == state  # importing chaos.py moved it: the worker's next tests failed
 
     class Ledger:  # what PostgresSink.committed_ends reads: per partition, the end the stream has committed
         ends = {0: 5, 1: 7}
@@ -47,7 +49,7 @@ def test_the_chaos_soak_times_a_recovery_while_its_loop_is_blocked_in_an_injecti
             return dict(self.ends)
     ledger = Ledger()
     faults = [{"fault": "kill -9 stream", "ends": {0: 10, 1: 7}, "t0": time.monotonic()}]
-    watch = chaos.RecoveryWatch(ledger, faults)
+    watch = recovery.RecoveryWatch(ledger, faults)
     watch.check()
     assert "recovered_s" not in faults[0]  # partition 0 is behind
     watch.start()
