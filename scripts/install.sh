@@ -12,11 +12,12 @@
 UV_VERSION=0.13.8
 
 # pip's own settings (pip.conf, PIP_* variables) as uv's: `pip config list` prints them as section.key='value'
-pip_setting() { "$py" -m pip config list 2>/dev/null | sed -n "s/^[^=]*\.$1='\(.*\)'\$/\1/p" | tail -n 1 || true; }
+pip_setting() { printf '%s\n' "$2" | sed -n "s/^[^=]*\.$1='\(.*\)'\$/\1/p" | tail -n 1; }
 with_pip_settings() {
-  local index extra links cert
-  index=$(pip_setting index-url); extra=$(pip_setting extra-index-url)
-  links=$(pip_setting find-links | tr -s ' ' ','); cert=$(pip_setting cert)
+  local conf index extra links cert
+  conf=$("$py" -m pip config list 2>/dev/null || true)
+  index=$(pip_setting index-url "$conf"); extra=$(pip_setting extra-index-url "$conf")
+  links=$(pip_setting find-links "$conf" | tr -s ' ' ','); cert=$(pip_setting cert "$conf")
   env ${index:+UV_DEFAULT_INDEX="$index"} ${extra:+UV_INDEX="$extra"} ${links:+UV_FIND_LINKS="$links"} \
     ${cert:+SSL_CERT_FILE="$cert"} "$@"
 }
