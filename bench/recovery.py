@@ -1,6 +1,6 @@
 """When the stream has recovered from a fault: it has committed everything the topic held at the fault (read from
-its ledger). Apart from bench/chaos.py, which sets its own state folder as it is imported, so that a test can import
-this without that."""
+its ledger). A module of its own because importing bench/chaos.py points TOOTPIPE_STATE_DIR at the soak's folder:
+a test importing this one keeps its own state."""
 from __future__ import annotations
 
 import threading
